@@ -1,0 +1,1 @@
+"""Bytes ⇄ messages. Sans-I/O: nothing here touches sockets or event loops."""

@@ -1,0 +1,453 @@
+"""The vocabulary every role speaks: one frozen, slotted dataclass per op.
+
+A message travels as a msgpack map ``{"op": <op>, <field>: <value>, ...}``; see
+:mod:`shoal.protocol.wire` for how maps, batches and :class:`Opaque` payloads become
+frames. msgpack arrays decode as tuples (so dask keys such as ``("x", 0)`` survive the
+round trip), hence every sequence field is typed as a tuple.
+
+Naming: the class name says who sends it, the ``op`` is the wire name.
+Streams (long-lived, batched): client⇄scheduler and worker⇄scheduler.
+Requests (one request, one reply, over a pooled connection): everything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from shoal._types import Address, Key
+from shoal.errors import RemoteProtocolError
+from shoal.protocol.opaque import Opaque
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+class Message:
+    """Base of all ops. Subclasses are frozen, slotted dataclasses with an ``op``."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        op = cls.__dict__.get("op")
+        if op is not None:
+            if op in _REGISTRY and _REGISTRY[op].__qualname__ != cls.__qualname__:
+                raise TypeError(f"op {op!r} registered twice")
+            _REGISTRY[op] = cls
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the msgpack-ready map for this message."""
+        d: dict[str, Any] = {"op": self.op}
+        for name in self.__slots__:
+            d[name] = getattr(self, name)
+        return d
+
+    @staticmethod
+    def from_wire(d: Any) -> Message:
+        """Build the message for a decoded map; raise RemoteProtocolError if invalid."""
+        if not isinstance(d, dict):
+            raise RemoteProtocolError(f"a message must be a map, got {type(d).__name__}")
+        op = d.get("op")
+        cls = _REGISTRY.get(op) if isinstance(op, str) else None
+        if cls is None:
+            raise RemoteProtocolError(f"unknown op {op!r}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k != "op"})
+        except TypeError as e:
+            raise RemoteProtocolError(f"malformed {op!r} message: {e}") from None
+
+
+def registered_ops() -> dict[str, type[Message]]:
+    """Return a copy of the op → class registry (for tests and docs)."""
+    return dict(_REGISTRY)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task as the client submits it.
+
+    ``run_spec`` is the pickled callable with its arguments (``None`` for a task whose
+    value is scattered data). ``dependencies`` are the keys its arguments reference.
+    ``priority`` is a tuple compared lexicographically: lower runs first.
+    """
+
+    key: Key
+    dependencies: tuple[Key, ...]
+    run_spec: Opaque | None
+    priority: tuple[int | float, ...] = (0,)
+    retries: int = 0
+    workers: tuple[str, ...] | None = None
+    allow_other_workers: bool = False
+    resources: dict[str, float] | None = None
+
+    def to_wire(self) -> tuple[Any, ...]:
+        """Compact positional form."""
+        return (
+            self.key,
+            self.dependencies,
+            self.run_spec,
+            self.priority,
+            self.retries,
+            self.workers,
+            self.allow_other_workers,
+            self.resources,
+        )
+
+    @classmethod
+    def from_wire(cls, t: Any) -> TaskSpec:
+        """Inverse of :meth:`to_wire`; raise RemoteProtocolError if malformed."""
+        try:
+            return cls(*t)
+        except TypeError as e:
+            raise RemoteProtocolError(f"malformed task spec: {e}") from None
+
+
+# ------------------------------------------------------------ client → scheduler stream
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterClient(Message):
+    """First message on a client's stream; the scheduler answers ``ClientRegistered``."""
+
+    op: ClassVar[str] = "register-client"
+    client: str
+    versions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateGraph(Message):
+    """Add tasks (wire-form :class:`TaskSpec` tuples); the client wants ``keys``."""
+
+    op: ClassVar[str] = "update-graph"
+    tasks: tuple[Any, ...]
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReleasesKeys(Message):
+    """The client holds no more futures for these keys."""
+
+    op: ClassVar[str] = "client-releases-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDesiresKeys(Message):
+    """The client holds new futures for keys that already exist on the scheduler."""
+
+    op: ClassVar[str] = "client-desires-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelKeys(Message):
+    """Cancel these keys (and, with ``force``, also for other clients)."""
+
+    op: ClassVar[str] = "cancel-keys"
+    keys: tuple[Key, ...]
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScatteredData(Message):
+    """The client put data straight on workers: ``who_has`` maps key → addresses."""
+
+    op: ClassVar[str] = "scattered-data"
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient(Message):
+    """The client is closing on purpose; release everything it holds."""
+
+    op: ClassVar[str] = "close-client"
+
+
+# ------------------------------------------------------------ scheduler → client stream
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRegistered(Message):
+    """Answer to ``RegisterClient``/``RegisterWorker``: the scheduler's identity."""
+
+    op: ClassVar[str] = "registered"
+    address: Address
+    versions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInMemory(Message):
+    """A key the client wants has a value on some worker."""
+
+    op: ClassVar[str] = "key-in-memory"
+    key: Key
+    type_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyErred(Message):
+    """A key the client wants failed (``blame`` is the key that actually raised)."""
+
+    op: ClassVar[str] = "task-erred"
+    key: Key
+    exception: Opaque | None
+    traceback: Opaque | None
+    exception_text: str
+    traceback_text: str
+    blame: Key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLost(Message):
+    """A key that was in memory is gone (worker lost) and will be recomputed."""
+
+    op: ClassVar[str] = "key-lost"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class KeysCancelled(Message):
+    """These keys were cancelled; their futures must fail with a cancellation."""
+
+    op: ClassVar[str] = "keys-cancelled"
+    keys: tuple[Key, ...]
+    reason: str = ""
+
+
+# ------------------------------------------------------------ scheduler → worker stream
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeTask(Message):
+    """Run ``key``; ``who_has`` says where each dependency not on this worker lives."""
+
+    op: ClassVar[str] = "compute-task"
+    key: Key
+    run_spec: Opaque | None
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+    priority: tuple[int | float, ...]
+    resources: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FreeKeys(Message):
+    """Forget these keys: drop their data and cancel them if queued or running."""
+
+    op: ClassVar[str] = "free-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireReplicas(Message):
+    """Fetch copies of these keys from the listed holders and keep them."""
+
+    op: ClassVar[str] = "acquire-replicas"
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+
+
+# ------------------------------------------------------------ worker → scheduler stream
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterWorker(Message):
+    """First message on a worker's stream; the scheduler answers ``ClientRegistered``."""
+
+    op: ClassVar[str] = "register-worker"
+    address: Address
+    nthreads: int
+    memory_limit: int
+    name: str
+    versions: dict[str, Any] = field(default_factory=dict)
+    keys: tuple[Key, ...] = ()
+    nbytes: dict[Key, int] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFinished(Message):
+    """``key`` ran here and its result (``nbytes``) is held by this worker."""
+
+    op: ClassVar[str] = "task-finished"
+    key: Key
+    nbytes: int
+    type_name: str
+    start: float
+    stop: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed(Message):
+    """``key`` raised; the exception travels pickled and as text."""
+
+    op: ClassVar[str] = "task-failed"
+    key: Key
+    exception: Opaque | None
+    traceback: Opaque | None
+    exception_text: str
+    traceback_text: str
+    start: float
+    stop: float
+
+
+@dataclass(frozen=True, slots=True)
+class AddKeys(Message):
+    """This worker now holds copies of ``keys`` (fetched or acquired)."""
+
+    op: ClassVar[str] = "add-keys"
+    keys: tuple[Key, ...]
+    nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MissingData(Message):
+    """``errant_worker`` did not have ``key`` although the scheduler said it did."""
+
+    op: ClassVar[str] = "missing-data"
+    key: Key
+    errant_worker: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule(Message):
+    """Take ``key`` back and assign it again (e.g. its dependencies became unreachable)."""
+
+    op: ClassVar[str] = "reschedule"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Periodic liveness and load report from a worker."""
+
+    op: ClassVar[str] = "heartbeat"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------ requests and replies
+
+
+@dataclass(frozen=True, slots=True)
+class OK(Message):
+    """Generic successful reply; ``value`` is op-specific and msgpack-able."""
+
+    op: ClassVar[str] = "ok"
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply(Message):
+    """Generic failure reply: a human-readable error for whoever sent the request."""
+
+    op: ClassVar[str] = "error"
+    message: str
+    exception: Opaque | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity(Message):
+    """Ask a server who it is (type, address, workers...). Reply: ``OK(value=dict)``."""
+
+    op: ClassVar[str] = "identity"
+
+
+@dataclass(frozen=True, slots=True)
+class WhoHas(Message):
+    """Ask the scheduler where keys live (all keys if ``None``). Reply: ``OK({key: [addr]})``."""
+
+    op: ClassVar[str] = "who-has"
+    keys: tuple[Key, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HasWhat(Message):
+    """Ask which keys each worker holds. Reply: ``OK({addr: [key]})``."""
+
+    op: ClassVar[str] = "has-what"
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Processing(Message):
+    """Ask which keys each worker is processing. Reply: ``OK({addr: [key]})``."""
+
+    op: ClassVar[str] = "processing"
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NThreads(Message):
+    """Ask how many threads each worker has. Reply: ``OK({addr: n})``."""
+
+    op: ClassVar[str] = "nthreads"
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatherKeys(Message):
+    """Ask for the status and holders of keys a client wants to gather.
+
+    Reply: ``OK({key: {"status": state, "who_has": [addr]}})``.
+    """
+
+    op: ClassVar[str] = "gather-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast(Message):
+    """Ask the scheduler to forward ``msg`` (a message map) to workers and collect replies.
+
+    Reply: ``OK({addr: reply-map})``.
+    """
+
+    op: ClassVar[str] = "broadcast"
+    msg: dict[str, Any]
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetData(Message):
+    """Ask a worker for the values of keys. Reply: ``DataReply``."""
+
+    op: ClassVar[str] = "get-data"
+    keys: tuple[Key, ...]
+    who: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataReply(Message):
+    """Values a worker holds (``data``) and the keys it did not have (``missing``)."""
+
+    op: ClassVar[str] = "data"
+    data: dict[Key, Opaque]
+    missing: tuple[Key, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateData(Message):
+    """Put values straight into a worker's memory (scatter). Reply: ``OK({key: nbytes})``."""
+
+    op: ClassVar[str] = "update-data"
+    data: dict[Key, Opaque]
+
+
+@dataclass(frozen=True, slots=True)
+class RunFunction(Message):
+    """Run a pickled ``(function, args, kwargs)`` on a worker. Reply: ``OK(Opaque)``."""
+
+    op: ClassVar[str] = "run"
+    function: Opaque
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate(Message):
+    """Ask a server to close."""
+
+    op: ClassVar[str] = "terminate"
