@@ -6,4 +6,56 @@ Layering (a module imports only from layers below it; see tests/test_architectur
     → L2 pure state machines → L1 protocol → L0 _types, errors, config
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+from shoal.client.client import Client, default_client, get_client
+from shoal.client.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Future,
+    as_completed,
+    fire_and_forget,
+    futures_in,
+    wait,
+)
+from shoal.deploy.local import LocalCluster
+from shoal.errors import (
+    CommClosedError,
+    FutureCancelledError,
+    KilledWorker,
+    ShoalError,
+    TaskError,
+)
+from shoal.scheduler.server import Scheduler
+from shoal.worker.execute import get_worker
+from shoal.worker.server import Worker
+
+CancelledError = FutureCancelledError
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "CancelledError",
+    "Client",
+    "CommClosedError",
+    "Future",
+    "FutureCancelledError",
+    "KilledWorker",
+    "LocalCluster",
+    "Scheduler",
+    "ShoalError",
+    "TaskError",
+    "Worker",
+    "__version__",
+    "as_completed",
+    "default_client",
+    "fire_and_forget",
+    "futures_in",
+    "get_client",
+    "get_worker",
+    "wait",
+]

@@ -39,6 +39,7 @@ class Message:
     def to_wire(self) -> dict[str, Any]:
         """Return the msgpack-ready map for this message."""
         d: dict[str, Any] = {"op": self.op}
+        name: str
         for name in self.__slots__:
             d[name] = getattr(self, name)
         return d
@@ -159,6 +160,14 @@ class ScatteredData(Message):
     op: ClassVar[str] = "scattered-data"
     who_has: dict[Key, tuple[Address, ...]]
     nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FireAndForget(Message):
+    """Run these keys to completion even if no client holds them any more."""
+
+    op: ClassVar[str] = "fire-and-forget"
+    keys: tuple[Key, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,97 @@
+"""Configuration: defaults < YAML file < ``SHOAL_*`` environment variables < keywords.
+
+Settings have dotted names (``comm.max-message-bytes``). The YAML file is the one named
+by ``SHOAL_CONFIG``, else ``~/.config/shoal/shoal.yaml`` when it exists; nested maps in it
+flatten to dotted names. An environment variable ``SHOAL_COMM__MAX_MESSAGE_BYTES=1e9``
+sets ``comm.max-message-bytes`` (``__`` separates levels, ``_`` stands for ``-``); its
+value is parsed as YAML, so numbers and booleans come out typed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    # Transport limits, checked before allocating (see protocol/frames.py).
+    "comm.max-frames": 10_000,
+    "comm.max-header-bytes": 64 * 2**20,
+    "comm.max-message-bytes": 2 * 2**30,
+    "comm.timeouts.connect": 30.0,
+    # Admin messages are coalesced for this long before a write.
+    "comm.batch-interval": 0.002,
+    "scheduler.allowed-failures": 3,
+    "scheduler.validate": False,
+    "worker.heartbeat-interval": 1.0,
+    "client.heartbeat-interval": 5.0,
+}
+
+
+def _flatten(prefix: str, obj: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for k, v in obj.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            _flatten(name + ".", v, out)
+        else:
+            out[name] = v
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, raw in env.items():
+        if not var.startswith("SHOAL_") or var == "SHOAL_CONFIG":
+            continue
+        name = ".".join(p.lower().replace("_", "-") for p in var[len("SHOAL_") :].split("__"))
+        try:
+            out[name] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[name] = raw
+    return out
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Return the effective settings as a flat ``{dotted-name: value}`` dict.
+
+    Overrides take dotted names: ``load(**{"comm.max-message-bytes": 10**9})``.
+    """
+    env = os.environ if env is None else env
+    settings = dict(DEFAULTS)
+    if path is None:
+        path = env.get("SHOAL_CONFIG") or None
+        default = Path.home() / ".config" / "shoal" / "shoal.yaml"
+        if path is None and default.exists():
+            path = default
+    if path is not None:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+        _flatten("", data, settings)
+    settings.update(_from_env(env))
+    settings.update(overrides)
+    return settings
+
+
+_cached: dict[str, Any] | None = None
+
+
+def get(name: str, default: Any = None) -> Any:
+    """Return one setting from the process-wide configuration (loaded once)."""
+    global _cached
+    if _cached is None:
+        _cached = load()
+    return _cached.get(name, default)
+
+
+def refresh() -> None:
+    """Forget the cached configuration (tests, or after changing the environment)."""
+    global _cached
+    _cached = None

@@ -1,0 +1,107 @@
+"""What a task runs: a callable, its arguments, and references to other tasks' results.
+
+The client builds a :class:`RunSpec` for ``submit``/``map``; references to futures become
+:class:`KeyRef` placeholders (found by :func:`find_refs`), the worker swaps them for the
+dependencies' values (:func:`substitute`) and calls the function. dask graph nodes
+(``dask._task_spec.GraphNode``) are run specs too; the worker calls them with a mapping
+of dependency values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shoal._types import Key
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+class KeyRef:
+    """A placeholder for the value of another task, resolved on the worker."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeyRef, (self.key,))
+
+    def __repr__(self) -> str:
+        return f"KeyRef({self.key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyRef) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(("KeyRef", self.key))
+
+
+class RunSpec:
+    """``function(*args, **kwargs)`` where args may hold :class:`KeyRef` placeholders."""
+
+    __slots__ = ("args", "function", "kwargs")
+
+    def __init__(
+        self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RunSpec, (self.function, self.args, self.kwargs))
+
+    def __call__(self, values: Mapping[Key, Any]) -> Any:
+        """Run the function with every placeholder replaced by its value."""
+        if values:
+            args = substitute(self.args, values)
+            kwargs = substitute(self.kwargs, values)
+            return self.function(*args, **kwargs)
+        return self.function(*self.args, **self.kwargs)
+
+
+#: Returned by a ``replace`` callback to keep an object as it is.
+KEEP: Any = object()
+
+
+def replace_objects(obj: Any, replace: Callable[[Any], Any]) -> Any:
+    """Rebuild ``obj`` with every object for which ``replace`` doesn't return ``KEEP``.
+
+    Walks lists, tuples, sets and dicts (values only); other objects are leaves. The
+    original container is returned when nothing inside it changed.
+    """
+    new = replace(obj)
+    if new is not KEEP:
+        return new
+    typ = type(obj)
+    if typ is list or typ is tuple or typ is set or typ is frozenset:
+        items = [replace_objects(x, replace) for x in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return typ(items)
+    if typ is dict:
+        values = {k: replace_objects(v, replace) for k, v in obj.items()}
+        if all(values[k] is v for k, v in obj.items()):
+            return obj
+        return values
+    return obj
+
+
+def find_refs(obj: Any) -> set[Key]:
+    """Return the keys of every :class:`KeyRef` inside ``obj`` (containers walked)."""
+    found: set[Key] = set()
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, KeyRef):
+            found.add(x.key)
+        elif type(x) in _CONTAINERS:
+            stack.extend(x.values() if type(x) is dict else x)
+    return found
+
+
+def substitute(obj: Any, values: Mapping[Key, Any]) -> Any:
+    """Replace every :class:`KeyRef` inside ``obj`` with ``values[ref.key]``."""
+    return replace_objects(obj, lambda x: values[x.key] if isinstance(x, KeyRef) else KEEP)
