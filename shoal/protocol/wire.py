@@ -1,0 +1,113 @@
+"""Messages ⇄ frames: msgpack headers with :class:`Opaque` payloads as extra frames.
+
+Frame 0 of a message is msgpack: the map of one message (``msg.to_wire()``) or, for
+several, ``{"op": "batch", "msgs": [map, …]}``.  Every :class:`Opaque` found anywhere in
+it (fields, nested dicts, tuples, dict keys excepted) is replaced by the msgpack
+extension ``ExtType(1, <u32 LE first frame index><u32 LE number of frames>)`` and its
+frames are appended after the header, untouched: payload bytes are never copied into
+the header and, on the receiving side, become slices of the received buffer.
+
+:class:`TaskSpec` values are written as their ``to_wire()`` tuple; the receiver calls
+``TaskSpec.from_wire`` itself (the header carries no type tags besides Opaque).
+
+Decoding is defensive: whatever the bytes, :func:`loads_messages` returns messages or
+raises :class:`RemoteProtocolError` (a fuzz test holds it to that).
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from shoal.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from shoal.protocol.messages import Message, TaskSpec
+from shoal.protocol.opaque import Frame, Opaque
+
+__all__ = ["BATCH_OP", "OPAQUE_EXT_CODE", "dumps_messages", "loads_messages"]
+
+#: msgpack extension code of an Opaque reference.
+OPAQUE_EXT_CODE = 1
+#: The op of a header carrying several messages.
+BATCH_OP = "batch"
+
+_EXT = struct.Struct("<II")
+
+
+def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
+    """Encode one or several messages as the frames of one wire message.
+
+    Raise :class:`LocalProtocolError` when there is no message or a value msgpack
+    can't encode (the error names its type).
+    """
+    if not msgs:
+        raise LocalProtocolError("no messages to encode")
+    frames: list[Frame] = [b""]  # frame 0, the header, is filled in below
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, Opaque):
+            start = len(frames)
+            frames.extend(obj.frames)
+            return msgpack.ExtType(OPAQUE_EXT_CODE, _EXT.pack(start, len(obj.frames)))
+        if isinstance(obj, TaskSpec):
+            return obj.to_wire()
+        if isinstance(obj, Message):
+            return obj.to_wire()
+        if hasattr(type(obj), "__index__"):  # numpy integers and the like
+            return operator.index(obj)
+        raise TypeError(f"cannot encode an object of type {type(obj).__qualname__!r}")
+
+    payload: Any
+    if len(msgs) == 1:
+        payload = msgs[0].to_wire()
+    else:
+        payload = {"op": BATCH_OP, "msgs": [m.to_wire() for m in msgs]}
+    try:
+        frames[0] = msgpack.packb(payload, use_bin_type=True, default=default)
+    except (TypeError, ValueError, OverflowError) as e:
+        ops = ", ".join(sorted({repr(m.op) for m in msgs}))
+        raise LocalProtocolError(f"cannot encode message {ops}: {e}") from e
+    return frames
+
+
+def loads_messages(frames: Sequence[Frame]) -> list[Message]:
+    """Decode the frames of one wire message into its messages (several for a batch).
+
+    Raise :class:`RemoteProtocolError` for anything malformed, never another type.
+    """
+    if not frames:
+        raise RemoteProtocolError("invalid message: no frames")
+    n = len(frames)
+
+    def ext_hook(code: int, data: bytes) -> Opaque:
+        if code != OPAQUE_EXT_CODE:
+            raise RemoteProtocolError(f"invalid message: unknown msgpack extension {code}")
+        if len(data) != _EXT.size:
+            raise RemoteProtocolError(
+                f"invalid message: Opaque reference of {len(data)} bytes, not {_EXT.size}"
+            )
+        start, count = _EXT.unpack(data)
+        if start < 1 or start + count > n:
+            raise RemoteProtocolError(
+                f"invalid message: Opaque reference to frames {start}..{start + count - 1} "
+                f"of a message with {n} frames"
+            )
+        return Opaque(frames[start : start + count])
+
+    try:
+        obj = msgpack.unpackb(
+            frames[0], raw=False, use_list=False, strict_map_key=False, ext_hook=ext_hook
+        )
+        if isinstance(obj, dict) and obj.get("op") == BATCH_OP:
+            maps = obj.get("msgs")
+            if not isinstance(maps, tuple) or not maps:
+                raise RemoteProtocolError("invalid batch: 'msgs' must be a non-empty array")
+            return [Message.from_wire(m) for m in maps]
+        return [Message.from_wire(obj)]
+    except ProtocolError:
+        raise
+    except Exception as e:  # msgpack raises many types; the contract is one
+        raise RemoteProtocolError(f"invalid message header: {type(e).__name__}: {e}") from e

@@ -1,0 +1,181 @@
+import dataclasses
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol.frames import FrameDecoder, encode_frames
+from shoal.protocol.messages import (
+    OK,
+    Broadcast,
+    ComputeTask,
+    DataReply,
+    Heartbeat,
+    Message,
+    TaskSpec,
+    UpdateGraph,
+    registered_ops,
+)
+from shoal.protocol.opaque import Opaque
+from shoal.protocol.wire import dumps_messages, loads_messages
+
+KEY = ("x", 0, 1)
+
+
+def opaque(tag: bytes = b"p") -> Opaque:
+    return Opaque([tag + b"-pickle", bytearray(tag * 5000), memoryview(tag * 3)])
+
+
+# One example value per field annotation of messages.py; a new annotation fails loudly.
+EXAMPLES: dict[str, Any] = {
+    "Key": KEY,
+    "Address": "tcp://127.0.0.1:8786",
+    "Address | None": "tcp://10.0.0.1:1234",
+    "str": "text",
+    "str | None": "maybe",
+    "int": 42,
+    "float": 1.5,
+    "bool": True,
+    "Any": {"nested": (1, "two", {"deep": opaque(b"a")}), ("t", 1): None},
+    "Opaque": opaque(),
+    "Opaque | None": opaque(b"q"),
+    "tuple[Key, ...]": (KEY, "y", 3, b"bytes-key"),
+    "tuple[Key, ...] | None": (KEY, "z"),
+    "tuple[Address, ...] | None": ("tcp://a:1", "inproc://1/2"),
+    "tuple[str, ...] | None": ("a", "b"),
+    "tuple[int | float, ...]": (1, -2, 0.5),
+    "tuple[Any, ...]": ((1, "a", None), {"k": opaque(b"z")}),
+    "dict[str, Any]": {"a": 1, "o": opaque(b"d"), "t": (KEY, {KEY: "v"})},
+    "dict[str, float]": {"GPU": 1.0},
+    "dict[str, float] | None": {"MEM": 2.5},
+    "dict[Key, int]": {KEY: 10, "y": 0},
+    "dict[Key, Opaque]": {KEY: opaque(b"1"), "y": opaque(b"2")},
+    "dict[Key, tuple[Address, ...]]": {KEY: ("tcp://a:1", "tcp://b:2"), "y": ()},
+}
+
+
+def example(cls: type[Message]) -> Message:
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        assert isinstance(f.type, str)
+        assert f.type in EXAMPLES, f"add an example value for {f.type!r} ({cls.__name__})"
+        kwargs[f.name] = EXAMPLES[f.type]
+    return cls(**kwargs)
+
+
+def through_the_wire(frames: list[Any]) -> list[memoryview]:
+    dec = FrameDecoder()
+    for buf in encode_frames(frames):
+        dec.receive_data(buf)
+    msg = dec.next_message()
+    assert msg is not None
+    return msg
+
+
+@pytest.mark.parametrize("op", sorted(registered_ops()))
+def test_round_trip_every_op(op: str) -> None:
+    msg = example(registered_ops()[op])
+    frames = dumps_messages([msg])
+    assert loads_messages(frames) == [msg]
+    assert loads_messages(through_the_wire(frames)) == [msg]
+
+
+def test_batch_round_trip() -> None:
+    msgs = [example(cls) for cls in registered_ops().values()]
+    frames = dumps_messages(msgs)
+    header = msgpack.unpackb(frames[0], strict_map_key=False, use_list=False)
+    assert header["op"] == "batch"
+    assert len(header["msgs"]) == len(msgs)
+    assert loads_messages(through_the_wire(frames)) == msgs
+
+
+def test_opaque_frames_are_not_copied() -> None:
+    payload = bytearray(1_000_000)
+    o = Opaque([b"pickle", payload])
+    frames = dumps_messages([DataReply(data={KEY: o})])
+    assert len(frames) == 3
+    assert frames[2] is payload
+    assert len(frames[0]) < 100  # only a reference travels in the header
+    (reply,) = loads_messages(frames)
+    assert isinstance(reply, DataReply)
+    assert reply.data[KEY].frames[1] is payload
+
+
+def test_tuple_keys_and_nested_opaque_survive() -> None:
+    msg = Broadcast(msg={"op": "run", "args": ({KEY: opaque()},)}, workers=None)
+    (back,) = loads_messages(dumps_messages([msg]))
+    assert back == msg
+    assert isinstance(back, Broadcast)
+    inner = back.msg["args"][0]
+    assert list(inner) == [KEY]
+    assert isinstance(inner[KEY], Opaque)
+
+
+def test_task_specs_travel_as_tuples() -> None:
+    spec = TaskSpec(key=KEY, dependencies=("y",), run_spec=opaque(), priority=(0, 1))
+    (back,) = loads_messages(dumps_messages([UpdateGraph(tasks=(spec,), keys=(KEY,))]))
+    assert isinstance(back, UpdateGraph)
+    assert isinstance(back.tasks[0], tuple)
+    assert TaskSpec.from_wire(back.tasks[0]) == spec
+
+
+def test_numpy_integers_are_encoded_as_ints() -> None:
+    (back,) = loads_messages(dumps_messages([OK(value={"n": np.int64(7)})]))
+    assert back == OK(value={"n": 7})
+
+
+def test_unencodable_values_are_local_errors() -> None:
+    with pytest.raises(LocalProtocolError, match="set"):
+        dumps_messages([OK(value={1, 2})])
+    with pytest.raises(LocalProtocolError, match="object"):
+        dumps_messages([OK(value=object())])
+    with pytest.raises(LocalProtocolError, match="'ok'"):
+        dumps_messages([OK(value=2**70)])
+    with pytest.raises(LocalProtocolError):
+        dumps_messages([])
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        ([], "no frames"),
+        ([b"\xc1"], "invalid message header"),
+        ([pack([1, 2])], "must be a map"),
+        ([pack({"op": "no-such-op"})], "unknown op"),
+        ([pack({"op": "ok", "bogus": 1})], "malformed 'ok'"),
+        ([pack({"op": "batch", "msgs": []})], "non-empty"),
+        ([pack({"op": "batch", "msgs": [{"op": "batch", "msgs": []}]})], "unknown op"),
+        ([pack({"op": "ok", "value": msgpack.ExtType(5, b"")})], "extension 5"),
+        ([pack({"op": "ok", "value": msgpack.ExtType(1, b"\x01")})], "Opaque reference"),
+        (
+            [pack({"op": "ok", "value": msgpack.ExtType(1, b"\x01\0\0\0\x02\0\0\0")}), b""],
+            "frames 1..2 of a message with 2",
+        ),
+        ([pack({"op": "ok", "value": msgpack.ExtType(1, b"\0\0\0\0\x01\0\0\0")})], "frames 0"),
+        ([pack({"op": "ok"}) + b"\x00"], "ExtraData"),
+        ([pack({(1, 2): {}, "op": "ok"})], "malformed"),
+    ],
+)
+def test_malformed_headers(frames: list[bytes], match: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=match):
+        loads_messages(frames)
+
+
+def test_compute_task_with_opaque_run_spec() -> None:
+    msg = ComputeTask(
+        key=KEY,
+        run_spec=opaque(),
+        who_has={"d": ("tcp://a:1",)},
+        nbytes={"d": 8},
+        priority=(0,),
+    )
+    assert loads_messages(through_the_wire(dumps_messages([msg, Heartbeat()]))) == [
+        msg,
+        Heartbeat(),
+    ]
