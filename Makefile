@@ -1,0 +1,38 @@
+# make demo  - create .venv, install shoal, run the example job on a LocalCluster
+# make test  - create .venv with the test extras, run the test suite
+# make check - lint (ruff), format check, type check (mypy)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test check lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(VENV)/.installed $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/demo.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+check: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check shoal tests examples
+	$(VENV)/bin/ruff format --check shoal tests examples
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format shoal tests examples
+	$(VENV)/bin/ruff check --fix shoal tests examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

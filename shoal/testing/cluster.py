@@ -1,0 +1,43 @@
+"""Start a real scheduler and workers in the running event loop (for tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from shoal.scheduler.server import Scheduler
+from shoal.worker.server import Worker
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    n_workers: int = 2,
+    nthreads: int = 1,
+    protocol: str = "tcp",
+    worker_kwargs: dict[str, Any] | None = None,
+    scheduler_kwargs: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[Scheduler, list[Worker]]]:
+    """A scheduler and ``n_workers`` workers over ``protocol`` on 127.0.0.1.
+
+    The scheduler validates its state after every event. Everything is closed on exit.
+    """
+    s = await Scheduler(
+        host="127.0.0.1", port=0, protocol=protocol, validate=True, **(scheduler_kwargs or {})
+    )
+    workers: list[Worker] = []
+    try:
+        workers = list(
+            await asyncio.gather(
+                *(
+                    Worker(s.address, nthreads=nthreads, name=f"w{i}", validate=True,
+                           **(worker_kwargs or {})).start()
+                    for i in range(n_workers)
+                )
+            )
+        )
+        yield s, workers
+    finally:
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        await s.close()

@@ -1,0 +1,67 @@
+"""The synchronous facade: same API, blocking calls."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shoal import as_completed, wait
+from shoal.errors import FutureCancelledError
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def test_result_and_timeout(client) -> None:
+    assert client.submit(inc, 1).result(timeout=10) == 2
+    slow = client.submit(__import__("time").sleep, 2, pure=False)
+    with pytest.raises(TimeoutError):
+        slow.result(timeout=0.05)
+    client.cancel(slow)
+    with pytest.raises(FutureCancelledError):
+        slow.result()
+
+
+def test_exception_and_traceback(client) -> None:
+    fut = client.submit(int, "not a number")
+    assert isinstance(fut.exception(), ValueError)
+    assert fut.traceback() is not None
+    with pytest.raises(ValueError, match="invalid literal"):
+        fut.result()
+
+
+def test_as_completed_sync(client) -> None:
+    futures = client.map(inc, range(10))
+    seen = [f.result() for f in as_completed(futures)]
+    assert sorted(seen) == list(range(1, 11))
+    pairs = list(as_completed(client.map(inc, range(3)), with_results=True))
+    assert sorted(v for _, v in pairs) == [1, 2, 3]
+    batches = list(as_completed(client.map(inc, range(5))).batches())
+    assert sum(len(b) for b in batches) == 5
+
+
+def test_wait_return_when(client) -> None:
+    import time
+
+    fast = client.submit(inc, 1)
+    slow = client.submit(time.sleep, 1, pure=False)
+    done, not_done = wait([fast, slow], return_when="FIRST_COMPLETED")
+    assert fast in done
+    assert slow in not_done
+
+
+def test_done_callback_runs_in_a_thread(client) -> None:
+    called = threading.Event()
+    fut = client.submit(inc, 10)
+    fut.add_done_callback(lambda f: called.set())
+    assert called.wait(10)
+
+
+def test_futures_can_not_be_pickled(client) -> None:
+    import pickle
+
+    fut = client.submit(inc, 3)
+    with pytest.raises(TypeError, match="can't be pickled"):
+        pickle.dumps(fut)

@@ -1,0 +1,44 @@
+"""Shared fixtures: real clusters on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from shoal import Client, LocalCluster
+from shoal.testing.cluster import cluster
+
+
+@pytest.fixture
+async def c_s_ws() -> AsyncIterator[tuple[Client, Any, list[Any]]]:
+    """An async client connected to a scheduler and two 1-thread workers over TCP."""
+    async with cluster(n_workers=2, nthreads=1) as (s, ws):
+        client = await Client(s.address, asynchronous=True)
+        try:
+            yield client, s, ws
+        finally:
+            await client.close()
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> Iterator[LocalCluster]:
+    """A threaded LocalCluster shared by a module's synchronous tests."""
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False) as lc:
+        yield lc
+
+
+@pytest.fixture
+def client(local_cluster: LocalCluster) -> Iterator[Client]:
+    """A synchronous client of the module's LocalCluster."""
+    with Client(local_cluster) as c:
+        yield c
+    gc.collect()
+
+
+def shoal_threads() -> list[threading.Thread]:
+    """Threads started by shoal that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("shoal")]
