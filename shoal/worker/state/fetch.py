@@ -134,10 +134,10 @@ class Fetcher:
             return []
         per_worker = self.max_concurrent_fetches_per_worker
         candidates: list[tuple[tuple[int | float, ...], int, Address]] = []
-        for worker, heap in self.data_needed.items():
+        for worker, queue in self.data_needed.items():
             n = self.in_flight_count(worker)
             if n < per_worker:
-                candidates.append((heap.peek().priority, n, worker))
+                candidates.append((queue.peek().priority, n, worker))
         heapq.heapify(candidates)
         batches: list[tuple[Address, list[TaskState]]] = []
         touched: list[Address] = []
@@ -206,9 +206,7 @@ class Fetcher:
         wanted = set(keys)
         found = None
         for tid in ids:
-            if (not wanted and len(ids) == 1) or not wanted.isdisjoint(
-                self.transfers[tid].keys
-            ):
+            if (not wanted and len(ids) == 1) or not wanted.isdisjoint(self.transfers[tid].keys):
                 found = tid
                 break
         if found is None:
