@@ -55,7 +55,8 @@ class Comm(abc.ABC):
         Returns once the data is handed to the OS (or buffered below a high-water
         mark): this is the backpressure.  The frames must not be mutated until then.
         Raise :class:`~shoal.errors.CommClosedError` if the comm is or becomes closed,
-        :class:`~shoal.errors.LocalProtocolError` for frames that cannot be sent.
+        :class:`~shoal.errors.LocalProtocolError` for frames that cannot be sent (none,
+        or more than this comm's own ``Limits.max_frames``).
         """
 
     @abc.abstractmethod

@@ -90,6 +90,7 @@ class TCPComm(Comm):
         self._sock = sock
         self._fd = sock.fileno()
         self._loop = asyncio.get_running_loop()
+        self._limits = limits
         self._decoder = FrameDecoder(limits)
         self._local = _format_sockaddr(sock.getsockname())
         try:
@@ -183,7 +184,7 @@ class TCPComm(Comm):
 
     async def write(self, frames: Sequence[Frame]) -> int:
         """Send one message (see :meth:`Comm.write`); never copies large frames."""
-        buffers = encode_frames(frames)
+        buffers = encode_frames(frames, self._limits)
         views = [memoryview(b) for b in buffers]
         nbytes = sum(v.nbytes for v in views)
         async with self._write_lock:
