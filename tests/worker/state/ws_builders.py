@@ -1,0 +1,167 @@
+"""Small builders for worker state machine tests: events and expected instructions."""
+
+from __future__ import annotations
+
+from shoal._types import Address, Key
+from shoal.protocol.messages import AddKeys, MissingData, Reschedule, TaskFailed, TaskFinished
+from shoal.protocol.opaque import Opaque
+from shoal.worker.state import (
+    ComputeTaskEvent,
+    DataUpdated,
+    DropData,
+    Execute,
+    ExecuteFailure,
+    ExecuteSuccess,
+    FreeKeysEvent,
+    GatherDep,
+    GatherDepMissing,
+    GatherDepNetworkFailure,
+    GatherDepSuccess,
+    SendToScheduler,
+    WorkerState,
+)
+
+SELF = "tcp://self"
+A = "tcp://a"
+B = "tcp://b"
+C = "tcp://c"
+
+
+def make_ws(nthreads: int = 1, **kwargs: int) -> WorkerState:
+    """A validating worker state at ``SELF``."""
+    return WorkerState(address=SELF, nthreads=nthreads, validate=True, **kwargs)
+
+
+def spec(key: Key) -> Opaque:
+    """A recognisable run spec for ``key``."""
+    return Opaque([f"run {key}".encode()])
+
+
+def compute(
+    key: Key,
+    who_has: dict[Key, tuple[Address, ...]] | None = None,
+    *,
+    nbytes: dict[Key, int] | None = None,
+    priority: tuple[int | float, ...] = (0,),
+    stimulus_id: str = "",
+    now: float = 0.0,
+) -> ComputeTaskEvent:
+    """ComputeTaskEvent for ``key`` with dependencies ``who_has``."""
+    return ComputeTaskEvent(
+        key=key,
+        run_spec=spec(key),
+        who_has=who_has or {},
+        nbytes=nbytes or {},
+        priority=priority,
+        stimulus_id=stimulus_id or f"compute-{key}",
+        now=now,
+    )
+
+
+def ok(key: Key, nbytes: int = 10) -> ExecuteSuccess:
+    """The thread pool ran ``key``."""
+    return ExecuteSuccess(key=key, nbytes=nbytes, type_name="int", start=1.0, stop=2.0)
+
+
+EXC = Opaque([b"exc"])
+TB = Opaque([b"tb"])
+
+
+def err(key: Key) -> ExecuteFailure:
+    """The thread pool ran ``key`` and it raised."""
+    return ExecuteFailure(
+        key=key,
+        exception=EXC,
+        traceback=TB,
+        exception_text="ValueError('boom')",
+        traceback_text="Traceback ...",
+        start=1.0,
+        stop=2.0,
+    )
+
+
+def free(*keys: Key) -> FreeKeysEvent:
+    """The scheduler frees ``keys``."""
+    return FreeKeysEvent(keys=keys)
+
+
+def got(worker: Address, **data: int) -> GatherDepSuccess:
+    """``worker`` sent the keys named (str keys only) with their sizes."""
+    return GatherDepSuccess(worker=worker, data_nbytes=dict(data))
+
+
+def lacked(worker: Address, *missing: Key, **received: int) -> GatherDepMissing:
+    """``worker`` answered but lacked ``missing``."""
+    return GatherDepMissing(worker=worker, keys_received=dict(received), missing=missing)
+
+
+def unreachable(worker: Address, *keys: Key) -> GatherDepNetworkFailure:
+    """``worker`` could not be reached for ``keys``."""
+    return GatherDepNetworkFailure(worker=worker, keys=keys)
+
+
+def scattered(**data: int) -> DataUpdated:
+    """Values put here directly."""
+    return DataUpdated(data_nbytes=dict(data))
+
+
+# ----------------------------------------------------------------- expected instructions
+
+
+def execute(key: Key, *deps: Key) -> Execute:
+    """Expected Execute of ``key``."""
+    return Execute(key=key, run_spec=spec(key), dependencies=deps)
+
+
+def gather(worker: Address, *keys: Key, nbytes: int | None = None) -> GatherDep:
+    """Expected GatherDep; ``nbytes`` defaults to 1024 per key (unknown sizes)."""
+    return GatherDep(
+        worker=worker, keys=keys, total_nbytes=1024 * len(keys) if nbytes is None else nbytes
+    )
+
+
+def finished(key: Key, nbytes: int = 10) -> SendToScheduler:
+    """Expected TaskFinished for ``ok(key)``."""
+    return SendToScheduler(
+        TaskFinished(key=key, nbytes=nbytes, type_name="int", start=1.0, stop=2.0)
+    )
+
+
+def failed(key: Key) -> SendToScheduler:
+    """Expected TaskFailed for ``err(key)``."""
+    return SendToScheduler(
+        TaskFailed(
+            key=key,
+            exception=EXC,
+            traceback=TB,
+            exception_text="ValueError('boom')",
+            traceback_text="Traceback ...",
+            start=1.0,
+            stop=2.0,
+        )
+    )
+
+
+def add_keys(**nbytes: int) -> SendToScheduler:
+    """Expected AddKeys."""
+    return SendToScheduler(AddKeys(keys=tuple(nbytes), nbytes=dict(nbytes)))
+
+
+def missing_data(key: Key, worker: Address) -> SendToScheduler:
+    """Expected MissingData."""
+    return SendToScheduler(MissingData(key=key, errant_worker=worker))
+
+
+def reschedule(key: Key) -> SendToScheduler:
+    """Expected Reschedule."""
+    return SendToScheduler(Reschedule(key=key))
+
+
+def drop(*keys: Key) -> DropData:
+    """Expected DropData."""
+    return DropData(keys=keys)
+
+
+def states(ws: WorkerState) -> dict[Key, str]:
+    """Every known key with its state."""
+    return {key: ts.state for key, ts in ws.tasks.items()}
