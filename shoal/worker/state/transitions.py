@@ -339,3 +339,12 @@ TRANSITIONS: dict[tuple[TaskStateName, TaskStateName], TransitionFunction] = {
     ("missing", "fetch"): _transition_missing_fetch,
     ("missing", "released"): _transition_missing_released,
 }
+
+
+def state_diagram() -> str:
+    """The transition table as a Mermaid state diagram (for the docs)."""
+    lines = ["stateDiagram-v2", "    [*] --> released"]
+    for start, finish in TRANSITIONS:
+        lines.append(f"    {start} --> {finish}")
+    lines.append("    forgotten --> [*]")
+    return "\n".join(lines)
