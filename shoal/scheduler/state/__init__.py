@@ -1,0 +1,57 @@
+"""The scheduler's pure state machine: ``SchedulerState.handle(*events) -> list[Outgoing]``.
+
+No I/O, no clock, no randomness, no unpickling: events in, messages out. The asyncio
+server turns wire messages into :mod:`.events`, feeds them to ``handle`` and routes the
+returned :mod:`.outgoing` records; read-only questions go to :mod:`.queries`.
+"""
+
+from shoal.scheduler.state import queries
+from shoal.scheduler.state.events import (
+    ClientConnected,
+    ClientDisconnected,
+    DataMissing,
+    DataScattered,
+    Event,
+    GraphSubmitted,
+    KeysCancelled,
+    KeysDesired,
+    KeysReleased,
+    ReplicasAdded,
+    RescheduleRequested,
+    TaskFailedEvent,
+    TaskFinishedEvent,
+    WorkerAdded,
+    WorkerRemoved,
+)
+from shoal.scheduler.state.invariants import validate
+from shoal.scheduler.state.machine import SchedulerState
+from shoal.scheduler.state.model import TaskStateName, TransitionRecord
+from shoal.scheduler.state.outgoing import Outgoing, ToClient, ToWorker
+from shoal.scheduler.state.transitions import TRANSITIONS
+
+__all__ = [
+    "TRANSITIONS",
+    "ClientConnected",
+    "ClientDisconnected",
+    "DataMissing",
+    "DataScattered",
+    "Event",
+    "GraphSubmitted",
+    "KeysCancelled",
+    "KeysDesired",
+    "KeysReleased",
+    "Outgoing",
+    "ReplicasAdded",
+    "RescheduleRequested",
+    "SchedulerState",
+    "TaskFailedEvent",
+    "TaskFinishedEvent",
+    "TaskStateName",
+    "ToClient",
+    "ToWorker",
+    "TransitionRecord",
+    "WorkerAdded",
+    "WorkerRemoved",
+    "queries",
+    "validate",
+]

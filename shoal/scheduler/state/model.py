@@ -1,0 +1,257 @@
+"""The records the scheduler keeps: tasks, workers, clients, and one handle() call's work.
+
+Relations between records are kept both ways (``dependencies``/``dependents``,
+``who_has``/``has_what``, ``who_wants``/``wants_what``, ``processing_on``/``processing``)
+so every question a transition asks is O(1). :mod:`.invariants` checks that both sides
+always agree.
+
+Sets of records are insertion-ordered dicts (``dict[X, None]``), never ``set``: records
+hash by identity, so a ``set`` would iterate in memory-address order and two runs of the
+same event log could make different decisions. With dicts, replay is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from shoal._types import Address, ClientId, Key, StimulusId
+from shoal.protocol.messages import KeyErred, Message, TaskSpec
+from shoal.protocol.opaque import Opaque
+from shoal.scheduler.state.outgoing import Outbox
+
+TaskStateName = Literal[
+    "released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten"
+]
+
+#: Every state a task in ``SchedulerState.tasks`` can be in (``forgotten`` ones are gone).
+LIVE_STATES: tuple[TaskStateName, ...] = (
+    "released",
+    "waiting",
+    "no-worker",
+    "processing",
+    "memory",
+    "erred",
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Failure:
+    """Why a task is erred: the pickled exception (never opened here) and its text.
+
+    ``blame`` is the key whose run actually raised; dependents erred because of it
+    share the same ``Failure``. ``exception is None`` marks a failure the scheduler made
+    itself; then ``exception_text`` reads ``"<TypeName>: <message>"`` (for example
+    ``"KilledWorker: ..."``) so a client can rebuild a matching exception.
+    """
+
+    exception: Opaque | None
+    traceback: Opaque | None
+    exception_text: str
+    traceback_text: str
+    blame: Key
+
+    def report(self, key: Key) -> KeyErred:
+        """The message telling a client that ``key`` erred because of this failure."""
+        return KeyErred(
+            key=key,
+            exception=self.exception,
+            traceback=self.traceback,
+            exception_text=self.exception_text,
+            traceback_text=self.traceback_text,
+            blame=self.blame,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A task's value appeared on ``holders``: a worker finished it, or a client scattered it."""
+
+    holders: tuple[WorkerInfo, ...]
+    nbytes: int
+    type_name: str | None
+
+
+class TaskState:
+    """Everything the scheduler knows about one key.
+
+    ``waiting_on`` holds the dependencies not yet in memory (only while ``waiting``);
+    ``waiters`` holds the dependents that still need this task's value (those in
+    ``waiting``, ``no-worker`` or ``processing``). A task is *needed* while it has a
+    client in ``who_wants`` or a dependent in ``waiters``.
+    """
+
+    __slots__ = (
+        "allow_other_workers",
+        "dependencies",
+        "dependents",
+        "failure",
+        "key",
+        "lost_dependency",
+        "nbytes",
+        "priority",
+        "processing_on",
+        "resources",
+        "retries",
+        "run_spec",
+        "state",
+        "suspicious",
+        "type_name",
+        "waiters",
+        "waiting_on",
+        "who_has",
+        "who_wants",
+        "worker_restrictions",
+    )
+
+    def __init__(self, key: Key) -> None:
+        self.key: Key = key
+        self.state: TaskStateName = "released"
+        #: the pickled callable and arguments; ``None`` for scattered data (no lineage)
+        self.run_spec: Opaque | None = None
+        self.priority: tuple[int | float, ...] = (0,)
+        self.retries = 0
+        self.worker_restrictions: tuple[str, ...] | None = None
+        self.allow_other_workers = False
+        self.resources: dict[str, float] | None = None
+        self.dependencies: dict[TaskState, None] = {}
+        self.dependents: dict[TaskState, None] = {}
+        self.waiting_on: dict[TaskState, None] = {}
+        self.waiters: dict[TaskState, None] = {}
+        self.who_wants: dict[ClientInfo, None] = {}
+        self.who_has: dict[WorkerInfo, None] = {}
+        self.processing_on: WorkerInfo | None = None
+        self.nbytes = 0
+        self.type_name: str | None = None
+        self.failure: Failure | None = None
+        #: a dependency that is gone for good (unknown at submit, or lost scattered data)
+        self.lost_dependency: Key | None = None
+        #: addresses of the workers that died while running this task
+        self.suspicious: list[Address] = []
+
+    def adopt(self, spec: TaskSpec) -> None:
+        """Take the run spec, priority and restrictions of a (re)submitted ``spec``."""
+        self.run_spec = spec.run_spec
+        self.priority = tuple(spec.priority)
+        self.retries = spec.retries
+        self.worker_restrictions = None if spec.workers is None else tuple(spec.workers)
+        self.allow_other_workers = spec.allow_other_workers
+        self.resources = dict(spec.resources) if spec.resources else None
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+
+class WorkerInfo:
+    """A live worker: its capacity, the tasks it runs and the keys it holds."""
+
+    __slots__ = (
+        "address",
+        "alive",
+        "has_what",
+        "last_assigned",
+        "memory_limit",
+        "name",
+        "nbytes",
+        "nthreads",
+        "pool_version",
+        "processing",
+        "resources",
+        "serial",
+    )
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        nthreads: int,
+        memory_limit: int,
+        name: str,
+        resources: dict[str, float],
+        serial: int,
+    ) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.name = name
+        self.resources = resources
+        #: join order, the last tie-breaker of placement
+        self.serial = serial
+        self.processing: dict[TaskState, None] = {}
+        self.has_what: dict[TaskState, None] = {}
+        #: total bytes of the keys in ``has_what``
+        self.nbytes = 0
+        #: placement counter value of the last task assigned here (-1: none yet)
+        self.last_assigned = -1
+        #: bumped whenever this worker's entry in the placement heap is refreshed
+        self.pool_version = 0
+        self.alive = True
+
+    def occupancy(self) -> tuple[float, int, int, int]:
+        """Placement order: busy threads ratio, bytes held, least recently assigned, join order."""
+        return (
+            len(self.processing) / max(self.nthreads, 1),
+            self.nbytes,
+            self.last_assigned,
+            self.serial,
+        )
+
+    def __repr__(self) -> str:
+        return f"<WorkerInfo {self.address} processing={len(self.processing)}>"
+
+
+class ClientInfo:
+    """A client and the keys it holds futures for."""
+
+    __slots__ = ("client", "wants_what")
+
+    def __init__(self, client: ClientId) -> None:
+        self.client = client
+        self.wants_what: dict[TaskState, None] = {}
+
+    def __repr__(self) -> str:
+        return f"<ClientInfo {self.client} wants={len(self.wants_what)}>"
+
+
+class TransitionRecord(NamedTuple):
+    """One line of the transition log: ``key`` went from ``start`` to ``finish``."""
+
+    key: Key
+    start: TaskStateName
+    finish: TaskStateName
+    stimulus_id: StimulusId
+    now: float
+
+
+class Context:
+    """The work in progress of one event: pending recommendations and messages to send.
+
+    ``recs`` maps a task to the state it should move to next; the transition engine
+    pops from it (last in, first out) until it is empty.
+    """
+
+    __slots__ = ("now", "out", "recs", "stimulus_id")
+
+    def __init__(self, stimulus_id: StimulusId, now: float, out: Outbox) -> None:
+        self.stimulus_id = stimulus_id
+        self.now = now
+        self.out = out
+        self.recs: dict[TaskState, TaskStateName] = {}
+
+    def to_worker(self, ws: WorkerInfo, msg: Message) -> None:
+        """Send ``msg`` to ``ws`` (dropped if the worker is gone)."""
+        if ws.alive:
+            self.out.to_worker(ws.address, msg)
+
+    def free(self, ws: WorkerInfo, key: Key) -> None:
+        """Tell ``ws`` to forget ``key`` (batched into one ``FreeKeys`` per worker)."""
+        if ws.alive:
+            self.out.free(ws.address, key)
+
+    def to_client(self, cs: ClientInfo, msg: Message) -> None:
+        """Send ``msg`` to client ``cs``."""
+        self.out.to_client(cs.client, msg)
+
+    def cancelled(self, client: ClientId, key: Key, reason: str) -> None:
+        """Tell ``client`` its futures for ``key`` are cancelled (batched per reason)."""
+        self.out.cancelled(client, key, reason)

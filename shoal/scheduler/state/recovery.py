@@ -1,0 +1,82 @@
+"""Losing workers and data: recompute from lineage, reschedule, count suspicious deaths.
+
+When a worker goes, every task it was running goes back to ``waiting`` (and is placed
+again), and every key whose only copy it held goes back to ``released``: if a client
+or a dependent still needs it, it is recomputed from its dependencies (its clients hear
+``KeyLost`` now and ``KeyInMemory`` later); scattered data, which has no recipe, is
+forgotten and its futures cancelled.
+
+A task running on a worker that *dies* (``safe=False``) is suspicious: it may be what
+kills workers. Once more than ``allowed_failures`` workers died running it, it errs
+with ``KilledWorker`` instead of being tried again. The scheduler can't pickle an
+exception, so the client gets ``KeyErred(exception=None, traceback=None,
+exception_text="KilledWorker: <message naming the task and the workers>")`` and
+rebuilds :class:`shoal.errors.KilledWorker` from it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shoal.errors import KilledWorker
+from shoal.scheduler.state.events import DataMissing, RescheduleRequested, WorkerRemoved
+from shoal.scheduler.state.model import Context, Failure, TaskState, WorkerInfo
+from shoal.scheduler.state.transitions import transition
+
+if TYPE_CHECKING:
+    from shoal.scheduler.state.machine import SchedulerState
+
+
+def killed_worker(ts: TaskState) -> Failure:
+    """The failure of a task that was running on too many workers that died."""
+    text = f"KilledWorker: {KilledWorker(ts.key, list(ts.suspicious))}"
+    return Failure(None, None, text, "", blame=ts.key)
+
+
+def remove_worker(s: SchedulerState, ws: WorkerInfo, ctx: Context, *, safe: bool) -> None:
+    """Forget ``ws``: reschedule what it ran, recompute or drop what only it held."""
+    s.drop_worker(ws)
+    ctx.out.forget_worker(ws.address)
+    # Its copies go first, so no decision below counts them as local data.
+    lost: list[TaskState] = []
+    for ts in list(ws.has_what):
+        s.remove_replica(ts, ws)
+        if not ts.who_has:
+            lost.append(ts)
+    for ts in list(ws.processing):
+        if not safe:
+            ts.suspicious.append(ws.address)
+        if len(ts.suspicious) > s.allowed_failures:
+            ts.failure = killed_worker(ts)
+            transition(s, ts, "erred", ctx)
+        else:
+            transition(s, ts, "released", ctx)  # recommends waiting if still needed
+    for ts in lost:
+        ctx.recs[ts] = "released"
+
+
+def worker_removed(s: SchedulerState, ev: WorkerRemoved, ctx: Context) -> None:
+    """A worker left (``safe``) or died."""
+    ws = s.workers.get(ev.address)
+    if ws is not None:
+        remove_worker(s, ws, ctx, safe=ev.safe)
+
+
+def data_missing(s: SchedulerState, ev: DataMissing, ctx: Context) -> None:
+    """A worker did not find ``ev.key`` on ``ev.errant_worker``: drop that copy."""
+    ts = s.tasks.get(ev.key)
+    if ts is None:
+        return
+    errant = s.workers.get(ev.errant_worker)
+    if errant is not None and errant in ts.who_has:
+        s.remove_replica(ts, errant)
+    if ts.state == "memory" and not ts.who_has:
+        ctx.recs[ts] = "released"
+
+
+def reschedule_requested(s: SchedulerState, ev: RescheduleRequested, ctx: Context) -> None:
+    """A worker gives a task back: place it again (maybe on the same worker)."""
+    ts = s.tasks.get(ev.key)
+    ws = s.workers.get(ev.worker)
+    if ts is not None and ws is not None and ts.processing_on is ws:
+        transition(s, ts, "waiting", ctx)

@@ -1,0 +1,407 @@
+"""The task life cycle: one function per edge, the table of edges, and the engine.
+
+::
+
+    released ──▶ waiting ──▶ processing ──▶ memory
+       │  ▲         │  ▲          │           │
+       │  │         ▼  │          ▼           │
+       │  │      no-worker      erred         │
+       ▼  └───────────── (back to released) ◀─┘
+    forgotten
+
+A transition function moves one task and *recommends* moves for others (``ctx.recs``);
+:func:`run_recommendations` applies them until none is left, last in first out. Each
+function touches only the task and its direct neighbours, so a transition costs
+O(dependencies + dependents) and a whole graph O(1) amortized per task.
+
+A move that is not in :data:`TRANSITIONS` goes through ``released`` (for instance
+``processing → waiting`` is ``processing → released → waiting``). On the way, the
+``→ released`` edge may recommend a different next state for the task, which then
+wins: a task still needed goes back to ``waiting`` rather than ``forgotten``, one that
+can never be recomputed goes to ``forgotten``. Moves to ``memory`` and ``erred`` carry
+data of their own and keep their target.
+
+Release rules (from distributed): a task is *needed* while a client wants it or a
+dependent in ``waiting``/``no-worker``/``processing`` waits for it. A task no longer
+needed is released (its copies freed); a released or erred task with no client and no
+dependent left is forgotten, which may make its dependencies forgettable in turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
+
+from shoal.protocol.messages import ComputeTask, KeyInMemory, KeyLost
+from shoal.scheduler.state.model import (
+    Arrival,
+    Context,
+    Failure,
+    TaskState,
+    TaskStateName,
+    WorkerInfo,
+)
+from shoal.scheduler.state.placement import decide_worker
+
+if TYPE_CHECKING:
+    from shoal.scheduler.state.machine import SchedulerState
+
+Transition: TypeAlias = Callable[["SchedulerState", TaskState, Context, "Arrival | None"], None]
+
+#: KeysCancelled reason when scattered data (which has no lineage) loses its last copy.
+DATA_LOST = "its data was lost and it has no recipe to recompute it"
+
+
+# ------------------------------------------------------------------------ engine
+
+
+def transition(
+    s: SchedulerState,
+    ts: TaskState,
+    finish: TaskStateName,
+    ctx: Context,
+    data: Arrival | None = None,
+) -> None:
+    """Move ``ts`` to ``finish`` now (through ``released`` if there is no direct edge)."""
+    start = ts.state
+    if start == finish or start == "forgotten":
+        return
+    func = TRANSITIONS.get((start, finish))
+    if func is not None:
+        func(s, ts, ctx, data)
+        if ts.state != start:
+            s.record_transition(ts, start, ctx)
+        return
+    transition(s, ts, "released", ctx)
+    if ts.state != "released":
+        return  # the release did not happen (a stale recommendation)
+    own = ctx.recs.pop(ts, None)
+    if own is not None and finish not in ("memory", "erred"):
+        finish = own
+    if finish != "released":
+        transition(s, ts, finish, ctx, data)
+
+
+def run_recommendations(s: SchedulerState, ctx: Context) -> None:
+    """Apply recommendations until there are none left."""
+    recs = ctx.recs
+    while recs:
+        ts, finish = recs.popitem()
+        transition(s, ts, finish, ctx)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def release_if_unneeded(ts: TaskState, ctx: Context) -> None:
+    """Recommend releasing ``ts`` (or forgetting it) if nothing needs it any more."""
+    if ts.who_wants or ts.waiters:
+        return
+    if ts.state in ("released", "erred"):
+        if not ts.dependents:
+            ctx.recs[ts] = "forgotten"
+    elif ts.state != "forgotten":
+        ctx.recs[ts] = "released"
+
+
+def _drop_dependencies(ts: TaskState, ctx: Context) -> None:
+    """``ts`` no longer waits for its dependencies: release the ones nobody else needs."""
+    for dts in ts.dependencies:
+        if dts.waiters.pop(ts, 0) is None:
+            release_if_unneeded(dts, ctx)
+
+
+def _enter_released(ts: TaskState, ctx: Context) -> None:
+    """Common tail of every ``→ released`` edge: decide what comes next for ``ts``."""
+    ts.state = "released"
+    needed = bool(ts.who_wants or ts.waiters)
+    if ts.run_spec is None or (ts.lost_dependency is not None and not needed):
+        ctx.recs[ts] = "forgotten"  # can never be recomputed: keeping it is useless
+    elif needed:
+        ctx.recs[ts] = "waiting"  # still needed: keep our claim on the dependencies
+        return
+    elif not ts.dependents:
+        ctx.recs[ts] = "forgotten"
+    _drop_dependencies(ts, ctx)
+
+
+def _assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> None:
+    ts.state = "processing"
+    ts.processing_on = ws
+    ws.processing[ts] = None
+    ws.last_assigned = s.next_assignment()
+    s.pool.touch(ws)
+    deps = ts.dependencies
+    ctx.to_worker(
+        ws,
+        ComputeTask(
+            key=ts.key,
+            run_spec=ts.run_spec,
+            who_has={d.key: tuple(w.address for w in d.who_has) for d in deps},
+            nbytes={d.key: d.nbytes for d in deps},
+            priority=ts.priority,
+            resources=ts.resources,
+        ),
+    )
+
+
+def _exit_processing(s: SchedulerState, ts: TaskState) -> WorkerInfo:
+    ws = ts.processing_on
+    assert ws is not None
+    ts.processing_on = None
+    del ws.processing[ts]
+    s.pool.touch(ws)
+    return ws
+
+
+def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
+    assert data is not None, f"{ts.key!r} enters memory without data"
+    ts.state = "memory"
+    ts.waiting_on.clear()
+    if data.type_name is not None:
+        ts.type_name = data.type_name
+    s.set_nbytes(ts, data.nbytes)
+    for ws in data.holders:
+        s.add_replica(ts, ws)
+    ready = []
+    for dts in ts.waiters:
+        if dts.waiting_on.pop(ts, 0) is None and not dts.waiting_on:
+            ready.append(dts)
+    # Highest priority (smallest tuple) last: recommendations pop last in, first out.
+    ready.sort(key=lambda t: t.priority, reverse=True)
+    for dts in ready:
+        ctx.recs[dts] = "processing"
+    msg = KeyInMemory(key=ts.key, type_name=ts.type_name)
+    for cs in ts.who_wants:
+        ctx.to_client(cs, msg)
+    release_if_unneeded(ts, ctx)
+
+
+def _enter_erred(ts: TaskState, ctx: Context) -> None:
+    failure = ts.failure
+    assert failure is not None, f"{ts.key!r} errs without a failure"
+    ts.state = "erred"
+    ts.waiting_on.clear()
+    _drop_dependencies(ts, ctx)
+    for dts in ts.waiters:  # waiting dependents can never run: they err too
+        dts.failure = failure
+        ctx.recs[dts] = "erred"
+    ts.waiters.clear()
+    msg = failure.report(ts.key)
+    for cs in ts.who_wants:
+        ctx.to_client(cs, msg)
+
+
+def missing_dependency(ts: TaskState) -> Failure:
+    """The failure of a task whose dependency is gone for good."""
+    text = (
+        f"MissingDependency: dependency {ts.lost_dependency!r} of {ts.key!r} "
+        "is not known to the scheduler (released?)"
+    )
+    return Failure(None, None, text, "", blame=ts.key)
+
+
+def _forget(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
+    key = ts.key
+    # Dependents exist only when ts can't be recomputed (scattered data, lost lineage).
+    for dts in ts.dependents:
+        del dts.dependencies[ts]
+        dts.waiting_on.pop(ts, None)
+        if dts.lost_dependency is None:
+            dts.lost_dependency = key
+        if dts.state in ("waiting", "processing", "no-worker"):
+            dts.failure = missing_dependency(dts)
+            ctx.recs[dts] = "erred"
+        elif dts.state == "released":
+            ctx.recs[dts] = "forgotten"
+    ts.dependents.clear()
+    ts.waiters.clear()
+    for dts in ts.dependencies:
+        del dts.dependents[ts]
+        dts.waiters.pop(ts, None)
+        release_if_unneeded(dts, ctx)
+    ts.dependencies.clear()
+    for cs in ts.who_wants:
+        del cs.wants_what[ts]
+        ctx.cancelled(cs.client, key, DATA_LOST)
+    ts.who_wants.clear()
+    ts.state = "forgotten"
+    del s.tasks[key]
+
+
+# ------------------------------------------------------------------------ edges
+
+
+def _released_waiting(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # A released task became needed: a client wants it or a dependent waits for it.
+    if ts.lost_dependency is not None:
+        ts.failure = missing_dependency(ts)
+        ctx.recs[ts] = "erred"
+        return
+    for dts in ts.dependencies:
+        if dts.state == "erred":
+            ts.failure = dts.failure
+            ctx.recs[ts] = "erred"
+            return
+    ts.state = "waiting"
+    for dts in ts.dependencies:
+        dts.waiters[ts] = None
+        if dts.state != "memory":
+            ts.waiting_on[dts] = None
+            if dts.state == "released":
+                ctx.recs[dts] = "waiting"
+    if not ts.waiting_on:
+        ctx.recs[ts] = "processing"
+
+
+def _released_forgotten(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # A released task has no client and no dependent left, or can never be recomputed.
+    _forget(s, ts, ctx)
+
+
+def _released_erred(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # A needed task can't run: a dependency erred, or is unknown / lost for good.
+    _enter_erred(ts, ctx)
+
+
+def _released_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
+    # A client scattered data under a new (or released) key.
+    _enter_memory(s, ts, ctx, data)
+
+
+def _waiting_processing(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # All dependencies of a waiting task are in memory: send it to a worker.
+    # (Root-task queuing, a later issue, will withhold tasks here as "queued".)
+    if ts.waiting_on:
+        return  # stale recommendation: a dependency was lost meanwhile
+    ws = decide_worker(s, ts)
+    if ws is None:
+        ctx.recs[ts] = "no-worker"
+        return
+    _assign(s, ts, ws, ctx)
+
+
+def _waiting_no_worker(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # A ready task that no current worker may run (none at all, or restrictions).
+    if ts.waiting_on:
+        return
+    ts.state = "no-worker"
+    s.unrunnable[ts] = None
+
+
+def _waiting_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # Nobody needs a waiting task any more (released or cancelled by its clients).
+    ts.waiting_on.clear()
+    _enter_released(ts, ctx)
+
+
+def _waiting_erred(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # A dependency of a waiting task erred (or was lost for good).
+    _enter_erred(ts, ctx)
+
+
+def _waiting_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
+    # The value arrived before the task ran: scattered, or finished by a worker it was
+    # taken from when a dependency was lost.
+    _drop_dependencies(ts, ctx)
+    _enter_memory(s, ts, ctx, data)
+
+
+def _no_worker_processing(
+    s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None
+) -> None:
+    # A worker that may run a no-worker task joined.
+    ws = decide_worker(s, ts)
+    if ws is not None:
+        del s.unrunnable[ts]
+        _assign(s, ts, ws, ctx)
+
+
+def _no_worker_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # Nobody needs it any more, or a dependency was lost (then on to waiting).
+    del s.unrunnable[ts]
+    _enter_released(ts, ctx)
+
+
+def _no_worker_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
+    # Its value was scattered, or delivered by a worker it ran on before.
+    del s.unrunnable[ts]
+    _drop_dependencies(ts, ctx)
+    _enter_memory(s, ts, ctx, data)
+
+
+def _processing_memory(
+    s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None
+) -> None:
+    # Its worker finished it (or another worker delivered the value: then the
+    # assigned worker is told to drop the redundant run).
+    ws = _exit_processing(s, ts)
+    if data is not None and ws not in data.holders:
+        ctx.free(ws, ts.key)
+    _drop_dependencies(ts, ctx)
+    _enter_memory(s, ts, ctx, data)
+
+
+def _processing_erred(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # It raised with no retries left, it killed too many workers, or a dependency was
+    # lost for good. The worker drops its copy of the error (or stops the run).
+    ctx.free(_exit_processing(s, ts), ts.key)
+    _enter_erred(ts, ctx)
+
+
+def _processing_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # Nobody needs it any more; or its worker died, asked to reschedule it, or it
+    # failed with retries left, or a dependency was lost: then on to waiting.
+    ctx.free(_exit_processing(s, ts), ts.key)
+    _enter_released(ts, ctx)
+
+
+def _memory_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # Nobody needs the value any more (free every copy), or its last copy was lost
+    # (its clients hear KeyLost; it is recomputed if still needed).
+    if ts.who_has and (ts.who_wants or ts.waiters):
+        return  # stale recommendation: still held and needed
+    for ws in list(ts.who_has):
+        ctx.free(ws, ts.key)
+        s.remove_replica(ts, ws)
+    msg = KeyLost(key=ts.key)
+    for cs in ts.who_wants:
+        ctx.to_client(cs, msg)
+    for dts in ts.dependents:
+        if dts.state in ("processing", "no-worker"):
+            ctx.recs[dts] = "waiting"
+        elif dts.state == "waiting":
+            dts.waiting_on[ts] = None
+    _enter_released(ts, ctx)
+
+
+def _erred_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # It is retried (resubmitted), forgotten, or its value was scattered. Dependents
+    # that erred because of it are retried too.
+    ts.failure = None
+    for dts in ts.dependents:
+        if dts.state == "erred":
+            ctx.recs[dts] = "waiting"
+    _enter_released(ts, ctx)
+
+
+#: Every direct edge of the task life cycle. Other moves go through "released".
+TRANSITIONS: dict[tuple[TaskStateName, TaskStateName], Transition] = {
+    ("released", "waiting"): _released_waiting,
+    ("released", "forgotten"): _released_forgotten,
+    ("released", "erred"): _released_erred,
+    ("released", "memory"): _released_memory,
+    ("waiting", "processing"): _waiting_processing,
+    ("waiting", "no-worker"): _waiting_no_worker,
+    ("waiting", "released"): _waiting_released,
+    ("waiting", "erred"): _waiting_erred,
+    ("waiting", "memory"): _waiting_memory,
+    ("no-worker", "processing"): _no_worker_processing,
+    ("no-worker", "released"): _no_worker_released,
+    ("no-worker", "memory"): _no_worker_memory,
+    ("processing", "memory"): _processing_memory,
+    ("processing", "erred"): _processing_erred,
+    ("processing", "released"): _processing_released,
+    ("memory", "released"): _memory_released,
+    ("erred", "released"): _erred_released,
+}

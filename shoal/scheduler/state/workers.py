@@ -1,0 +1,102 @@
+"""Handlers for what workers report: joining, finished and failed tasks, new replicas.
+
+Worker messages race with the scheduler's decisions: a worker may report on a task
+that was meanwhile released, reassigned or finished elsewhere. Such *stale* reports
+are never errors: a value nobody needs is freed on that worker, a value that is still
+useful is kept, and the rest is ignored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shoal.scheduler.state import recovery
+from shoal.scheduler.state.events import (
+    ReplicasAdded,
+    TaskFailedEvent,
+    TaskFinishedEvent,
+    WorkerAdded,
+)
+from shoal.scheduler.state.model import Arrival, Context, Failure, WorkerInfo
+from shoal.scheduler.state.placement import worker_fits
+from shoal.scheduler.state.transitions import run_recommendations, transition
+
+if TYPE_CHECKING:
+    from shoal.scheduler.state.machine import SchedulerState
+
+
+def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
+    """Register a worker, adopt the keys it already holds, retry no-worker tasks."""
+    old = s.workers.get(ev.address)
+    if old is not None:
+        # Registering again means the old process is gone: forget it first.
+        recovery.remove_worker(s, old, ctx, safe=True)
+        run_recommendations(s, ctx)
+    ws = WorkerInfo(
+        ev.address,
+        nthreads=ev.nthreads,
+        memory_limit=ev.memory_limit,
+        name=ev.name,
+        resources=dict(ev.resources),
+        serial=s.next_worker_serial(),
+    )
+    s.add_worker(ws)
+    for key in ev.keys:
+        ts = s.tasks.get(key)
+        if ts is not None and ts.state == "memory":
+            s.add_replica(ts, ws)
+        else:
+            ctx.free(ws, key)
+    ready = [ts for ts in s.unrunnable if worker_fits(s, ts, ws)]
+    ready.sort(key=lambda t: t.priority, reverse=True)
+    for ts in ready:
+        ctx.recs[ts] = "processing"
+
+
+def task_finished(s: SchedulerState, ev: TaskFinishedEvent, ctx: Context) -> None:
+    """A worker holds the value of ``ev.key``."""
+    ws = s.workers.get(ev.worker)
+    if ws is None:
+        return  # the worker is gone, and its value with it
+    ts = s.tasks.get(ev.key)
+    if ts is None or ts.state in ("released", "erred"):
+        ctx.free(ws, ev.key)  # nobody needs it (any more)
+    elif ts.state == "memory":
+        s.add_replica(ts, ws)  # finished twice: keep the extra copy
+    else:
+        # processing here (the normal case) or elsewhere, or waiting / no-worker after
+        # being taken back: the value is good either way.
+        transition(s, ts, "memory", ctx, Arrival((ws,), ev.nbytes, ev.type_name))
+
+
+def task_failed(s: SchedulerState, ev: TaskFailedEvent, ctx: Context) -> None:
+    """``ev.key`` raised on a worker: retry it if it has retries left, else err."""
+    ws = s.workers.get(ev.worker)
+    if ws is None:
+        return
+    ts = s.tasks.get(ev.key)
+    if ts is None or ts.processing_on is not ws:
+        if ts is None or ws not in ts.who_has:
+            ctx.free(ws, ev.key)  # stale: the worker drops the error it keeps
+        return
+    if ts.retries > 0:
+        ts.retries -= 1
+        transition(s, ts, "waiting", ctx)
+        return
+    ts.failure = Failure(
+        ev.exception, ev.traceback, ev.exception_text, ev.traceback_text, blame=ts.key
+    )
+    transition(s, ts, "erred", ctx)
+
+
+def replicas_added(s: SchedulerState, ev: ReplicasAdded, ctx: Context) -> None:
+    """A worker holds more copies; keep those still needed, free the others."""
+    ws = s.workers.get(ev.worker)
+    if ws is None:
+        return
+    for key in ev.keys:
+        ts = s.tasks.get(key)
+        if ts is not None and ts.state == "memory":
+            s.add_replica(ts, ws)
+        else:
+            ctx.free(ws, key)
