@@ -67,6 +67,18 @@ class Comm(abc.ABC):
     def abort(self) -> None:
         """Close at once, dropping anything not yet sent.  Idempotent."""
 
+    def abort_after_drain(self, timeout: float) -> None:
+        """Close this end now, but let the peer finish sending first where that matters.
+
+        Used after telling a misbehaving peer why it is being disconnected: closing a
+        TCP socket with unread data makes the kernel reset the connection, which can
+        destroy the explanation before the peer reads it.  The comm is closed at once
+        for this side (reads and writes raise); a transport may keep discarding what
+        the peer sends, in the background, for up to ``timeout`` seconds before
+        releasing the connection.  Default: :meth:`abort`.
+        """
+        self.abort()
+
     @abc.abstractmethod
     def closed(self) -> bool:
         """True once :meth:`close` or :meth:`abort` was called or the connection broke."""

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
 #: Seconds spent trying to tell a peer why its message was refused.
 _ERROR_REPLY_TIMEOUT = 1.0
+#: Seconds spent discarding what such a peer still sends before closing.
+_DRAIN_TIMEOUT = 2.0
 
 
 class Connection:
@@ -113,12 +115,16 @@ class Connection:
         what = "an oversized" if isinstance(error, MessageTooLarge) else "an invalid"
         text = (
             f"{self.role or 'peer'} at {self.local_address} refused {what} message from "
-            f"{self.peer_address} and closed the connection: {error}"
+            f"{self.peer_address} and closed the connection. {error}"
         )
         logger.warning("%s", text)
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self.write(ErrorReply(message=text)), _ERROR_REPLY_TIMEOUT)
-        self.abort()
+        except Exception:
+            self.abort()
+        else:
+            # Let the peer finish sending, so that the reply is not lost in a reset.
+            self.comm.abort_after_drain(_DRAIN_TIMEOUT)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed() else "open"
@@ -145,7 +151,7 @@ async def _handshake(comm: Comm, role: str) -> dict[str, Any]:
             peer: dict[str, Any] = stop.value
             break
         except HandshakeError as e:
-            raise HandshakeError(f"{e} (from {comm.peer_address})") from e
+            raise type(e)(f"{e} (from {comm.peer_address})") from e
     problems = compare_versions(local_versions, peer["versions"])
     if problems:
         logger.warning(
@@ -274,8 +280,8 @@ class ConnectionListener(Listener):
                 await self._handler(conn)
             except CommError as e:
                 logger.info("connection from %s ended: %s", comm.peer_address, e)
-            except ProtocolError as e:
-                logger.info("connection from %s refused: %s", comm.peer_address, e)
+            except ProtocolError as e:  # Connection.read() already logged a warning
+                logger.debug("connection from %s refused: %s", comm.peer_address, e)
             except Exception:
                 logger.exception(
                     "error in the %s handler for a connection from %s",

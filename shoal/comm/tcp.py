@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from shoal.comm.base import Backend, Comm, CommHandler, Listener
 from shoal.comm.registry import parse_host_port, register_backend, unparse_host_port
-from shoal.errors import CommClosedError, CommError
+from shoal.errors import CommClosedError, CommError, ProtocolError
 from shoal.protocol.frames import FrameDecoder, Limits, encode_frames
 from shoal.protocol.opaque import Frame
 
@@ -154,11 +154,17 @@ class TCPComm(Comm):
                     reason = f"connection closed by peer {self._peer}"
                 self._fail(reason)
                 raise CommClosedError(reason)
-            # A ProtocolError here propagates; the decoder keeps raising it, so reading
-            # is over, but writing stays possible: the caller may tell the peer why.
-            decoder.buffer_updated(n)
+            try:
+                decoder.buffer_updated(n)
+            except ProtocolError:
+                # Messages completed before the invalid input are still delivered: the
+                # next next_message() returns them, then raises this error for good.
+                # Writing stays possible, so that the caller can tell the peer why.
+                pass
 
     async def _wait(self, *, readable: bool) -> None:
+        if self._closed:  # callers re-check after waking
+            return
         fut: asyncio.Future[None] = self._loop.create_future()
 
         def wake() -> None:
@@ -244,7 +250,7 @@ class TCPComm(Comm):
         self._close_reason = reason
         self._shutdown()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, *, close_socket: bool = True) -> None:
         if self._closed:
             return
         self._closed = True
@@ -254,7 +260,8 @@ class TCPComm(Comm):
         if not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
-        self._sock.close()
+        if close_socket:
+            self._sock.close()
 
     async def close(self) -> None:
         """Finish a write in progress, send FIN, close the socket."""
@@ -274,11 +281,49 @@ class TCPComm(Comm):
             self._close_reason = "the connection was closed by this side"
             self._shutdown()
 
+    def abort_after_drain(self, timeout: float) -> None:
+        """Close now for this side; send FIN and discard incoming data in the background
+        until EOF or ``timeout``, then close the socket.
+
+        Without this, closing while the peer is still sending (say, the rest of an
+        oversized message) makes the kernel answer with a reset, and the peer loses
+        the ErrorReply we just sent: it would only see "connection reset".
+        """
+        if self._closed:
+            return
+        sock = self._sock
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        self._close_reason = "the connection was aborted by this side"
+        self._shutdown(close_socket=False)
+        task = self._loop.create_task(_drain_and_close(sock, timeout))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
     def abort(self) -> None:
         """Close the socket now."""
         if not self._closed:
             self._close_reason = "the connection was aborted by this side"
             self._shutdown()
+
+
+#: Drains in progress (referenced so that they are not garbage collected).
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _drain_and_close(sock: socket.socket, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    sink = bytearray(256 * 1024)
+    try:
+        while (left := deadline - loop.time()) > 0:
+            try:
+                if await asyncio.wait_for(loop.sock_recv_into(sock, sink), left) == 0:
+                    break
+            except (OSError, asyncio.TimeoutError):
+                break
+    finally:
+        sock.close()
 
 
 async def _connect_socket(host: str, port: int) -> socket.socket:
