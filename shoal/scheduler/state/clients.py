@@ -17,6 +17,7 @@ from shoal.scheduler.state.events import (
 )
 from shoal.scheduler.state.model import Arrival, ClientInfo, Context, TaskState
 from shoal.scheduler.state.transitions import (
+    recommend_in_order,
     release_if_unneeded,
     run_recommendations,
     transition,
@@ -111,15 +112,14 @@ def graph_submitted(s: SchedulerState, ev: GraphSubmitted, ctx: Context) -> None
     for ts, _ in adopted:
         if ts.state == "released" and not ts.who_wants and not ts.dependents:
             ctx.recs[ts] = "forgotten"
-    # Start the needed released tasks in priority order (the smallest tuple is
-    # inserted last, so it is popped, and placed, first).
-    start = _released_closure(wanted) + list(retry_roots)
-    start.sort(key=lambda t: t.priority, reverse=True)
-    for ts in start:
-        ctx.recs[ts] = "waiting"
+    # Start the needed released tasks in priority order, so they are placed in it.
+    needed = _released_closure(wanted)
+    start = [ts for ts, _ in adopted if ts in needed]
+    start += [ts for ts in needed if ts not in start] + list(retry_roots)
+    recommend_in_order(start, "waiting", ctx)
 
 
-def _released_closure(roots: list[TaskState]) -> list[TaskState]:
+def _released_closure(roots: list[TaskState]) -> dict[TaskState, None]:
     """The released tasks among ``roots`` and, through released tasks, their dependencies."""
     seen: dict[TaskState, None] = {}
     stack = [ts for ts in roots if ts.state == "released"]
@@ -129,7 +129,7 @@ def _released_closure(roots: list[TaskState]) -> list[TaskState]:
             continue
         seen[ts] = None
         stack.extend(d for d in ts.dependencies if d.state == "released" and d not in seen)
-    return list(seen)
+    return seen
 
 
 def _erred_roots(retried: list[TaskState]) -> dict[TaskState, None]:

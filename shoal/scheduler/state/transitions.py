@@ -104,6 +104,14 @@ def release_if_unneeded(ts: TaskState, ctx: Context) -> None:
         ctx.recs[ts] = "released"
 
 
+def recommend_in_order(tasks: list[TaskState], finish: TaskStateName, ctx: Context) -> None:
+    """Recommend ``finish`` for ``tasks`` so they move by priority, ties in list order."""
+    tasks.sort(key=lambda t: t.priority)
+    # Recommendations pop last in, first out: insert the first-to-go last.
+    for ts in reversed(tasks):
+        ctx.recs[ts] = finish
+
+
 def _drop_dependencies(ts: TaskState, ctx: Context) -> None:
     """``ts`` no longer waits for its dependencies: release the ones nobody else needs."""
     for dts in ts.dependencies:
@@ -167,10 +175,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
     for dts in ts.waiters:
         if dts.waiting_on.pop(ts, 0) is None and not dts.waiting_on:
             ready.append(dts)
-    # Highest priority (smallest tuple) last: recommendations pop last in, first out.
-    ready.sort(key=lambda t: t.priority, reverse=True)
-    for dts in ready:
-        ctx.recs[dts] = "processing"
+    recommend_in_order(ready, "processing", ctx)
     msg = KeyInMemory(key=ts.key, type_name=ts.type_name)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)

@@ -19,7 +19,11 @@ from shoal.scheduler.state.events import (
 )
 from shoal.scheduler.state.model import Arrival, Context, Failure, WorkerInfo
 from shoal.scheduler.state.placement import worker_fits
-from shoal.scheduler.state.transitions import run_recommendations, transition
+from shoal.scheduler.state.transitions import (
+    recommend_in_order,
+    run_recommendations,
+    transition,
+)
 
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
@@ -48,9 +52,7 @@ def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
         else:
             ctx.free(ws, key)
     ready = [ts for ts in s.unrunnable if worker_fits(s, ts, ws)]
-    ready.sort(key=lambda t: t.priority, reverse=True)
-    for ts in ready:
-        ctx.recs[ts] = "processing"
+    recommend_in_order(ready, "processing", ctx)
 
 
 def task_finished(s: SchedulerState, ev: TaskFinishedEvent, ctx: Context) -> None:
