@@ -214,7 +214,10 @@ def _forget(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
         dts.waiting_on.pop(ts, None)
         if dts.lost_dependency is None:
             dts.lost_dependency = key
-        if dts.state in ("waiting", "processing", "no-worker"):
+        if dts.state in ("waiting", "processing", "no-worker") or (
+            dts.state == "released" and (dts.who_wants or dts.waiters)
+        ):
+            # Needed, even if only on its way back to waiting: it can never run now.
             dts.failure = missing_dependency(dts)
             ctx.recs[dts] = "erred"
         elif dts.state == "released":
