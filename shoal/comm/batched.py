@@ -46,6 +46,7 @@ class BatchedSender:
         self._stopping = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sleep: asyncio.Future[None] | None = None
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -86,7 +87,18 @@ class BatchedSender:
             if self._stopping and not self._buffer:
                 return
             if not self._stopping:
-                await asyncio.sleep(self.interval)  # sends meanwhile form the next batch
+                await self._pause()  # sends meanwhile form the next batch
+
+    async def _pause(self) -> None:
+        """Sleep ``interval`` seconds, or less if :meth:`close` is called meanwhile."""
+        loop = asyncio.get_running_loop()
+        self._sleep = fut = loop.create_future()
+        handle = loop.call_later(self.interval, _resolve, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._sleep = None
 
     def _fail(self, exc: Exception) -> None:
         self._closed = True
@@ -105,6 +117,8 @@ class BatchedSender:
         if self._task is None:
             return
         self._wake.set()
+        if self._sleep is not None:
+            _resolve(self._sleep)
         # wait() neither cancels the task if we are cancelled nor raises its errors
         await asyncio.wait([self._task])
 
@@ -117,3 +131,8 @@ class BatchedSender:
 
     def __repr__(self) -> str:
         return f"<BatchedSender to {self.conn.peer_address} {len(self._buffer)} buffered>"
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

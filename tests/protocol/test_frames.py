@@ -172,6 +172,7 @@ def test_encode_frames_does_not_copy_big_frames() -> None:
     assert isinstance(out[1], memoryview)
     assert out[1].obj is big
     assert out[2] == b"tiny"
+    assert isinstance(out[3], memoryview)
     assert out[3].obj is view.obj
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import struct
+from typing import Any
 
 import msgpack
 import pytest
@@ -29,12 +30,12 @@ def feed(dec: FrameDecoder, data: bytes, splits: list[int]) -> list[list[memoryv
 
 def check_decoder(data: bytes, splits: list[int], limits: Limits) -> None:
     dec = FrameDecoder(limits)
+    error: ProtocolError | None = None
+    messages: list[list[memoryview]] = []
     try:
         messages = feed(dec, data, splits)
     except ProtocolError as e:
         error = e
-    else:
-        error = None
     if error is not None:
         with pytest.raises(ProtocolError) as again:
             dec.receive_data(b"\x00")
@@ -89,7 +90,9 @@ def test_corrupted_valid_streams(
 # --------------------------------------------------------------------------- wire
 
 OPS = sorted(registered_ops())
-FIELDS = sorted({f for cls in registered_ops().values() for f in cls.__slots__})
+FIELDS: list[str] = sorted(
+    {str(f) for cls in registered_ops().values() for f in cls.__slots__}  # type: ignore[misc, var-annotated]
+)
 
 scalars = (
     st.none()
@@ -113,8 +116,8 @@ values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(scalars, inner, max_size=4),
     max_leaves=12,
 )
-maps = st.fixed_dictionaries(
-    {"op": st.sampled_from([*OPS, "batch", "nope"]) | values},
+maps: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {"op": st.sampled_from([*OPS, "batch", "nope"]) | values},  # type: ignore[dict-item]
     optional={f: values for f in FIELDS},
 )
 headers = (

@@ -3,10 +3,11 @@ import sys
 import threading
 import tracemalloc
 import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import pytest
 
 from shoal.errors import SerializeError
@@ -58,7 +59,7 @@ def test_pandas() -> None:
 
 def test_lambda_and_closure() -> None:
     y = 10
-    f = lambda x: x + y  # noqa: E731
+    f: Callable[[int], int] = lambda x: x + y  # noqa: E731
 
     def g(x: int) -> int:
         return f(x) * 2
@@ -119,7 +120,7 @@ def test_nbytes_of() -> None:
     assert nbytes_of(np.zeros(1000)) == 8000
     assert nbytes_of(b"x" * 100) == 100
     assert nbytes_of(bytearray(7)) == 7
-    assert nbytes_of(memoryview(np.zeros(10))) == 80
+    assert nbytes_of(memoryview(np.zeros(10).data)) == 80
     df = pd.DataFrame({"a": np.zeros(1000), "b": np.zeros(1000, dtype="i4")})
     assert 12_000 <= nbytes_of(df) < 13_000
     assert nbytes_of(pd.Series(np.zeros(100))) >= 800
