@@ -1,0 +1,1 @@
+"""The client: futures, submission, gathering, and the sync facade."""

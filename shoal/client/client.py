@@ -1,0 +1,877 @@
+"""``Client``: connect to a scheduler, submit work, gather results.
+
+One asynchronous implementation; in synchronous mode (the default) every public method
+runs its coroutine on the shared loop thread (:mod:`shoal.client.sync`) and blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from dask.base import tokenize
+from dask.utils import funcname
+
+from shoal import config
+from shoal._context import current_worker
+from shoal._types import Key
+from shoal.client.futures import (
+    ALL_COMPLETED,
+    Future,
+    FutureState,
+    RemoteException,
+    _wait,
+    futures_in,
+)
+from shoal.client.state import ClientRefs
+from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_loop
+from shoal.comm.batched import BatchedSender
+from shoal.comm.connection import Connection, connect
+from shoal.comm.rpc import ConnectionPool
+from shoal.errors import CommError, FutureCancelledError, ProtocolError, RemoteError
+from shoal.protocol.messages import (
+    OK,
+    Broadcast,
+    CancelKeys,
+    ClientDesiresKeys,
+    ClientReleasesKeys,
+    CloseClient,
+    DataReply,
+    ErrorReply,
+    GatherKeys,
+    GetData,
+    HasWhat,
+    Identity,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    KeysCancelled,
+    Message,
+    NThreads,
+    Processing,
+    RegisterClient,
+    RunFunction,
+    ScatteredData,
+    TaskSpec,
+    UpdateData,
+    UpdateGraph,
+    WhoHas,
+)
+from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
+from shoal.protocol.serialize import dumps, dumps_run_spec, loads
+from shoal.protocol.versions import collect_versions
+
+if TYPE_CHECKING:
+    from shoal.deploy.local import LocalCluster
+
+logger = logging.getLogger("shoal.client")
+
+_default_lock = threading.Lock()
+_default: Client | None = None
+_no_default = object()
+
+
+def default_client(c: Client | None = None) -> Client:
+    """Return ``c`` or the default client of this process; raise if there is none."""
+    if c is not None:
+        return c
+    if _default is not None and _default.status == "running":
+        return _default
+    raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
+
+
+class Client:
+    """Connect to a shoal cluster (``distributed.Client``'s API).
+
+    ``Client()`` starts a :class:`~shoal.LocalCluster` sized to this machine;
+    ``Client("tcp://host:8786")`` connects to a running scheduler; ``Client(cluster)``
+    uses the cluster's scheduler. With ``asynchronous=True`` every method returns an
+    awaitable: ``client = await Client(addr, asynchronous=True)``.
+    """
+
+    def __init__(
+        self,
+        address: str | Any = None,
+        loop: Any = None,
+        timeout: float | object = _no_default,
+        set_as_default: bool = True,
+        asynchronous: bool = False,
+        name: str | None = None,
+        security: Any = None,
+        direct_to_workers: bool | None = None,
+        heartbeat_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if security is not None:
+            raise ValueError(
+                "security= is not supported yet (TLS and authentication arrive with "
+                "shoal's security work); pass security=None"
+            )
+        self.id = f"{name or 'Client'}-{uuid.uuid4()}"
+        self.timeout = (
+            float(config.get("comm.timeouts.connect")) if timeout is _no_default
+            else float(timeout)  # type: ignore[arg-type]
+        )
+        self.status = "newly-created"
+        self._asynchronous = asynchronous
+        self._set_as_default = set_as_default
+        self._cluster_kwargs = kwargs
+        self.cluster: Any = None
+        self._owns_cluster = False
+        self.scheduler_address: str | None = None
+        if address is not None and not isinstance(address, str):
+            self.cluster = address
+            address = address.scheduler_address
+        self._address = address
+        self._refs = ClientRefs()
+        self._states: dict[Key, FutureState] = {}
+        self._lock = threading.RLock()
+        self._outbox: list[Message] = []
+        self._flush_pending = False
+        self._stream: BatchedSender | None = None
+        self._conn: Connection | None = None
+        self._pool: ConnectionPool | None = None
+        self._stream_task: asyncio.Task[Any] | None = None
+        self._callback_executor: ThreadPoolExecutor | None = None
+        self._generation = itertools.count()
+        self.scheduler_versions: dict[str, Any] = {}
+        self._loop_thread: LoopThread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        if not asynchronous:
+            self._loop_thread = acquire_loop()
+            self.loop = self._loop_thread.loop
+            if address is None:
+                from shoal.deploy.local import LocalCluster
+
+                self.cluster = LocalCluster(**kwargs)
+                self._owns_cluster = True
+                self._address = self.cluster.scheduler_address
+            try:
+                self._loop_thread.run(self._start, timeout=self.timeout + 5)
+            except BaseException:
+                self._release_resources_sync()
+                raise
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether methods return awaitables."""
+        return self._asynchronous
+
+    def _sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+              **kwargs: Any) -> Any:
+        if self._asynchronous:
+            coro = fn(*args, **kwargs)
+            return asyncio.wait_for(coro, timeout) if timeout is not None else coro
+        if self.loop is not None and in_loop_thread(self.loop):
+            raise RuntimeError(
+                "this synchronous Client method was called from the event loop; create the "
+                "client with asynchronous=True and await its methods"
+            )
+        assert self._loop_thread is not None
+        return self._loop_thread.run(lambda: fn(*args, **kwargs), timeout=timeout)
+
+    def __await__(self) -> Any:
+        async def start() -> Client:
+            if self.status != "running":
+                await self._start()
+            return self
+
+        return start().__await__()
+
+    async def __aenter__(self) -> Client:
+        return await self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client: scheduler={self.scheduler_address!r} status={self.status}>"
+
+    def _repr_html_(self) -> str:
+        return f"<b>shoal Client</b>: scheduler {self.scheduler_address}, status {self.status}"
+
+    async def _start(self) -> None:
+        global _default
+        self.loop = asyncio.get_running_loop()
+        if self._address is None:
+            from shoal.deploy.local import LocalCluster
+
+            self.cluster = await LocalCluster(asynchronous=True, **self._cluster_kwargs)
+            self._owns_cluster = True
+            self._address = self.cluster.scheduler_address
+        assert isinstance(self._address, str)
+        self.scheduler_address = self._address
+        self._pool = ConnectionPool(role="client", timeout=self.timeout)
+        conn = await connect(self._address, role="client", timeout=self.timeout)
+        await conn.write(RegisterClient(client=self.id, versions=collect_versions()))
+        reply = (await conn.read())[0]
+        if isinstance(reply, ErrorReply):
+            await conn.close()
+            raise RemoteError(f"the scheduler refused this client: {reply.message}")
+        self.scheduler_versions = dict(getattr(reply, "versions", {}))
+        self._conn = conn
+        self._stream = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        self._stream_task = asyncio.ensure_future(self._read_stream(conn))
+        self.status = "running"
+        self._flush_outbox()
+        if self._set_as_default:
+            with _default_lock:
+                _default = self
+
+    # ------------------------------------------------------------------ messages out
+
+    def _send(self, *msgs: Message) -> None:
+        """Queue messages for the scheduler stream; callable from any thread."""
+        with self._lock:
+            self._outbox.extend(msgs)
+            if self._flush_pending:
+                return
+            self._flush_pending = True
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        if in_loop_thread(loop):
+            loop.call_soon(self._flush_outbox)
+        else:
+            loop.call_soon_threadsafe(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        with self._lock:
+            msgs, self._outbox = self._outbox, []
+            self._flush_pending = False
+        if msgs and self._stream is not None and not self._stream.closed:
+            self._stream.send(*msgs)
+
+    # ------------------------------------------------------------------ messages in
+
+    async def _read_stream(self, conn: Connection) -> None:
+        try:
+            while True:
+                for msg in await conn.read():
+                    self._on_message(msg)
+        except (CommError, ProtocolError) as e:
+            if self.status == "running":
+                logger.warning("lost the connection to the scheduler at %s: %s",
+                               self.scheduler_address, e)
+                self._fail_pending(f"lost the connection to the scheduler: {e}")
+                self.status = "closed"
+
+    def _on_message(self, msg: Message) -> None:
+        if isinstance(msg, KeyInMemory):
+            st = self._states.get(msg.key)
+            if st is not None:
+                st.finish(msg.type_name)
+        elif isinstance(msg, KeyErred):
+            st = self._states.get(msg.key)
+            if st is not None:
+                st.set_error(RemoteException(msg.exception, msg.traceback, msg.exception_text,
+                                             msg.traceback_text, msg.blame))
+        elif isinstance(msg, KeyLost):
+            st = self._states.get(msg.key)
+            if st is not None:
+                st.reset()
+        elif isinstance(msg, KeysCancelled):
+            for key in msg.keys:
+                st = self._states.get(key)
+                if st is not None:
+                    st.cancel(msg.reason)
+        elif isinstance(msg, ErrorReply):
+            logger.error("the scheduler refused a message from this client: %s", msg.message)
+            self._fail_pending(f"the scheduler refused a message from this client: {msg.message}")
+        else:
+            logger.warning("unexpected %r from the scheduler", msg.op)
+
+    def _fail_pending(self, text: str) -> None:
+        err = RemoteException(None, None, f"CommClosedError: {text}", "")
+        for st in list(self._states.values()):
+            if not st.done():
+                st.set_error(err)
+
+    # ------------------------------------------------------------------ references
+
+    def _acquire(self, key: Key, inform: bool) -> FutureState:
+        with self._lock:
+            first = self._refs.acquire(key)
+            st = self._states.get(key)
+            if st is None:
+                st = self._states[key] = FutureState()
+        if first and inform:
+            self._send(ClientDesiresKeys(keys=(key,)))
+        return st
+
+    def _release(self, key: Key) -> None:
+        with self._lock:
+            last = self._refs.release(key)
+            if last:
+                self._states.pop(key, None)
+        if last and self.status == "running":
+            self._send(ClientReleasesKeys(keys=(key,)))
+
+    def _add_done_callback(self, future: Future, fn: Callable[[Future], Any],
+                           in_loop: bool = False) -> None:
+        def run() -> None:
+            try:
+                fn(future)
+            except Exception:
+                logger.exception("error in a done-callback of %r", future)
+
+        def schedule() -> None:
+            if in_loop or self._asynchronous:
+                run()
+            else:
+                if self._callback_executor is None:
+                    self._callback_executor = ThreadPoolExecutor(
+                        1, thread_name_prefix="shoal-callback")
+                self._callback_executor.submit(run)
+
+        def register() -> None:
+            if future._state.done():
+                schedule()
+            else:
+                future._state.callbacks.append(schedule)
+
+        assert self.loop is not None
+        if in_loop_thread(self.loop):
+            register()
+        else:
+            self.loop.call_soon_threadsafe(register)
+
+    # ------------------------------------------------------------------ submit / map
+
+    def _build_task(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: Key,
+        priority: int,
+        retries: int | None,
+        workers: str | Iterable[str] | None,
+        allow_other_workers: bool,
+        resources: dict[str, float] | None,
+    ) -> TaskSpec:
+        def to_ref(x: Any) -> Any:
+            if isinstance(x, Future):
+                if x.client is not self:
+                    raise ValueError(f"{x!r} belongs to another client")
+                return KeyRef(x.key)
+            return KEEP
+
+        args = replace_objects(args, to_ref)
+        kwargs = replace_objects(kwargs, to_ref)
+        deps = find_refs((args, kwargs))
+        if isinstance(workers, str):
+            workers = (workers,)
+        return TaskSpec(
+            key=key,
+            dependencies=tuple(deps),
+            run_spec=dumps_run_spec(RunSpec(func, args, kwargs)),
+            priority=(-priority, next(self._generation)),
+            retries=retries or 0,
+            workers=tuple(workers) if workers is not None else None,
+            allow_other_workers=allow_other_workers,
+            resources=resources,
+        )
+
+    def _check_running(self) -> None:
+        if self.status != "running":
+            raise RuntimeError(f"the client is {self.status}; create a new Client")
+
+    def submit(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        key: Key | None = None,
+        workers: str | Iterable[str] | None = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        fifo_timeout: str = "100 ms",
+        allow_other_workers: bool = False,
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
+        **kwargs: Any,
+    ) -> Future:
+        """Run ``func(*args, **kwargs)`` on the cluster; return its Future.
+
+        Futures among the arguments are replaced by their values on the worker. With
+        ``pure=True`` (the default) the same call gives the same key, and runs once.
+        """
+        if not callable(func):
+            raise TypeError("the first argument to submit must be callable")
+        if actor or actors:
+            raise ValueError("actors are not supported by shoal yet")
+        self._check_running()
+        if key is None:
+            token = tokenize(func, args, kwargs) if pure else uuid.uuid4().hex
+            key = f"{funcname(func)}-{token}"
+        with self._lock:
+            existing = key in self._refs
+            fut = Future(key, self, inform=False)
+        if existing:
+            return fut
+        spec = self._build_task(func, args, kwargs, key, priority, retries, workers,
+                                allow_other_workers, resources)
+        self._send(UpdateGraph(tasks=(spec.to_wire(),), keys=(key,)))
+        return fut
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        *iterables: Collection[Any],
+        key: str | Sequence[Key] | None = None,
+        workers: str | Iterable[str] | None = None,
+        retries: int | None = None,
+        resources: dict[str, float] | None = None,
+        priority: int = 0,
+        allow_other_workers: bool = False,
+        fifo_timeout: str = "100 ms",
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> list[Future]:
+        """Apply ``func`` to every element of the iterables; return a list of Futures."""
+        if not callable(func):
+            raise TypeError("the first argument to map must be callable")
+        if actor or actors:
+            raise ValueError("actors are not supported by shoal yet")
+        if not iterables:
+            raise ValueError("map needs at least one iterable")
+        self._check_running()
+        columns = [list(it) for it in iterables]
+        n = min(len(c) for c in columns)
+        rows = list(zip(*columns))
+        if isinstance(key, (list, tuple)):
+            if len(key) != n:
+                raise ValueError(f"map got {len(key)} keys for {n} items")
+            keys: list[Key] = list(key)
+        else:
+            prefix = key if isinstance(key, str) else funcname(func)
+            if pure:
+                keys = [f"{prefix}-{tokenize(func, row, kwargs)}" for row in rows]
+            else:
+                keys = [f"{prefix}-{uuid.uuid4().hex}" for _ in rows]
+        futures: list[Future] = []
+        specs: list[Any] = []
+        seen: set[Key] = set()
+        for k, row in zip(keys, rows):
+            with self._lock:
+                existing = k in self._refs
+                futures.append(Future(k, self, inform=False))
+            if existing or k in seen:
+                continue
+            seen.add(k)
+            specs.append(self._build_task(func, row, kwargs, k, priority, retries, workers,
+                                          allow_other_workers, resources).to_wire())
+        step = batch_size or 10_000
+        for i in range(0, len(specs), step):
+            chunk = specs[i : i + step]
+            self._send(UpdateGraph(tasks=tuple(chunk), keys=tuple(t[0] for t in chunk)))
+        return futures
+
+    # ------------------------------------------------------------------ gather
+
+    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None,
+               asynchronous: bool | None = None) -> Any:
+        """Wait for futures and return their values, in the same structure as given.
+
+        ``errors="raise"`` re-raises the first failure; ``"skip"`` leaves failed and
+        cancelled futures out of the result.
+        """
+        return self._sync(self._gather, futures, errors)
+
+    async def _gather(self, obj: Any, errors: str = "raise") -> Any:
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        futures = futures_in(obj)
+        await asyncio.gather(*(f._state.wait() for f in futures))
+        bad = set()
+        for f in futures:
+            if f.status in ("error", "cancelled"):
+                if errors == "raise":
+                    await f._result()
+                bad.add(f.key)
+        values = await self._gather_keys([f.key for f in futures if f.key not in bad])
+
+        def fill(x: Any) -> Any:
+            if isinstance(x, Future):
+                return values[x.key] if x.key in values else _SKIP
+            return KEEP
+
+        result = replace_objects(obj, fill)
+        return _drop_skipped(result) if bad else result
+
+    async def _gather_keys(self, keys: Sequence[Key]) -> dict[Key, Any]:
+        """Fetch the values of finished keys straight from the workers holding them."""
+        assert self._pool is not None and self.scheduler_address is not None
+        values: dict[Key, Any] = {}
+        todo = list(dict.fromkeys(keys))
+        for attempt in range(20):
+            if not todo:
+                return values
+            info = (await self._request(GatherKeys(keys=tuple(todo))))
+            by_worker: dict[str, list[Key]] = defaultdict(list)
+            waiting = []
+            for key in todo:
+                entry = info.get(key) or {}
+                holders = list(entry.get("who_has") or ())
+                if holders:
+                    by_worker[random.choice(holders)].append(key)
+                elif entry.get("status") == "erred" or entry.get("status") is None:
+                    st = self._states.get(key)
+                    if st is not None and st.status == "error":
+                        raise st.error.load()  # type: ignore[union-attr]
+                    if entry.get("status") is None:
+                        raise FutureCancelledError(key, "the scheduler does not know this key")
+                    waiting.append(key)
+                else:
+                    waiting.append(key)
+
+            async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
+                try:
+                    reply = await self._pool.request(addr, GetData(keys=tuple(ks)))  # type: ignore[union-attr]
+                except CommError:
+                    return tuple(ks)
+                if not isinstance(reply, DataReply):
+                    raise RemoteError(f"unexpected reply {reply.op!r} from {addr}")
+                for k, opaque in reply.data.items():
+                    values[k] = loads(opaque)
+                return tuple(reply.missing)
+
+            missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))
+            todo = [k for ks in missed for k in ks] + waiting
+            if todo:
+                await asyncio.sleep(min(0.02 * 2**attempt, 1.0))
+                for key in todo:
+                    st = self._states.get(key)
+                    if st is not None:
+                        await st.wait()
+                        if st.status == "error":
+                            raise st.error.load()  # type: ignore[union-attr]
+        raise RuntimeError(f"could not gather {todo!r}: the workers holding them keep failing")
+
+    # ------------------------------------------------------------------ scatter
+
+    def scatter(self, data: Any, workers: str | Iterable[str] | None = None,
+                broadcast: bool = False, direct: bool | None = None, hash: bool = True,
+                timeout: float | object = _no_default, asynchronous: bool | None = None) -> Any:
+        """Put local data on workers; return Futures in the same structure as ``data``."""
+        return self._sync(self._scatter, data, workers, broadcast, hash)
+
+    async def _scatter(self, data: Any, workers: str | Iterable[str] | None,
+                       broadcast: bool, hash: bool) -> Any:
+        if isinstance(data, dict):
+            items = list(data.items())
+        else:
+            seq = [data] if not isinstance(data, (list, tuple, set, frozenset)) else list(data)
+            items = [
+                (f"{type(x).__name__}-{tokenize(x) if hash else uuid.uuid4().hex}", x)
+                for x in seq
+            ]
+        if isinstance(workers, str):
+            workers = [workers]
+        nthreads: dict[str, int] = await self._request(
+            NThreads(workers=tuple(workers) if workers is not None else None))
+        targets = sorted(nthreads)
+        while not targets:
+            await asyncio.sleep(0.05)
+            targets = sorted(await self._request(NThreads(workers=None)))
+        assignment: dict[str, dict[Key, Any]] = defaultdict(dict)
+        who_has: dict[Key, list[str]] = defaultdict(list)
+        start = random.randrange(len(targets))
+        for i, (key, value) in enumerate(items):
+            opaque = dumps(value)
+            chosen = targets if broadcast else [targets[(start + i) % len(targets)]]
+            for w in chosen:
+                assignment[w][key] = opaque
+                who_has[key].append(w)
+        assert self._pool is not None
+        replies = await asyncio.gather(*(
+            self._pool.request(w, UpdateData(data=d)) for w, d in assignment.items()))
+        nbytes: dict[Key, int] = {}
+        for reply in replies:
+            if isinstance(reply, OK) and isinstance(reply.value, dict):
+                nbytes.update(reply.value)
+        futures = {}
+        for key, _ in items:
+            with self._lock:
+                fut = Future(key, self, inform=False)
+            fut._state.finish(None)
+            futures[key] = fut
+        self._send(ScatteredData(who_has={k: tuple(v) for k, v in who_has.items()},
+                                 nbytes=nbytes))
+        if isinstance(data, dict):
+            return {k: futures[k] for k, _ in items}
+        out = [futures[k] for k, _ in items]
+        if isinstance(data, (list, tuple, set, frozenset)):
+            return type(data)(out) if not isinstance(data, (set, frozenset)) else out
+        return out[0]
+
+    # ------------------------------------------------------------------ cancel, forget
+
+    def cancel(self, futures: Any, asynchronous: bool | None = None, force: bool = False,
+               reason: str | None = None, msg: str | None = None) -> Any:
+        """Cancel futures: their tasks stop if nobody else wants them."""
+        return self._sync(self._cancel, futures_in(futures), force, reason or msg or "")
+
+    async def _cancel(self, futures: list[Future], force: bool, reason: str) -> None:
+        keys = tuple(dict.fromkeys(f.key for f in futures))
+        for f in futures:
+            f._state.cancel(reason or "cancelled by the client")
+        self._send(CancelKeys(keys=keys, force=force))
+
+    def _fire_and_forget(self, keys: list[Key]) -> None:
+        from shoal.protocol.messages import FireAndForget
+
+        self._send(FireAndForget(keys=tuple(keys)))
+
+    # ------------------------------------------------------------------ queries
+
+    async def _request(self, msg: Message) -> Any:
+        assert self._pool is not None and self.scheduler_address is not None
+        reply = await self._pool.request(self.scheduler_address, msg)
+        return reply.value if isinstance(reply, OK) else reply
+
+    def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> Any:
+        """The scheduler's identity and its workers."""
+        return self._sync(self._request, Identity())
+
+    def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
+        """Which workers hold each key (of ``futures``, or all)."""
+        keys = None if futures is None else tuple(f.key for f in futures_in(futures))
+        return self._sync(self._request, WhoHas(keys=keys))
+
+    def has_what(self, workers: Iterable[str] | None = None, **kwargs: Any) -> Any:
+        """Which keys each worker holds."""
+        return self._sync(self._request, HasWhat(workers=_workers(workers)))
+
+    def processing(self, workers: Iterable[str] | None = None) -> Any:
+        """Which keys each worker is running or has queued."""
+        return self._sync(self._request, Processing(workers=_workers(workers)))
+
+    def nthreads(self, workers: Iterable[str] | None = None, **kwargs: Any) -> Any:
+        """The number of threads of each worker."""
+        return self._sync(self._request, NThreads(workers=_workers(workers)))
+
+    ncores = nthreads
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
+        """Block until at least ``n_workers`` workers are connected."""
+        return self._sync(self._wait_for_workers, n_workers, timeout)
+
+    async def _wait_for_workers(self, n_workers: int, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            n = len(await self._request(NThreads(workers=None)))
+            if n >= n_workers:
+                return
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"only {n} of {n_workers} workers arrived within {timeout} s")
+            await asyncio.sleep(0.05)
+
+    def get_versions(self, check: bool = False, packages: Sequence[str] | None = None) -> Any:
+        """Package versions of this client, the scheduler and every worker."""
+        return self._sync(self._get_versions, check)
+
+    async def _get_versions(self, check: bool) -> dict[str, Any]:
+        from shoal.protocol.versions import compare_versions
+
+        info = await self._request(Identity())
+        local = collect_versions()
+        workers = {a: w.get("versions", {}) for a, w in info.get("workers", {}).items()}
+        result = {"client": local, "scheduler": self.scheduler_versions, "workers": workers}
+        if check:
+            problems = compare_versions(local, self.scheduler_versions)
+            for addr, v in workers.items():
+                problems += [f"worker {addr}: {p}" for p in compare_versions(local, v)]
+            if problems:
+                raise ValueError("version mismatch:\n" + "\n".join(problems))
+        return result
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, function: Callable[..., Any], *args: Any,
+            workers: Iterable[str] | None = None, wait: bool = True, nanny: bool = False,
+            on_error: str = "raise", **kwargs: Any) -> Any:
+        """Run ``function(*args, **kwargs)`` on every worker (or ``workers``).
+
+        Returns ``{worker address: result}``. ``on_error``: ``"raise"`` the first
+        error, ``"return"`` exceptions as values, ``"ignore"`` failed workers.
+        """
+        if nanny:
+            raise ValueError("nanny=True needs the nanny, which shoal does not have yet")
+        if on_error not in ("raise", "return", "ignore"):
+            raise ValueError(f"on_error must be 'raise', 'return' or 'ignore', not {on_error!r}")
+        return self._sync(self._run, function, args, kwargs, workers, wait, on_error)
+
+    async def _run(self, function: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any], workers: Iterable[str] | None, wait: bool,
+                   on_error: str) -> Any:
+        msg = Broadcast(msg=RunFunction(function=dumps_run_spec((function, args, kwargs)))
+                        .to_wire(), workers=_workers(workers))
+        if not wait:
+            asyncio.ensure_future(self._request(msg))
+            return None
+        replies = await self._request(msg)
+        if isinstance(replies, Message):
+            raise RemoteError(getattr(replies, "message", repr(replies)))
+        results = {}
+        for addr, raw in replies.items():
+            reply = Message.from_wire(dict(raw))
+            if isinstance(reply, OK):
+                results[addr] = loads(reply.value)
+                continue
+            assert isinstance(reply, ErrorReply)
+            exc: BaseException = RemoteError(f"on worker {addr}: {reply.message}")
+            if reply.exception is not None:
+                with contextlib.suppress(Exception):
+                    exc = loads(reply.exception)
+            if on_error == "raise":
+                raise exc
+            if on_error == "return":
+                results[addr] = exc
+        return results
+
+    # ------------------------------------------------------------------ close
+
+    def close(self, timeout: float | object = _no_default) -> Any:
+        """Release everything this client holds and disconnect."""
+        if self._asynchronous:
+            return self._close()
+        if self.status == "closed" and self._loop_thread is None:
+            return None
+        try:
+            if self._loop_thread is not None and self.status != "closed":
+                self._loop_thread.run(self._close, timeout=30)
+        finally:
+            self._release_resources_sync()
+        return None
+
+    def shutdown(self) -> Any:
+        """Close the cluster this client connects to, then the client."""
+        return self._sync(self._shutdown)
+
+    async def _shutdown(self) -> None:
+        from shoal.protocol.messages import Terminate
+
+        with contextlib.suppress(CommError, RemoteError):
+            await self._request(Terminate())
+        await self._close()
+
+    async def _close(self) -> None:
+        global _default
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        with _default_lock:
+            if _default is self:
+                _default = None
+        self._flush_outbox()
+        if self._stream is not None and not self._stream.closed:
+            with contextlib.suppress(Exception):
+                self._stream.send(CloseClient())
+                await self._stream.close()
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._stream_task
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        if self._pool is not None:
+            await self._pool.close()
+        for st in self._states.values():
+            if not st.done():
+                st.cancel("the client closed")
+        if self._owns_cluster and self.cluster is not None and self._asynchronous:
+            await self.cluster.close()
+        if self._callback_executor is not None:
+            self._callback_executor.shutdown(wait=False)
+        self.status = "closed"
+
+    def _release_resources_sync(self) -> None:
+        if self._owns_cluster and self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+        if self._loop_thread is not None:
+            lt, self._loop_thread = self._loop_thread, None
+            release_loop(lt)
+        self.status = "closed"
+
+    async def _close_from_worker(self) -> None:
+        await self._close()
+
+    def __del__(self) -> None:
+        if self.status == "running" and not self._asynchronous:
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+class _Skip:
+    pass
+
+
+_SKIP = _Skip()
+
+
+def _drop_skipped(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return [_drop_skipped(x) for x in obj if x is not _SKIP]
+    if isinstance(obj, tuple):
+        return tuple(_drop_skipped(x) for x in obj if x is not _SKIP)
+    if isinstance(obj, dict):
+        return {k: _drop_skipped(v) for k, v in obj.items() if v is not _SKIP}
+    if isinstance(obj, set):
+        return {x for x in obj if x is not _SKIP}
+    return obj
+
+
+def _workers(workers: Iterable[str] | None) -> tuple[str, ...] | None:
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        return (workers,)
+    return tuple(workers)
+
+
+def get_client(address: str | None = None, timeout: float | None = None) -> Client:
+    """Return a client: inside a task, one connected to the worker's scheduler."""
+    worker = current_worker()
+    if worker is not None:
+        if worker._client is not None and worker._client.status == "running":
+            return worker._client  # type: ignore[no-any-return]
+        if _default is not None and _default.status == "running" and (
+            _default.scheduler_address == worker.scheduler_address
+        ):
+            return _default
+        worker._client = Client(worker.scheduler_address, set_as_default=False)
+        return worker._client  # type: ignore[no-any-return]
+    if address is not None:
+        if _default is not None and _default.scheduler_address == address:
+            return _default
+        return Client(address)
+    return default_client()
+
+
+__all__ = ["ALL_COMPLETED", "Client", "_wait", "default_client", "get_client"]

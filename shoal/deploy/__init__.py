@@ -1,0 +1,1 @@
+"""Deployments: LocalCluster and worker-process management."""

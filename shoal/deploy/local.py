@@ -1,0 +1,227 @@
+"""``LocalCluster``: a scheduler and workers on this machine, in threads or processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+from typing import Any
+
+from shoal.client.sync import LoopThread, acquire_loop, release_loop
+from shoal.deploy.process import WorkerProcess
+from shoal.scheduler.server import Scheduler
+from shoal.worker.memory import parse_memory_limit, system_memory
+from shoal.worker.server import Worker
+
+logger = logging.getLogger("shoal.deploy")
+
+
+def default_workers_threads(
+    cores: int, n_workers: int | None, threads_per_worker: int | None, processes: bool
+) -> tuple[int, int]:
+    """Split ``cores`` into (workers, threads per worker) as distributed's LocalCluster does."""
+    if n_workers is None and threads_per_worker is None:
+        if not processes:
+            return 1, cores
+        if cores <= 4:
+            return cores, 1
+        n = max(int(math.sqrt(cores)), 2)
+        while cores % n:
+            n -= 1
+        return n, cores // n
+    if n_workers is None:
+        assert threads_per_worker is not None
+        return max(1, cores // threads_per_worker), threads_per_worker
+    if threads_per_worker is None:
+        return n_workers, max(1, cores // max(n_workers, 1))
+    return n_workers, threads_per_worker
+
+
+class LocalCluster:
+    """A scheduler in this process and ``n_workers`` workers.
+
+    ``processes=True`` (default) runs each worker in its own process over TCP;
+    ``processes=False`` runs them as threads of this process over ``inproc://``.
+    ``dashboard_address`` is accepted for compatibility: shoal has no dashboard yet, so
+    nothing is served there.
+    """
+
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
+        memory_limit: str | int | float | None = "auto",
+        scheduler_port: int = 0,
+        dashboard_address: str | None = ":8787",
+        host: str | None = None,
+        protocol: str | None = None,
+        asynchronous: bool = False,
+        silence_logs: int | bool = logging.WARNING,
+        name: str | None = None,
+        **worker_kwargs: Any,
+    ) -> None:
+        cores = os.cpu_count() or 1
+        self.n_workers, self.threads_per_worker = default_workers_threads(
+            cores, n_workers, threads_per_worker, processes
+        )
+        self.processes = processes
+        if isinstance(memory_limit, str) and memory_limit.strip().lower() == "auto":
+            self.memory_limit = system_memory() // max(self.n_workers, 1)
+        else:
+            self.memory_limit = parse_memory_limit(memory_limit, self.threads_per_worker)
+        self.scheduler_port = scheduler_port
+        self.dashboard_address = dashboard_address
+        self.host = host or "127.0.0.1"
+        self.protocol = (protocol or ("tcp" if processes else "inproc")).removesuffix("://")
+        self.name = name or "LocalCluster"
+        self.worker_kwargs = worker_kwargs
+        if silence_logs:
+            logging.getLogger("shoal").setLevel(int(silence_logs))
+        self._asynchronous = asynchronous
+        self.scheduler: Scheduler | None = None
+        self.workers: dict[str, Worker | WorkerProcess] = {}
+        self._names = itertools.count()
+        self.status = "created"
+        self._loop_thread: LoopThread | None = None
+        self._lock: asyncio.Lock | None = None
+        if not asynchronous:
+            self._loop_thread = acquire_loop()
+            try:
+                self._loop_thread.run(self._start)
+            except BaseException:
+                self._loop_thread.run(self._close)
+                release_loop(self._loop_thread)
+                self._loop_thread = None
+                raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __await__(self) -> Any:
+        async def start() -> LocalCluster:
+            await self._start()
+            return self
+
+        return start().__await__()
+
+    async def __aenter__(self) -> LocalCluster:
+        return await self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _start(self) -> None:
+        if self.status == "running":
+            return
+        self._lock = asyncio.Lock()
+        self.scheduler = await Scheduler(
+            host=self.host, port=self.scheduler_port, protocol=self.protocol
+        )
+        self.status = "running"
+        await self._scale(self.n_workers)
+
+    @property
+    def scheduler_address(self) -> str:
+        """The scheduler's address, for ``Client(cluster.scheduler_address)``."""
+        assert self.scheduler is not None, "the cluster is not started"
+        return self.scheduler.address
+
+    def close(self, timeout: float | None = None) -> Any:
+        """Stop every worker and the scheduler; leave no process or thread behind."""
+        if self._asynchronous:
+            return self._close()
+        if self._loop_thread is None:
+            return None
+        try:
+            self._loop_thread.run(self._close, timeout=timeout or 60)
+        finally:
+            lt, self._loop_thread = self._loop_thread, None
+            release_loop(lt)
+        return None
+
+    async def _close(self) -> None:
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        await asyncio.gather(*(self._stop_worker(n) for n in list(self.workers)))
+        if self.scheduler is not None:
+            await self.scheduler.close()
+        self.status = "closed"
+
+    def __del__(self) -> None:
+        if self.status == "running" and self._loop_thread is not None:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        addr = self.scheduler.address if self.scheduler and self.status == "running" else None
+        return (f"LocalCluster({addr!r}, workers={len(self.workers)}, "
+                f"threads={len(self.workers) * self.threads_per_worker}, "
+                f"memory={self.memory_limit * len(self.workers)})")
+
+    def _repr_html_(self) -> str:
+        return f"<b>{self.name}</b>: {self!r}"
+
+    # ------------------------------------------------------------------ scaling
+
+    def scale(self, n: int) -> Any:
+        """Add or remove workers until there are ``n``."""
+        if self._asynchronous:
+            return self._scale(n)
+        assert self._loop_thread is not None
+        return self._loop_thread.run(lambda: self._scale(n))
+
+    async def _scale(self, n: int) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            while len(self.workers) > n:
+                await self._stop_worker(list(self.workers)[-1])
+            new = [str(next(self._names)) for _ in range(n - len(self.workers))]
+            await asyncio.gather(*(self._start_worker(name) for name in new))
+
+    async def _start_worker(self, name: str) -> None:
+        assert self.scheduler is not None
+        if self.processes:
+            proc = WorkerProcess(self.scheduler.address, name=name,
+                                 nthreads=self.threads_per_worker,
+                                 memory_limit=self.memory_limit, host=self.host)
+            self.workers[name] = proc
+            proc.start()
+            proc.address = await self._wait_for_worker(name, proc)
+        else:
+            worker = Worker(self.scheduler.address, nthreads=self.threads_per_worker,
+                            name=name, memory_limit=self.memory_limit, host=self.host,
+                            **self.worker_kwargs)
+            self.workers[name] = worker
+            await worker.start()
+
+    async def _wait_for_worker(self, name: str, proc: WorkerProcess, timeout: float = 60) -> str:
+        assert self.scheduler is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            for addr, info in self.scheduler.worker_info.items():
+                if info["name"] == name:
+                    return addr
+            if not proc.is_alive():
+                raise RuntimeError(f"worker process {name} exited with code "
+                                   f"{proc.proc.returncode if proc.proc else None} "
+                                   "before joining; see its output above")
+            await asyncio.sleep(0.02)
+        await proc.close()
+        raise TimeoutError(f"worker {name} did not join the scheduler within {timeout} s")
+
+    async def _stop_worker(self, name: str) -> None:
+        worker = self.workers.pop(name, None)
+        if worker is not None:
+            await worker.close()

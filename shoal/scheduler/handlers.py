@@ -1,0 +1,228 @@
+"""Wire messages → state-machine events, and answers to requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from shoal.errors import CommError, RemoteError
+from shoal.protocol.messages import (
+    OK,
+    AddKeys,
+    Broadcast,
+    CancelKeys,
+    ClientDesiresKeys,
+    ClientReleasesKeys,
+    CloseClient,
+    ErrorReply,
+    GatherKeys,
+    HasWhat,
+    Heartbeat,
+    Identity,
+    Message,
+    MissingData,
+    NThreads,
+    Processing,
+    Reschedule,
+    ScatteredData,
+    TaskFailed,
+    TaskFinished,
+    TaskSpec,
+    Terminate,
+    UpdateGraph,
+    WhoHas,
+)
+from shoal.scheduler.state import (
+    DataMissing,
+    DataScattered,
+    GraphSubmitted,
+    KeysCancelled,
+    KeysDesired,
+    KeysReleased,
+    ReplicasAdded,
+    RescheduleRequested,
+    TaskFailedEvent,
+    TaskFinishedEvent,
+    queries,
+)
+
+if TYPE_CHECKING:
+    from shoal.scheduler.server import Scheduler
+
+logger = logging.getLogger("shoal.scheduler")
+
+
+def worker_events(
+    scheduler: Scheduler, worker: str, msgs: Sequence[Message], now: float
+) -> list[Any]:
+    """Turn messages from a worker's stream into events."""
+    from shoal.scheduler.server import stimulus_id
+
+    events: list[Any] = []
+    for msg in msgs:
+        sid = stimulus_id(msg.op)
+        if isinstance(msg, TaskFinished):
+            events.append(
+                TaskFinishedEvent(
+                    worker=worker,
+                    key=msg.key,
+                    nbytes=msg.nbytes,
+                    type_name=msg.type_name,
+                    start=msg.start,
+                    stop=msg.stop,
+                    stimulus_id=sid,
+                    now=now,
+                )
+            )
+        elif isinstance(msg, TaskFailed):
+            events.append(
+                TaskFailedEvent(
+                    worker=worker,
+                    key=msg.key,
+                    exception=msg.exception,
+                    traceback=msg.traceback,
+                    exception_text=msg.exception_text,
+                    traceback_text=msg.traceback_text,
+                    start=msg.start,
+                    stop=msg.stop,
+                    stimulus_id=sid,
+                    now=now,
+                )
+            )
+        elif isinstance(msg, AddKeys):
+            events.append(
+                ReplicasAdded(
+                    worker=worker,
+                    keys=tuple(msg.keys),
+                    nbytes=dict(msg.nbytes),
+                    stimulus_id=sid,
+                    now=now,
+                )
+            )
+        elif isinstance(msg, MissingData):
+            events.append(
+                DataMissing(
+                    worker=worker,
+                    key=msg.key,
+                    errant_worker=msg.errant_worker,
+                    stimulus_id=sid,
+                    now=now,
+                )
+            )
+        elif isinstance(msg, Reschedule):
+            events.append(RescheduleRequested(worker=worker, key=msg.key, stimulus_id=sid, now=now))
+        elif isinstance(msg, Heartbeat):
+            info = scheduler.worker_info.get(worker)
+            if info is not None:
+                info["metrics"] = dict(msg.metrics)
+        else:
+            logger.warning("worker %s sent an unexpected %r on its stream", worker, msg.op)
+    return events
+
+
+def client_events(
+    scheduler: Scheduler, client: str, msgs: Sequence[Message], now: float
+) -> list[Any] | None:
+    """Turn messages from a client's stream into events; ``None`` when it says goodbye."""
+    from shoal.scheduler.server import stimulus_id
+
+    events: list[Any] = []
+    for msg in msgs:
+        sid = stimulus_id(msg.op)
+        if isinstance(msg, UpdateGraph):
+            events.append(
+                GraphSubmitted(
+                    client=client,
+                    tasks=tuple(TaskSpec.from_wire(t) for t in msg.tasks),
+                    keys=tuple(msg.keys),
+                    stimulus_id=sid,
+                    now=now,
+                )
+            )
+        elif isinstance(msg, ClientReleasesKeys):
+            events.append(KeysReleased(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now))
+        elif isinstance(msg, ClientDesiresKeys):
+            events.append(KeysDesired(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now))
+        elif isinstance(msg, CancelKeys):
+            events.append(
+                KeysCancelled(
+                    client=client, keys=tuple(msg.keys), force=msg.force, stimulus_id=sid, now=now
+                )
+            )
+        elif isinstance(msg, ScatteredData):
+            events.append(
+                DataScattered(
+                    client=client,
+                    who_has={k: tuple(v) for k, v in msg.who_has.items()},
+                    nbytes=dict(msg.nbytes),
+                    stimulus_id=sid,
+                    now=now,
+                )
+            )
+        elif isinstance(msg, CloseClient):
+            if events:
+                scheduler.handle(*events)
+            return None
+        else:
+            logger.warning("client %s sent an unexpected %r on its stream", client, msg.op)
+    return events
+
+
+def identity(scheduler: Scheduler) -> dict[str, Any]:
+    """What ``client.scheduler_info()`` returns."""
+    info = queries.identity(scheduler.state)
+    info["id"] = scheduler.id
+    info["address"] = scheduler.address
+    info["started"] = scheduler.start_time
+    for addr, w in info.get("workers", {}).items():
+        extra = scheduler.worker_info.get(addr)
+        if extra is not None:
+            w.setdefault("metrics", extra["metrics"])
+            w["last_seen"] = extra["last_seen"]
+    return info
+
+
+async def answer(scheduler: Scheduler, msg: Message) -> Message:
+    """Answer one request message."""
+    state = scheduler.state
+    if isinstance(msg, Identity):
+        return OK(identity(scheduler))
+    if isinstance(msg, WhoHas):
+        return OK(queries.who_has(state, msg.keys))
+    if isinstance(msg, HasWhat):
+        return OK(queries.has_what(state, msg.workers))
+    if isinstance(msg, Processing):
+        return OK(queries.processing(state, msg.workers))
+    if isinstance(msg, NThreads):
+        return OK(queries.nthreads(state, msg.workers))
+    if isinstance(msg, GatherKeys):
+        return OK(queries.gather_info(state, msg.keys))
+    if isinstance(msg, Broadcast):
+        return OK(await broadcast(scheduler, msg))
+    if isinstance(msg, Terminate):
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(scheduler.close()))
+        return OK()
+    return ErrorReply(f"the scheduler does not answer {msg.op!r} requests")
+
+
+async def broadcast(scheduler: Scheduler, msg: Broadcast) -> dict[str, Any]:
+    """Send ``msg.msg`` to workers concurrently; gather each reply (or its error)."""
+    workers = list(msg.workers) if msg.workers is not None else list(scheduler.worker_streams)
+    unknown = [w for w in workers if w not in scheduler.worker_streams]
+    if unknown:
+        raise RemoteError(f"unknown workers: {unknown}")
+    request = Message.from_wire(dict(msg.msg))
+
+    async def one(addr: str) -> dict[str, Any]:
+        try:
+            reply = await scheduler.pool.request(addr, request)
+            return reply.to_wire()
+        except RemoteError as e:
+            return ErrorReply(str(e)).to_wire()
+        except CommError as e:
+            return ErrorReply(f"could not reach worker {addr}: {e}").to_wire()
+
+    replies = await asyncio.gather(*(one(w) for w in workers))
+    return dict(zip(workers, replies))

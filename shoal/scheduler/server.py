@@ -1,0 +1,321 @@
+"""The scheduler's asyncio shell: connections in, events to the state machine, sends out.
+
+Every connection starts with one message that says what it is:
+- ``register-worker``: the connection becomes that worker's batched stream;
+- ``register-client``: the connection becomes that client's batched stream;
+- anything else: a request; the connection then serves request/reply pairs.
+
+Stream messages become state-machine events (see :mod:`shoal.scheduler.handlers`); the
+outgoing messages the machine returns are routed to per-peer batched senders. The
+server never unpickles anything: run specs, results and exceptions stay ``Opaque``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from shoal import config
+from shoal.comm.batched import BatchedSender
+from shoal.comm.connection import Connection, listen
+from shoal.comm.rpc import ConnectionPool, serve_requests
+from shoal.errors import CommError, ProtocolError
+from shoal.protocol.frames import Limits
+from shoal.protocol.messages import (
+    ClientRegistered,
+    ErrorReply,
+    Message,
+    RegisterClient,
+    RegisterWorker,
+)
+from shoal.protocol.versions import collect_versions
+from shoal.scheduler import handlers
+from shoal.scheduler.state import (
+    ClientConnected,
+    ClientDisconnected,
+    SchedulerState,
+    ToClient,
+    ToWorker,
+    WorkerAdded,
+    WorkerRemoved,
+)
+
+logger = logging.getLogger("shoal.scheduler")
+
+_stimulus_counter = itertools.count()
+
+
+def stimulus_id(prefix: str) -> str:
+    """A unique id naming the cause of a chain of transitions."""
+    return f"{prefix}-{next(_stimulus_counter)}"
+
+
+def limits_from_config() -> Limits:
+    """The transport limits set in the configuration."""
+    return Limits(
+        max_frames=int(config.get("comm.max-frames")),
+        max_header_bytes=int(config.get("comm.max-header-bytes")),
+        max_message_bytes=int(config.get("comm.max-message-bytes")),
+    )
+
+
+class Scheduler:
+    """The central scheduler server.
+
+    ``Scheduler(host="127.0.0.1", port=0)`` listens on ``tcp://host:port`` once started
+    (``await scheduler`` or ``async with``); ``protocol="inproc"`` serves in-process
+    peers only. ``address`` is where it can be reached.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int = 0,
+        *,
+        protocol: str = "tcp",
+        limits: Limits | None = None,
+        validate: bool | None = None,
+        allowed_failures: int | None = None,
+    ) -> None:
+        self.id = f"Scheduler-{uuid.uuid4()}"
+        self._host = host or "127.0.0.1"
+        self._port = port
+        self._protocol = protocol.removesuffix("://")
+        self.limits = limits or limits_from_config()
+        self.state = SchedulerState(
+            allowed_failures=(
+                allowed_failures
+                if allowed_failures is not None
+                else int(config.get("scheduler.allowed-failures"))
+            ),
+            validate=bool(config.get("scheduler.validate")) if validate is None else validate,
+        )
+        self.pool = ConnectionPool(role="scheduler", limits=self.limits)
+        self.worker_streams: dict[str, BatchedSender] = {}
+        self.client_streams: dict[str, BatchedSender] = {}
+        self.worker_info: dict[str, dict[str, Any]] = {}
+        self.versions = collect_versions()
+        self.status = "created"
+        self.start_time = time.time()
+        self._listener: Any = None
+        self._closed = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._worker_joined = asyncio.Condition()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def address(self) -> str:
+        """The address clients and workers connect to."""
+        if self._listener is None:
+            raise RuntimeError("the scheduler is not started")
+        return str(self._listener.contact_address)
+
+    @property
+    def listen_address(self) -> str:
+        """The address the scheduler is bound to."""
+        return str(self._listener.listen_address)
+
+    async def start(self) -> Scheduler:
+        """Start listening; return self."""
+        if self.status == "running":
+            return self
+        if self._protocol == "inproc":
+            addr = "inproc://"
+        else:
+            addr = f"{self._protocol}://{self._host}:{self._port}"
+        self._listener = await listen(
+            addr, self._handle_connection, role="scheduler", limits=self.limits
+        )
+        self.status = "running"
+        logger.info("Scheduler at %s", self.address)
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Scheduler:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop listening, close every stream, and mark the scheduler closed."""
+        if self.status in ("closing", "closed"):
+            await self._closed.wait()
+            return
+        self.status = "closing"
+        if self._listener is not None:
+            self._listener.stop()
+        for sender in [*self.worker_streams.values(), *self.client_streams.values()]:
+            with contextlib.suppress(Exception):
+                await sender.close()
+            with contextlib.suppress(Exception):
+                await sender.conn.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pool.close()
+        self.status = "closed"
+        self._closed.set()
+
+    async def finished(self) -> None:
+        """Wait until the scheduler is closed."""
+        await self._closed.wait()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ routing
+
+    def handle(self, *events: Any) -> None:
+        """Feed events to the state machine and route what it sends."""
+        for out in self.state.handle(*events):
+            if isinstance(out, ToWorker):
+                sender = self.worker_streams.get(out.worker)
+                if sender is not None and not sender.closed:
+                    sender.send(out.msg)
+            elif isinstance(out, ToClient):
+                sender = self.client_streams.get(out.client)
+                if sender is not None and not sender.closed:
+                    sender.send(out.msg)
+            else:  # pragma: no cover - a new Outgoing type without a route is a bug
+                logger.error("no route for %r", out)
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle_connection(self, conn: Connection) -> None:
+        try:
+            msgs = await conn.read()
+        except (CommError, ProtocolError) as e:
+            logger.info("connection from %s failed before its first message: %s",
+                        conn.peer_address, e)
+            return
+        first = msgs[0]
+        if isinstance(first, RegisterWorker):
+            await self._worker_stream(conn, first)
+        elif isinstance(first, RegisterClient):
+            await self._client_stream(conn, first, msgs[1:])
+        else:
+            for msg in msgs:
+                await conn.write(await self.dispatch(msg))
+            await serve_requests(conn, self.dispatch)
+
+    async def dispatch(self, msg: Message) -> Message:
+        """Answer one request."""
+        return await handlers.answer(self, msg)
+
+    async def _worker_stream(self, conn: Connection, reg: RegisterWorker) -> None:
+        address = reg.address
+        if address in self.worker_streams:
+            await conn.write(ErrorReply(f"a worker at {address} is already registered"))
+            await conn.close()
+            return
+        await conn.write(ClientRegistered(address=self.address, versions=self.versions))
+        sender = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        self.worker_streams[address] = sender
+        self.worker_info[address] = {
+            "name": reg.name,
+            "versions": reg.versions,
+            "last_seen": time.time(),
+            "metrics": {},
+        }
+        self.handle(
+            WorkerAdded(
+                address=address,
+                nthreads=reg.nthreads,
+                memory_limit=reg.memory_limit,
+                name=reg.name,
+                resources=dict(reg.resources),
+                keys=tuple(reg.keys),
+                nbytes=dict(reg.nbytes),
+                stimulus_id=stimulus_id("worker-added"),
+                now=time.time(),
+            )
+        )
+        async with self._worker_joined:
+            self._worker_joined.notify_all()
+        logger.info("Worker %s (%s) joined with %d threads", address, reg.name, reg.nthreads)
+        reason = "worker closed its connection"
+        try:
+            while True:
+                msgs = await conn.read()
+                now = time.time()
+                info = self.worker_info[address]
+                info["last_seen"] = now
+                events = handlers.worker_events(self, address, msgs, now)
+                if events:
+                    self.handle(*events)
+        except (CommError, ProtocolError) as e:
+            reason = f"{type(e).__name__}: {e}"
+        finally:
+            self.worker_streams.pop(address, None)
+            self.worker_info.pop(address, None)
+            with contextlib.suppress(Exception):
+                await sender.close()
+            conn.abort()
+            self.pool.remove(address)
+            if self.status == "running":
+                logger.info("Worker %s left: %s", address, reason)
+                self.handle(
+                    WorkerRemoved(
+                        address=address,
+                        reason=reason,
+                        stimulus_id=stimulus_id("worker-removed"),
+                        now=time.time(),
+                    )
+                )
+
+    async def _client_stream(
+        self, conn: Connection, reg: RegisterClient, rest: Iterable[Message]
+    ) -> None:
+        client = reg.client
+        await conn.write(ClientRegistered(address=self.address, versions=self.versions))
+        sender = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        self.client_streams[client] = sender
+        self.handle(
+            ClientConnected(client=client, stimulus_id=stimulus_id("client"), now=time.time())
+        )
+        try:
+            msgs = list(rest)
+            while True:
+                if msgs:
+                    events = handlers.client_events(self, client, msgs, time.time())
+                    if events is None:  # the client said goodbye
+                        break
+                    if events:
+                        self.handle(*events)
+                msgs = await conn.read()
+        except ProtocolError as e:
+            logger.warning("client %s sent an invalid message and was disconnected: %s",
+                           client, e)
+        except CommError:
+            pass
+        finally:
+            self.client_streams.pop(client, None)
+            with contextlib.suppress(Exception):
+                await sender.close()
+            conn.abort()
+            if self.status == "running":
+                self.handle(
+                    ClientDisconnected(
+                        client=client,
+                        stimulus_id=stimulus_id("client-gone"),
+                        now=time.time(),
+                    )
+                )
+
+    async def wait_for_workers(self, n: int) -> None:
+        """Wait until at least ``n`` workers are connected."""
+        async with self._worker_joined:
+            await self._worker_joined.wait_for(lambda: len(self.worker_streams) >= n)

@@ -1,0 +1,1 @@
+"""The worker: a pure state machine (``state``) inside a thin asyncio server."""

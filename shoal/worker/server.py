@@ -1,0 +1,415 @@
+"""The worker's asyncio shell: runs what the state machine says, feeds results back.
+
+- a stream to the scheduler carries compute/free orders in and task reports out;
+- a listener serves ``get-data`` (peers, clients), ``update-data`` (scatter) and ``run``;
+- tasks run on a pool of ``nthreads`` threads; their completions are batched back onto
+  the event loop and into the state machine in one ``handle`` call per loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+import uuid
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from shoal import config
+from shoal._context import task_context
+from shoal.comm.batched import BatchedSender
+from shoal.comm.connection import Connection, connect, listen
+from shoal.comm.registry import parse_address
+from shoal.comm.rpc import ConnectionPool, serve_requests
+from shoal.errors import CommError, ProtocolError, RemoteError, SerializeError
+from shoal.protocol.frames import Limits
+from shoal.protocol.messages import (
+    OK,
+    AcquireReplicas,
+    ComputeTask,
+    ErrorReply,
+    FreeKeys,
+    GetData,
+    Heartbeat,
+    Identity,
+    Message,
+    RegisterWorker,
+    RunFunction,
+    Terminate,
+    UpdateData,
+)
+from shoal.protocol.serialize import dumps_run_spec, loads, nbytes_of
+from shoal.protocol.versions import collect_versions
+from shoal.worker import execute, transfer
+from shoal.worker.memory import parse_memory_limit
+from shoal.worker.state import (
+    AcquireReplicasEvent,
+    ComputeTaskEvent,
+    DataUpdated,
+    DropData,
+    Execute,
+    ExecuteFailure,
+    ExecuteSuccess,
+    FreeKeysEvent,
+    GatherDep,
+    GatherDepMissing,
+    GatherDepNetworkFailure,
+    GatherDepSuccess,
+    SendToScheduler,
+    WorkerState,
+)
+
+logger = logging.getLogger("shoal.worker")
+_stimulus = itertools.count()
+
+
+def _sid(prefix: str) -> str:
+    return f"{prefix}-{next(_stimulus)}"
+
+
+class Worker:
+    """A worker server that joins the scheduler at ``scheduler_address``.
+
+    ``await Worker(addr, nthreads=2)`` (or ``async with``) starts it; ``close()`` stops it.
+    """
+
+    instances: ClassVar[weakref.WeakSet[Worker]] = weakref.WeakSet()
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int | None = None,
+        name: str | int | None = None,
+        memory_limit: str | int | float | None = "auto",
+        host: str | None = None,
+        port: int = 0,
+        protocol: str | None = None,
+        limits: Limits | None = None,
+        validate: bool = False,
+        heartbeat_interval: float | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> None:
+        from shoal.scheduler.server import limits_from_config
+
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads or os.cpu_count() or 1
+        self.name = str(name) if name is not None else f"worker-{uuid.uuid4().hex[:8]}"
+        self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
+        self.resources = dict(resources or {})
+        self._host = host or "127.0.0.1"
+        self._port = port
+        self._protocol = (protocol or parse_address(scheduler_address)[0]).removesuffix("://")
+        self.limits = limits or limits_from_config()
+        self.heartbeat_interval = heartbeat_interval or float(
+            config.get("worker.heartbeat-interval")
+        )
+        self.state = WorkerState(address="", nthreads=self.nthreads, validate=validate)
+        self._validate = validate
+        self.data: dict[Any, Any] = {}
+        self.pool = ConnectionPool(role="worker", limits=self.limits)
+        self.executor = ThreadPoolExecutor(self.nthreads, thread_name_prefix="shoal-task")
+        self.status = "created"
+        self.versions = collect_versions()
+        self._listener: Any = None
+        self._stream: BatchedSender | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._done: list[execute.Outcome] = []
+        self._flush_scheduled = False
+        self._closed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        Worker.instances.add(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def address(self) -> str:
+        """Where peers and clients reach this worker."""
+        if self._listener is None:
+            raise RuntimeError("the worker is not started")
+        return str(self._listener.contact_address)
+
+    async def start(self) -> Worker:
+        """Listen, register with the scheduler and start serving; return self."""
+        if self.status == "running":
+            return self
+        self._loop = asyncio.get_running_loop()
+        addr = (
+            "inproc://"
+            if self._protocol == "inproc"
+            else f"{self._protocol}://{self._host}:{self._port}"
+        )
+        self._listener = await listen(addr, self._handle_connection, role="worker",
+                                      limits=self.limits)
+        self.state = WorkerState(address=self.address, nthreads=self.nthreads,
+                                 validate=self._validate)
+        try:
+            conn = await connect(
+                self.scheduler_address,
+                role="worker",
+                timeout=float(config.get("comm.timeouts.connect")),
+                limits=self.limits,
+            )
+        except BaseException:
+            self._listener.stop()
+            raise
+        await conn.write(
+            RegisterWorker(
+                address=self.address,
+                nthreads=self.nthreads,
+                memory_limit=self.memory_limit,
+                name=self.name,
+                versions=self.versions,
+                keys=tuple(self.data),
+                nbytes={k: nbytes_of(v) for k, v in self.data.items()},
+                resources=self.resources,
+            )
+        )
+        reply = (await conn.read())[0]
+        if isinstance(reply, ErrorReply):
+            self._listener.stop()
+            await conn.close()
+            raise RemoteError(f"the scheduler refused this worker: {reply.message}")
+        self._stream = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        self.status = "running"
+        self._spawn(self._scheduler_loop(conn))
+        self._spawn(self._heartbeat_loop())
+        logger.info("Worker %s (%s) joined %s", self.address, self.name, self.scheduler_address)
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Worker:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, reason: str = "") -> None:
+        """Stop serving, leave the scheduler, and shut the thread pool down."""
+        if self.status in ("closing", "closed"):
+            await self._closed.wait()
+            return
+        self.status = "closing"
+        logger.info("Worker %s closing%s", self.address if self._listener else self.name,
+                    f": {reason}" if reason else "")
+        if self._listener is not None:
+            self._listener.stop()
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.close()
+            with contextlib.suppress(Exception):
+                await self._stream.conn.close()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pool.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client._close_from_worker()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.data.clear()
+        self.status = "closed"
+        self._closed.set()
+
+    async def finished(self) -> None:
+        """Wait until the worker is closed."""
+        await self._closed.wait()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ state machine
+
+    def handle(self, *events: Any) -> None:
+        """Feed events to the state machine and carry out its instructions."""
+        for inst in self.state.handle(*events):
+            if isinstance(inst, SendToScheduler):
+                if self._stream is not None and not self._stream.closed:
+                    self._stream.send(inst.msg)
+            elif isinstance(inst, Execute):
+                self._execute(inst)
+            elif isinstance(inst, GatherDep):
+                self._spawn(self._gather_dep(inst))
+            elif isinstance(inst, DropData):
+                for key in inst.keys:
+                    self.data.pop(key, None)
+            else:  # pragma: no cover - a new instruction without a handler is a bug
+                logger.error("no handler for instruction %r", inst)
+
+    def _execute(self, inst: Execute) -> None:
+        try:
+            values = {dep: self.data[dep] for dep in inst.dependencies}
+        except KeyError as e:  # pragma: no cover - the state machine guarantees this
+            logger.error("dependency %r of %r is not in memory", e.args[0], inst.key)
+            raise
+        loop = self._loop
+        assert loop is not None
+        fut = self.executor.submit(execute.run_task, self, inst.key, inst.run_spec, values)
+        fut.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._task_done, f.result())
+        )
+
+    def _task_done(self, outcome: execute.Outcome) -> None:
+        self._done.append(outcome)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_done)
+
+    def _flush_done(self) -> None:
+        self._flush_scheduled = False
+        done, self._done = self._done, []
+        if self.status != "running":
+            return
+        now = time.time()
+        events: list[Any] = []
+        for o in done:
+            if o.ok:
+                self.data[o.key] = o.value
+                events.append(ExecuteSuccess(key=o.key, nbytes=o.nbytes, type_name=o.type_name,
+                                             start=o.start, stop=o.stop,
+                                             stimulus_id=_sid("execute"), now=now))
+            else:
+                events.append(ExecuteFailure(key=o.key, exception=o.exception,
+                                             traceback=o.traceback,
+                                             exception_text=o.exception_text,
+                                             traceback_text=o.traceback_text,
+                                             start=o.start, stop=o.stop,
+                                             stimulus_id=_sid("execute"), now=now))
+        self.handle(*events)
+
+    async def _gather_dep(self, inst: GatherDep) -> None:
+        sid = _sid("gather")
+        try:
+            values, missing = await transfer.fetch_data(
+                self.pool, inst.worker, inst.keys, who=self.address
+            )
+        except (CommError, ProtocolError, RemoteError, SerializeError) as e:
+            logger.info("could not fetch %s from %s: %s", list(inst.keys), inst.worker, e)
+            if self.status == "running":
+                self.handle(GatherDepNetworkFailure(worker=inst.worker, keys=tuple(inst.keys),
+                                                    stimulus_id=sid, now=time.time()))
+            return
+        if self.status != "running":
+            return
+        nbytes = {}
+        for key, value in values.items():
+            self.data[key] = value
+            nbytes[key] = nbytes_of(value)
+        if missing:
+            self.handle(GatherDepMissing(worker=inst.worker, keys_received=nbytes,
+                                         missing=tuple(missing), stimulus_id=sid,
+                                         now=time.time()))
+        else:
+            self.handle(GatherDepSuccess(worker=inst.worker, data_nbytes=nbytes,
+                                         stimulus_id=sid, now=time.time()))
+
+    # ------------------------------------------------------------------ scheduler stream
+
+    async def _scheduler_loop(self, conn: Connection) -> None:
+        try:
+            while True:
+                msgs = await conn.read()
+                now = time.time()
+                events: list[Any] = []
+                for msg in msgs:
+                    sid = _sid(msg.op)
+                    if isinstance(msg, ComputeTask):
+                        events.append(ComputeTaskEvent.from_message(msg, sid, now))
+                    elif isinstance(msg, FreeKeys):
+                        events.append(FreeKeysEvent(keys=tuple(msg.keys), stimulus_id=sid,
+                                                    now=now))
+                    elif isinstance(msg, AcquireReplicas):
+                        events.append(AcquireReplicasEvent(
+                            who_has={k: tuple(v) for k, v in msg.who_has.items()},
+                            nbytes=dict(msg.nbytes), stimulus_id=sid, now=now))
+                    elif isinstance(msg, ErrorReply):
+                        logger.error("the scheduler reported an error: %s", msg.message)
+                    else:
+                        logger.warning("unexpected %r from the scheduler", msg.op)
+                if events:
+                    self.handle(*events)
+        except (CommError, ProtocolError) as e:
+            if self.status == "running":
+                self._spawn(self.close(reason=f"lost the scheduler: {e}"))
+
+    async def _heartbeat_loop(self) -> None:
+        while self.status == "running":
+            await asyncio.sleep(self.heartbeat_interval)
+            if self._stream is not None and not self._stream.closed:
+                self._stream.send(Heartbeat(metrics=self.metrics()))
+
+    def metrics(self) -> dict[str, Any]:
+        """Load figures reported to the scheduler."""
+        snap = self.state.snapshot()
+        return {"time": time.time(), "keys": len(self.data), **snap}
+
+    # ------------------------------------------------------------------ requests
+
+    async def _handle_connection(self, conn: Connection) -> None:
+        await serve_requests(conn, self.dispatch)
+
+    async def dispatch(self, msg: Message) -> Message:
+        """Answer one request from a peer, a client or the scheduler."""
+        if isinstance(msg, GetData):
+            return transfer.serve_data(self.data, msg.keys, self.address)
+        if isinstance(msg, UpdateData):
+            return self._update_data(msg)
+        if isinstance(msg, RunFunction):
+            return await self._run_function(msg)
+        if isinstance(msg, Identity):
+            return OK({"type": "Worker", "address": self.address, "name": self.name,
+                       "nthreads": self.nthreads, "memory_limit": self.memory_limit,
+                       "scheduler": self.scheduler_address})
+        if isinstance(msg, Terminate):
+            self._spawn(self.close(reason="asked to terminate"))
+            return OK()
+        return ErrorReply(f"a worker does not answer {msg.op!r} requests")
+
+    def _update_data(self, msg: UpdateData) -> Message:
+        nbytes = {}
+        try:
+            values = {k: loads(v) for k, v in msg.data.items()}
+        except SerializeError as e:
+            return ErrorReply(f"worker {self.address} could not load scattered data: {e}")
+        for key, value in values.items():
+            self.data[key] = value
+            nbytes[key] = nbytes_of(value)
+        self.handle(DataUpdated(data_nbytes=nbytes, stimulus_id=_sid("update-data"),
+                                now=time.time()))
+        return OK(nbytes)
+
+    async def _run_function(self, msg: RunFunction) -> Message:
+        try:
+            function, args, kwargs = loads(msg.function)
+        except SerializeError as e:
+            return ErrorReply(f"worker {self.address} could not load the function: {e}")
+
+        def call() -> Any:
+            task_context.worker = self
+            return function(*args, **kwargs)
+
+        try:
+            if asyncio.iscoroutinefunction(function):
+                result = await function(*args, **kwargs)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(None, call)
+        except Exception as exc:
+            e_opaque, _, text, tb_text = execute.pack_exception(exc)
+            return ErrorReply(f"{text}\n{tb_text}", exception=e_opaque)
+        try:
+            return OK(dumps_run_spec(result))
+        except SerializeError as e:
+            return ErrorReply(f"the result of the function on {self.address} can't be sent: {e}")
