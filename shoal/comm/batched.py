@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from shoal.comm.connection import Connection
-from shoal.errors import CommClosedError
+from shoal.errors import CommClosedError, CommError
 from shoal.protocol.messages import Message
 
 __all__ = ["BatchedSender"]
@@ -103,7 +103,10 @@ class BatchedSender:
     def _fail(self, exc: Exception) -> None:
         self._closed = True
         self._buffer.clear()
-        logger.info("batched sender to %s failed: %s", self.conn.peer_address, exc)
+        if isinstance(exc, CommError):
+            logger.info("batched sender to %s closed: %s", self.conn.peer_address, exc)
+        else:  # e.g. a message that can't be encoded: a bug in the caller
+            logger.error("batched sender to %s failed", self.conn.peer_address, exc_info=exc)
         if self.on_error is not None:
             try:
                 self.on_error(exc)

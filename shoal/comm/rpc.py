@@ -15,7 +15,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from shoal.comm.connection import Connection, connect
-from shoal.errors import CommClosedError, CommError, ProtocolError, RemoteError, RemoteProtocolError
+from shoal.errors import (
+    CommClosedError,
+    CommError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteError,
+    RemoteProtocolError,
+)
 from shoal.protocol.frames import Limits
 from shoal.protocol.messages import ErrorReply, Message
 
@@ -89,7 +96,7 @@ class ConnectionPool:
             self._release(address, conn, reusable)
         reply = replies[0]
         if isinstance(reply, ErrorReply):
-            raise RemoteError(reply.message)
+            raise RemoteError(reply.message, reply)
         return reply
 
     async def _acquire(self, address: str, timeout: float) -> Connection:
@@ -114,8 +121,11 @@ class ConnectionPool:
         self._connecting += 1
         try:
             conn = await connect(address, role=self.role, timeout=timeout, limits=self.limits)
-        finally:
+        except BaseException:
             self._connecting -= 1
+            self._wake_one()  # the slot is free again
+            raise
+        self._connecting -= 1
         if self._closed:
             conn.abort()
             raise CommClosedError("the connection pool is closed")
@@ -195,5 +205,11 @@ async def serve_requests(
                 reply = ErrorReply(message=f"{type(e).__name__}: {e}")
             try:
                 await conn.write(reply)
+            except LocalProtocolError as e:  # a reply msgpack can't encode: a bug here
+                logger.error("could not encode the reply to %r: %s", msg.op, e)
+                try:
+                    await conn.write(ErrorReply(message=f"could not encode the reply: {e}"))
+                except CommError:
+                    return
             except CommError:
                 return

@@ -126,3 +126,16 @@ async def test_abort_drops_buffered_messages(pair: tuple[Connection, Receiver]) 
     assert sender.closed
     await asyncio.sleep(0.02)
     assert receiver.messages == [OK(value=1)]
+
+
+async def test_unencodable_message_closes_the_sender(
+    pair: tuple[Connection, Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    conn, _ = pair
+    errors: list[BaseException] = []
+    sender = BatchedSender(conn, on_error=errors.append)
+    sender.send(OK(value={1, 2}))
+    await sender.close()
+    assert sender.closed
+    assert len(errors) == 1
+    assert "failed" in caplog.text

@@ -273,8 +273,9 @@ async def test_other_protocol_version_is_refused(address: str) -> None:
     """A client facing a server that speaks another protocol gets VersionMismatch."""
 
     async def fake_server(comm: Comm) -> None:
+        await comm.read()  # the client's hello
         await comm.write([encode_hello({**make_hello("scheduler", {}), "protocol": 99})])
-        await comm.read()
+        comm.abort()
 
     scheme, rest = parse_address(address)
     fake = get_backend(scheme).listener(rest, fake_server, Limits())
@@ -326,8 +327,9 @@ async def test_version_mismatch_is_a_warning(
 
 async def test_handshake_error_when_server_is_not_shoal() -> None:
     async def not_shoal(comm: Comm) -> None:
-        await comm.write([b"\xc1"])
         await comm.read()
+        await comm.write([b"\xc1"])
+        comm.abort()
 
     listener = get_backend("tcp").listener("127.0.0.1:0", not_shoal, Limits())
     await listener.start()

@@ -175,3 +175,29 @@ async def test_serve_requests_answers_a_batch_in_order(server: Server) -> None:
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="limit"):
         ConnectionPool(role="client", limit=0)
+
+
+async def test_unencodable_reply_becomes_an_error_reply() -> None:
+    async def bad_dispatch(msg: Message) -> Message:
+        return OK(value={1, 2})  # a set: msgpack can't encode it
+
+    srv = Server()
+    srv.dispatch = bad_dispatch  # type: ignore[method-assign]
+    srv.listener = await listen("inproc://", srv.handler, role="worker")
+    pool = ConnectionPool(role="client")
+    try:
+        with pytest.raises(RemoteError, match="could not encode"):
+            await pool.request(srv.address, Identity())
+    finally:
+        await pool.close()
+        srv.listener.stop()
+
+
+async def test_failed_connect_frees_its_slot() -> None:
+    pool = ConnectionPool(role="client", limit=1)
+    try:
+        with pytest.raises(ConnectTimeout):
+            await pool.request("inproc://0/424242", Identity(), timeout=0.05)
+        assert pool.open == 0
+    finally:
+        await pool.close()
