@@ -262,12 +262,12 @@ class WorkerState:
             if dep_key == ev.key:
                 continue
             dep = self.tasks.get(dep_key)
+            if not new and (dep is None or dep not in ts.dependencies):
+                continue  # its dependencies were settled by the first ComputeTask
             if dep is None:
                 dep = self._new_task(dep_key, ev.priority)
             elif ev.priority < dep.priority and dep.state in ("fetch", "missing"):
                 self.fetcher.reprioritize(dep, ev.priority)
-            if not new and dep not in ts.dependencies:
-                continue
             if dep.state != "memory" and dep_key in ev.nbytes:
                 dep.nbytes = ev.nbytes[dep_key]
             self._add_holders(dep, holders)
@@ -333,21 +333,31 @@ class WorkerState:
             return {}, []
         ts.start, ts.stop = ev.start, ev.stop
         if ts.scattered_nbytes is not None:
-            # A value was put here while it ran: keep that one.
-            ts.nbytes = ts.scattered_nbytes
-            return {ts: "memory"}, []
+            return self._keep_scattered_value(ts)
         if not ts.needed:
             return {ts: "released"}, []
         ts.exception, ts.traceback = ev.exception, ev.traceback
         ts.exception_text, ts.traceback_text = ev.exception_text, ev.traceback_text
         return {ts: "error"}, []
 
+    @staticmethod
+    def _keep_scattered_value(ts: TaskState) -> Result:
+        """A run without a result ended, but a value was put here while it ran."""
+        assert ts.scattered_nbytes is not None
+        ts.nbytes = ts.scattered_nbytes
+        if ts.needed:
+            return {ts: "memory"}, []
+        return {ts: "released"}, [DropData(keys=(ts.key,))]
+
     def _handle_reschedule_task(self, ev: ev_.RescheduleTask) -> Result:
         ts = self.tasks.get(ev.key)
         recs: Recs = {}
         instructions: list[Instruction] = []
-        if ts is not None and ts.state == "executing":
-            give_back(ts, recs, instructions)
+        if ts is None or ts.state != "executing":
+            return recs, instructions
+        if ts.scattered_nbytes is not None:
+            return self._keep_scattered_value(ts)
+        give_back(ts, recs, instructions)
         return recs, instructions
 
     def _handle_gather_dep_success(self, ev: ev_.GatherDepSuccess) -> Result:
@@ -426,12 +436,18 @@ class WorkerState:
         return "missing"
 
     def _handle_data_updated(self, ev: ev_.DataUpdated) -> Result:
-        recs: Recs = {}
+        # Mark every key wanted first, so that no cascade drops a value just stored.
+        # Then one key at a time: a key entering memory wakes up its dependents, which
+        # must not override a pending recommendation for a dependent scattered too.
+        tasks = []
         for key, nbytes in ev.data_nbytes.items():
             ts = self.tasks.get(key)
             if ts is None:
                 ts = self._new_task(key, (0,))
             ts.wanted = True
+            tasks.append((ts, nbytes))
+        instructions: list[Instruction] = []
+        for ts, nbytes in tasks:
             if ts.state == "memory":
                 assert ts.nbytes is not None
                 self.nbytes_in_memory += nbytes - ts.nbytes
@@ -440,8 +456,8 @@ class WorkerState:
                 ts.scattered_nbytes = nbytes  # applied when the run ends
             else:
                 ts.nbytes = nbytes
-                recs[ts] = "memory"
-        return recs, []
+                instructions += self._transitions({ts: "memory"})
+        return {}, instructions
 
     # ------------------------------------------------------------------ queries
 

@@ -20,12 +20,14 @@ from ws_builders import (
     states,
 )
 
+from shoal._types import Key
 from shoal.protocol.messages import TaskFinished
 from shoal.worker.state import AcquireReplicasEvent, SendToScheduler
 
 
-def acquire(who_has: dict[str, tuple[str, ...]], **nbytes: int) -> AcquireReplicasEvent:
-    return AcquireReplicasEvent(who_has=dict(who_has), nbytes=dict(nbytes))
+def acquire(who_has: dict[Key, tuple[str, ...]], **nbytes: int) -> AcquireReplicasEvent:
+    sizes: dict[Key, int] = {k: n for k, n in nbytes.items()}
+    return AcquireReplicasEvent(who_has=who_has, nbytes=sizes)
 
 
 def test_acquire_replicas() -> None:

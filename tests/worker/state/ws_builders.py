@@ -34,7 +34,7 @@ def make_ws(nthreads: int = 1, **kwargs: int) -> WorkerState:
 
 def spec(key: Key) -> Opaque:
     """A recognisable run spec for ``key``."""
-    return Opaque([f"run {key}".encode()])
+    return Opaque([f"run {key!r}".encode()])
 
 
 def compute(
@@ -53,7 +53,7 @@ def compute(
         who_has=who_has or {},
         nbytes=nbytes or {},
         priority=priority,
-        stimulus_id=stimulus_id or f"compute-{key}",
+        stimulus_id=stimulus_id or f"compute-{key!r}",
         now=now,
     )
 
@@ -87,12 +87,14 @@ def free(*keys: Key) -> FreeKeysEvent:
 
 def got(worker: Address, **data: int) -> GatherDepSuccess:
     """``worker`` sent the keys named (str keys only) with their sizes."""
-    return GatherDepSuccess(worker=worker, data_nbytes=dict(data))
+    received: dict[Key, int] = {k: n for k, n in data.items()}
+    return GatherDepSuccess(worker=worker, data_nbytes=received)
 
 
 def lacked(worker: Address, *missing: Key, **received: int) -> GatherDepMissing:
     """``worker`` answered but lacked ``missing``."""
-    return GatherDepMissing(worker=worker, keys_received=dict(received), missing=missing)
+    got: dict[Key, int] = {k: n for k, n in received.items()}
+    return GatherDepMissing(worker=worker, keys_received=got, missing=missing)
 
 
 def unreachable(worker: Address, *keys: Key) -> GatherDepNetworkFailure:
@@ -102,7 +104,8 @@ def unreachable(worker: Address, *keys: Key) -> GatherDepNetworkFailure:
 
 def scattered(**data: int) -> DataUpdated:
     """Values put here directly."""
-    return DataUpdated(data_nbytes=dict(data))
+    values: dict[Key, int] = {k: n for k, n in data.items()}
+    return DataUpdated(data_nbytes=values)
 
 
 # ----------------------------------------------------------------- expected instructions
@@ -144,7 +147,8 @@ def failed(key: Key) -> SendToScheduler:
 
 def add_keys(**nbytes: int) -> SendToScheduler:
     """Expected AddKeys."""
-    return SendToScheduler(AddKeys(keys=tuple(nbytes), nbytes=dict(nbytes)))
+    sizes: dict[Key, int] = {k: n for k, n in nbytes.items()}
+    return SendToScheduler(AddKeys(keys=tuple(sizes), nbytes=sizes))
 
 
 def missing_data(key: Key, worker: Address) -> SendToScheduler:
