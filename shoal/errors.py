@@ -123,7 +123,15 @@ class FutureCancelledError(ShoalError, asyncio.CancelledError):
 
 
 class RemoteError(ShoalError):
-    """A server answered a request with an error message."""
+    """A server answered a request with an error message.
+
+    ``reply`` is the ``ErrorReply`` itself when there is one (it may carry the pickled
+    exception, as an opaque payload).
+    """
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class InternalError(ShoalError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -37,8 +36,3 @@ def client(local_cluster: LocalCluster) -> Iterator[Client]:
     with Client(local_cluster) as c:
         yield c
     gc.collect()
-
-
-def shoal_threads() -> list[threading.Thread]:
-    """Threads started by shoal that are still alive."""
-    return [t for t in threading.enumerate() if t.name.startswith("shoal")]

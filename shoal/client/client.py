@@ -618,8 +618,9 @@ class Client:
                 fut = Future(key, self, inform=False)
             fut._state.finish(None)
             futures[key] = fut
-        self._send(ScatteredData(who_has={k: tuple(v) for k, v in who_has.items()},
-                                 nbytes=nbytes))
+        self._flush_outbox()
+        await self._request(ScatteredData(who_has={k: tuple(v) for k, v in who_has.items()},
+                                          nbytes=nbytes, client=self.id))
         if isinstance(data, dict):
             return {k: futures[k] for k, _ in items}
         out = [futures[k] for k, _ in items]
@@ -652,6 +653,10 @@ class Client:
         reply = await self._pool.request(self.scheduler_address, msg)
         return reply.value if isinstance(reply, OK) else reply
 
+    async def _request_lists(self, msg: Message) -> dict[Any, list[Any]]:
+        """A request whose answer maps to sequences; give lists, as distributed does."""
+        return {k: list(v) for k, v in (await self._request(msg)).items()}
+
     def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> Any:
         """The scheduler's identity and its workers."""
         return self._sync(self._request, Identity())
@@ -659,15 +664,15 @@ class Client:
     def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
         """Which workers hold each key (of ``futures``, or all)."""
         keys = None if futures is None else tuple(f.key for f in futures_in(futures))
-        return self._sync(self._request, WhoHas(keys=keys))
+        return self._sync(self._request_lists, WhoHas(keys=keys))
 
     def has_what(self, workers: Iterable[str] | None = None, **kwargs: Any) -> Any:
         """Which keys each worker holds."""
-        return self._sync(self._request, HasWhat(workers=_workers(workers)))
+        return self._sync(self._request_lists, HasWhat(workers=_workers(workers)))
 
     def processing(self, workers: Iterable[str] | None = None) -> Any:
         """Which keys each worker is running or has queued."""
-        return self._sync(self._request, Processing(workers=_workers(workers)))
+        return self._sync(self._request_lists, Processing(workers=_workers(workers)))
 
     def nthreads(self, workers: Iterable[str] | None = None, **kwargs: Any) -> Any:
         """The number of threads of each worker."""

@@ -51,15 +51,24 @@ class LoopThread:
                 "use the asynchronous API (asynchronous=True and await) there"
             )
 
-        async def wrapper() -> T:
-            return await fn()
+        async def wrapper() -> tuple[bool, Any]:
+            try:
+                return True, await fn()
+            except asyncio.CancelledError as e:
+                # a subclass (FutureCancelledError) is an answer, not our cancellation
+                if type(e) is asyncio.CancelledError:
+                    raise
+                return False, e
 
         future = asyncio.run_coroutine_threadsafe(wrapper(), self.loop)
         try:
-            return future.result(timeout)
+            ok, value = future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"operation did not finish within {timeout} s") from None
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         """Stop the loop and join the thread."""

@@ -52,6 +52,10 @@ class WorkerProcess:
         """Start the child process."""
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Like multiprocessing's spawn, give the child this process's import path, so
+        # that functions from modules next to the user's script load on the workers.
+        paths = [p or os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.PIPE, env=env, start_new_session=False
         )

@@ -155,11 +155,16 @@ class CancelKeys(Message):
 
 @dataclass(frozen=True, slots=True)
 class ScatteredData(Message):
-    """The client put data straight on workers: ``who_has`` maps key → addresses."""
+    """The client put data straight on workers: ``who_has`` maps key → addresses.
+
+    Sent as a request (reply ``OK``) so that the keys exist on the scheduler before
+    the client hands out their futures.
+    """
 
     op: ClassVar[str] = "scattered-data"
     who_has: dict[Key, tuple[Address, ...]]
     nbytes: dict[Key, int]
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True)

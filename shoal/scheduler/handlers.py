@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +200,13 @@ async def answer(scheduler: Scheduler, msg: Message) -> Message:
         return OK(queries.nthreads(state, msg.workers))
     if isinstance(msg, GatherKeys):
         return OK(queries.gather_info(state, msg.keys))
+    if isinstance(msg, ScatteredData):
+        if msg.client not in scheduler.client_streams:
+            return ErrorReply(f"unknown client {msg.client!r}: connect its stream first")
+        events = client_events(scheduler, msg.client, [msg], time.time())
+        assert events is not None
+        scheduler.handle(*events)
+        return OK()
     if isinstance(msg, Broadcast):
         return OK(await broadcast(scheduler, msg))
     if isinstance(msg, Terminate):
@@ -220,6 +228,8 @@ async def broadcast(scheduler: Scheduler, msg: Broadcast) -> dict[str, Any]:
             reply = await scheduler.pool.request(addr, request)
             return reply.to_wire()
         except RemoteError as e:
+            if isinstance(e.reply, ErrorReply):
+                return e.reply.to_wire()
             return ErrorReply(str(e)).to_wire()
         except CommError as e:
             return ErrorReply(f"could not reach worker {addr}: {e}").to_wire()

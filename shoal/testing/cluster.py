@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,3 +42,8 @@ async def cluster(
     finally:
         await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
         await s.close()
+
+
+def shoal_threads() -> list[threading.Thread]:
+    """Threads started by shoal that are still alive (to check nothing leaks)."""
+    return [t for t in threading.enumerate() if t.name.startswith("shoal")]

@@ -57,17 +57,18 @@ def pack_exception(
 ) -> tuple[Opaque | None, Opaque | None, str, str]:
     """Serialize an exception and its traceback for the wire, plus both as text."""
     text = f"{type(exc).__name__}: {exc}"
-    tb_text = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    tb_text = "".join(tb_module.format_exception(type(exc), exc, tb))
+    try:
+        tb_opaque: Opaque | None = dumps(tblib.Traceback(tb)) if tb is not None else None
+    except Exception:
+        tb_opaque = None
     try:
         exc_opaque: Opaque | None = dumps(exc.with_traceback(None))
     except Exception:
         exc_opaque = None
-    try:
-        tb_opaque: Opaque | None = (
-            dumps(tblib.Traceback(exc.__traceback__)) if exc.__traceback__ else None
-        )
-    except Exception:
-        tb_opaque = None
+    finally:
+        exc.with_traceback(tb)
     return exc_opaque, tb_opaque, text, tb_text
 
 
@@ -119,7 +120,7 @@ def _strip_frames(exc: BaseException) -> BaseException:
     """Drop shoal's own frames from the start of the traceback (keep the user's)."""
     tb = exc.__traceback__
     ours = (__file__, runspec.__file__)
-    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in ours:
         tb = tb.tb_next
     return exc.with_traceback(tb)
 

@@ -257,9 +257,15 @@ class Worker:
         loop = self._loop
         assert loop is not None
         fut = self.executor.submit(execute.run_task, self, inst.key, inst.run_spec, values)
-        fut.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._task_done, f.result())
-        )
+        fut.add_done_callback(lambda f: self._from_thread(loop, f))
+
+    def _from_thread(self, loop: asyncio.AbstractEventLoop, f: Any) -> None:
+        if f.cancelled():
+            return
+        try:
+            loop.call_soon_threadsafe(self._task_done, f.result())
+        except RuntimeError:  # the loop closed while the task ran: nobody to tell
+            pass
 
     def _task_done(self, outcome: execute.Outcome) -> None:
         self._done.append(outcome)

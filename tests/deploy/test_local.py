@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from shoal import Client, LocalCluster, get_client, wait
-from tests.conftest import shoal_threads
+from shoal.testing.cluster import shoal_threads
 
 
 def inc(x: int) -> int:
@@ -41,7 +41,8 @@ def test_threaded_cluster_sync_client() -> None:
 
 def test_process_cluster_leaves_nothing_behind() -> None:
     me = psutil.Process()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+    # two threads each: a task that waits on other tasks holds one of them
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True) as cluster:
         with Client(cluster) as client:
             pids = client.run(os.getpid)
             assert len(set(pids.values())) == 2

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from shoal import Client
+from shoal.client.futures import _wait
 from shoal.errors import SerializeError
 from shoal.protocol.frames import Limits
 from shoal.testing.cluster import cluster
@@ -80,7 +81,8 @@ async def test_oversized_frame_header_refused_before_allocation() -> None:
 async def test_unpicklable_result_gives_a_clear_error(c_s_ws) -> None:
     c, _, ws = c_s_ws
     fut = c.submit(threading.Lock, pure=False, workers=[ws[0].address])
-    await asyncio.wait_for(c.gather([fut], errors="skip"), 10)  # the task itself succeeds
+    await _wait([fut], 10, "ALL_COMPLETED")
+    assert fut.status == "finished"  # the task itself succeeded
     with pytest.raises(Exception, match="could not serialize"):
         await fut
     # a dependent on another worker can't fetch it: it errs, it doesn't hang
