@@ -353,7 +353,7 @@ def fire_and_forget(obj: Any) -> None:
         futures[0].client._fire_and_forget([f.key for f in futures])
 
 
-class as_completed:  # noqa: N801 - the name distributed users know
+class as_completed:
     """Iterate over futures in the order they finish.
 
     ``with_results=True`` yields ``(future, result)`` pairs; ``add()`` adds futures while
