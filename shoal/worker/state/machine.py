@@ -268,9 +268,10 @@ class WorkerState:
                 dep = self._new_task(dep_key, ev.priority)
             elif ev.priority < dep.priority and dep.state in ("fetch", "missing"):
                 self.fetcher.reprioritize(dep, ev.priority)
-            if dep.state != "memory" and dep_key in ev.nbytes:
-                dep.nbytes = ev.nbytes[dep_key]
-            self._add_holders(dep, holders)
+            if dep.state != "memory":
+                if dep_key in ev.nbytes:
+                    dep.nbytes = ev.nbytes[dep_key]
+                self._add_holders(dep, holders)
             ts.dependencies.add(dep)
             dep.dependents.add(ts)
             if dep.state in ("released", "error"):

@@ -246,7 +246,9 @@ def _transition_memory_released(ws: WorkerState, ts: TaskState) -> Result:
 
 
 def _transition_error_released(ws: WorkerState, ts: TaskState) -> Result:
-    # Freed by the scheduler (or a dependency we now fetch instead).
+    # Freed by the scheduler, a dependency we now fetch instead, or put here directly.
+    # Whatever it becomes next, it is no longer the outcome of the run we reported.
+    ts.assigned = False
     ts.exception = ts.traceback = None
     ts.exception_text = ts.traceback_text = ""
     return _after_release(ts)

@@ -22,7 +22,7 @@ from ws_builders import (
 
 from shoal._types import Key
 from shoal.protocol.messages import TaskFinished
-from shoal.worker.state import AcquireReplicasEvent, SendToScheduler
+from shoal.worker.state import AcquireReplicasEvent, RescheduleTask, SendToScheduler
 
 
 def acquire(who_has: dict[Key, tuple[str, ...]], **nbytes: int) -> AcquireReplicasEvent:
@@ -121,3 +121,35 @@ def test_data_updated_for_an_erred_key() -> None:
     ws.handle(compute("x"), err("x"))
     assert ws.handle(scattered(x=3)) == []
     assert states(ws) == {"x": "memory"}
+
+
+def test_data_updated_never_drops_a_value_it_just_stored() -> None:
+    ws = make_ws()
+    ws.handle(compute("busy"))
+    ws.handle(AcquireReplicasEvent(who_has={"d": (A,)}, nbytes={}), got(A, d=1))
+    ws.handle(compute("y", {"d": (A,), "e": (A,)}))
+    ws.handle(free("d"))  # only y needs d now
+    # y arrives by scatter, so d loses its last user, but d was scattered too.
+    assert ws.handle(scattered(y=1, d=2)) == []
+    assert states(ws) == {"busy": "executing", "d": "memory", "y": "memory", "e": "flight"}
+
+
+def test_scattered_value_over_a_freed_run_is_dropped_with_it() -> None:
+    ws = make_ws()
+    ws.handle(compute("x"), scattered(x=3), free("x"))
+    assert ws.handle(err("x")) == [drop("x")]
+    ws.handle(compute("y"), scattered(y=3), free("y"))
+    assert ws.handle(RescheduleTask(key="y")) == [drop("y")]
+    ws.handle(compute("z"), scattered(z=3))
+    assert ws.handle(RescheduleTask(key="z")) == [
+        SendToScheduler(TaskFinished(key="z", nbytes=3, type_name="", start=0.0, stop=0.0))
+    ]
+    assert ws.tasks.keys() == {"z"}
+
+
+def test_erred_dependency_fetched_from_a_holder() -> None:
+    ws = make_ws()
+    ws.handle(compute("x"), err("x"))
+    # The scheduler now says x is in memory on A (recomputed there): fetch it.
+    assert ws.handle(compute("y", {"x": (A,)})) == [gather(A, "x")]
+    assert ws.handle(got(A, x=2)) == [add_keys(x=2), execute("y", "x")]
