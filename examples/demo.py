@@ -22,8 +22,10 @@ def main() -> None:
             result = client.submit(total, squares).result()
             done = time.perf_counter()
             print(f"sum of squares of 0..999 = {result}")
-            print(f"cluster of {len(client.nthreads())} workers started in "
-                  f"{ready - started:.2f} s; 1,001 tasks ran in {done - ready:.2f} s")
+            print(
+                f"cluster of {len(client.nthreads())} workers started in "
+                f"{ready - started:.2f} s; 1,001 tasks ran in {done - ready:.2f} s"
+            )
     assert result == sum(x * x for x in range(1_000))
 
 

@@ -13,8 +13,18 @@ ROOT = Path(shoal.__file__).parent
 MODULES = sorted(ROOT.rglob("*.py"))
 
 PURE = ("scheduler/state/", "worker/state/", "client/state.py")
-PURE_BANNED = {"asyncio", "socket", "ssl", "threading", "time", "pickle", "cloudpickle",
-               "tornado", "shoal.comm", "shoal.protocol.serialize"}
+PURE_BANNED = {
+    "asyncio",
+    "socket",
+    "ssl",
+    "threading",
+    "time",
+    "pickle",
+    "cloudpickle",
+    "tornado",
+    "shoal.comm",
+    "shoal.protocol.serialize",
+}
 
 
 def _rel(p: Path) -> str:
@@ -46,21 +56,23 @@ def test_state_machines_are_pure(path: Path) -> None:
     assert "random." not in source.replace("random.Random", ""), _rel(path)
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if _rel(p).startswith("scheduler/")],
-                         ids=_rel)
+@pytest.mark.parametrize("path", [p for p in MODULES if _rel(p).startswith("scheduler/")], ids=_rel)
 def test_scheduler_never_unpickles(path: Path) -> None:
-    found = _banned(_imports(path), {"pickle", "cloudpickle", "shoal.protocol.serialize",
-                                     "shoal.client", "shoal.worker"})
+    found = _banned(
+        _imports(path),
+        {"pickle", "cloudpickle", "shoal.protocol.serialize", "shoal.client", "shoal.worker"},
+    )
     assert not found, f"{_rel(path)} imports {sorted(found)}"
 
 
 @pytest.mark.parametrize(
     ("package", "others"),
-    [("worker/", {"shoal.client", "shoal.scheduler.state", "shoal.deploy"}),
-     ("client/", {"shoal.worker", "shoal.scheduler", "shoal.deploy.process"}),
-     ("protocol/", {"shoal.comm", "shoal.scheduler", "shoal.worker", "shoal.client",
-                    "asyncio"}),
-     ("comm/", {"shoal.scheduler", "shoal.worker", "shoal.client", "shoal.deploy"})],
+    [
+        ("worker/", {"shoal.client", "shoal.scheduler.state", "shoal.deploy"}),
+        ("client/", {"shoal.worker", "shoal.scheduler", "shoal.deploy.process"}),
+        ("protocol/", {"shoal.comm", "shoal.scheduler", "shoal.worker", "shoal.client", "asyncio"}),
+        ("comm/", {"shoal.scheduler", "shoal.worker", "shoal.client", "shoal.deploy"}),
+    ],
 )
 def test_layers(package: str, others: set[str]) -> None:
     for path in MODULES:

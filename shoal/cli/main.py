@@ -21,8 +21,9 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
-def run_until_signal(start: Callable[[], Awaitable[Any]],
-                     stop: Callable[[Any], Awaitable[None]]) -> None:
+def run_until_signal(
+    start: Callable[[], Awaitable[Any]], stop: Callable[[Any], Awaitable[None]]
+) -> None:
     """Run a server until SIGINT/SIGTERM (or until it finishes), then stop it cleanly."""
 
     async def main() -> None:

@@ -13,11 +13,15 @@ from shoal.cli.main import run_until_signal, setup_logging
 @click.option("--host", default=None, help="IP or hostname to listen on (default: all)")
 @click.option("--port", default=8786, type=int, show_default=True, help="port to serve on")
 @click.option("--protocol", default="tcp", show_default=True, help="transport: tcp")
-@click.option("--dashboard-address", default=None,
-              help="accepted for compatibility; shoal has no dashboard yet")
+@click.option(
+    "--dashboard-address",
+    default=None,
+    help="accepted for compatibility; shoal has no dashboard yet",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def scheduler(host: str | None, port: int, protocol: str, dashboard_address: str | None,
-              log_level: str) -> None:
+def scheduler(
+    host: str | None, port: int, protocol: str, dashboard_address: str | None, log_level: str
+) -> None:
     """Start a scheduler and print the address it listens on."""
     from shoal.scheduler.server import Scheduler
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -32,17 +31,37 @@ def _parse_resources(text: str | None) -> dict[str, float]:
 @click.option("--worker-port", default=0, type=int, help="port to serve on (0: random)")
 @click.option("--nthreads", default=None, type=int, help="threads for running tasks")
 @click.option("--name", default=None, help="a unique name for this worker")
-@click.option("--memory-limit", default="auto", show_default=True,
-              help="bytes (e.g. 4GB), a fraction of this machine's memory, 'auto' or 0")
-@click.option("--nanny/--no-nanny", default=False,
-              help="supervise the worker in a nanny process (not available yet)")
+@click.option(
+    "--memory-limit",
+    default="auto",
+    show_default=True,
+    help="bytes (e.g. 4GB), a fraction of this machine's memory, 'auto' or 0",
+)
+@click.option(
+    "--nanny/--no-nanny",
+    default=False,
+    help="supervise the worker in a nanny process (not available yet)",
+)
 @click.option("--resources", default=None, help='abstract resources, e.g. "GPU=2 MEM=10e9"')
-@click.option("--exit-with-parent", is_flag=True, hidden=True,
-              help="exit when standard input closes (used by LocalCluster)")
+@click.option(
+    "--exit-with-parent",
+    is_flag=True,
+    hidden=True,
+    help="exit when standard input closes (used by LocalCluster)",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def worker(scheduler_address: str, host: str | None, worker_port: int, nthreads: int | None,
-           name: str | None, memory_limit: str, nanny: bool, resources: str | None,
-           exit_with_parent: bool, log_level: str) -> None:
+def worker(
+    scheduler_address: str,
+    host: str | None,
+    worker_port: int,
+    nthreads: int | None,
+    name: str | None,
+    memory_limit: str,
+    nanny: bool,
+    resources: str | None,
+    exit_with_parent: bool,
+    log_level: str,
+) -> None:
     """Start a worker that joins the scheduler at SCHEDULER_ADDRESS."""
     from shoal.worker.server import Worker
 
@@ -77,6 +96,9 @@ def worker(scheduler_address: str, host: str | None, worker_port: int, nthreads:
     run_until_signal(start, stop)
 
 
+_closing: set[asyncio.Future[None]] = set()
+
+
 def _close_when_stdin_closes(w: object) -> None:
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()
@@ -88,7 +110,6 @@ def _close_when_stdin_closes(w: object) -> None:
             data = b""
         if not data:
             loop.remove_reader(fd)
-            with contextlib.suppress(Exception):
-                asyncio.ensure_future(w.close(reason="parent process exited"))  # type: ignore[attr-defined]
+            _closing.add(asyncio.ensure_future(w.close(reason="parent process exited")))  # type: ignore[attr-defined]
 
     loop.add_reader(fd, on_readable)

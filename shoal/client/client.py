@@ -113,8 +113,7 @@ class Client(ClusterQueries):
             )
         self.id = f"{name or 'Client'}-{uuid.uuid4()}"
         self.timeout = (
-            float(config.get("comm.timeouts.connect")) if timeout is _no_default
-            else float(timeout)  # type: ignore[arg-type]
+            float(config.get("comm.timeouts.connect")) if timeout is _no_default else float(timeout)  # type: ignore[arg-type]
         )
         self.status = "newly-created"
         self._asynchronous = asynchronous
@@ -164,8 +163,9 @@ class Client(ClusterQueries):
         """Whether methods return awaitables."""
         return self._asynchronous
 
-    def _sync(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-              **kwargs: Any) -> Any:
+    def _sync(
+        self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         if self._asynchronous:
             coro = fn(*args, **kwargs)
             return asyncio.wait_for(coro, timeout) if timeout is not None else coro
@@ -264,8 +264,9 @@ class Client(ClusterQueries):
                     self._on_message(msg)
         except (CommError, ProtocolError) as e:
             if self.status == "running":
-                logger.warning("lost the connection to the scheduler at %s: %s",
-                               self.scheduler_address, e)
+                logger.warning(
+                    "lost the connection to the scheduler at %s: %s", self.scheduler_address, e
+                )
                 self._fail_pending(f"lost the connection to the scheduler: {e}")
                 self.status = "closed"
 
@@ -277,8 +278,15 @@ class Client(ClusterQueries):
         elif isinstance(msg, KeyErred):
             st = self._states.get(msg.key)
             if st is not None:
-                st.set_error(RemoteException(msg.exception, msg.traceback, msg.exception_text,
-                                             msg.traceback_text, msg.blame))
+                st.set_error(
+                    RemoteException(
+                        msg.exception,
+                        msg.traceback,
+                        msg.exception_text,
+                        msg.traceback_text,
+                        msg.blame,
+                    )
+                )
         elif isinstance(msg, KeyLost):
             st = self._states.get(msg.key)
             if st is not None:
@@ -320,8 +328,9 @@ class Client(ClusterQueries):
         if last and self.status == "running":
             self._send(ClientReleasesKeys(keys=(key,)))
 
-    def _add_done_callback(self, future: Future, fn: Callable[[Future], Any],
-                           in_loop: bool = False) -> None:
+    def _add_done_callback(
+        self, future: Future, fn: Callable[[Future], Any], in_loop: bool = False
+    ) -> None:
         def run() -> None:
             try:
                 fn(future)
@@ -334,7 +343,8 @@ class Client(ClusterQueries):
             else:
                 if self._callback_executor is None:
                     self._callback_executor = ThreadPoolExecutor(
-                        1, thread_name_prefix="shoal-callback")
+                        1, thread_name_prefix="shoal-callback"
+                    )
                 self._callback_executor.submit(run)
 
         def register() -> None:
@@ -424,8 +434,9 @@ class Client(ClusterQueries):
             fut = Future(key, self, inform=False)
         if existing:
             return fut
-        spec = self._build_task(func, args, kwargs, key, priority, retries, workers,
-                                allow_other_workers, resources)
+        spec = self._build_task(
+            func, args, kwargs, key, priority, retries, workers, allow_other_workers, resources
+        )
         self._send(UpdateGraph(tasks=(spec.to_wire(),), keys=(key,)))
         return fut
 
@@ -477,8 +488,11 @@ class Client(ClusterQueries):
             if existing or k in seen:
                 continue
             seen.add(k)
-            specs.append(self._build_task(func, row, kwargs, k, priority, retries, workers,
-                                          allow_other_workers, resources).to_wire())
+            specs.append(
+                self._build_task(
+                    func, row, kwargs, k, priority, retries, workers, allow_other_workers, resources
+                ).to_wire()
+            )
         step = batch_size or 10_000
         for i in range(0, len(specs), step):
             chunk = specs[i : i + step]
@@ -487,8 +501,13 @@ class Client(ClusterQueries):
 
     # ------------------------------------------------------------------ gather
 
-    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None,
-               asynchronous: bool | None = None) -> Any:
+    def gather(
+        self,
+        futures: Any,
+        errors: str = "raise",
+        direct: bool | None = None,
+        asynchronous: bool | None = None,
+    ) -> Any:
         """Wait for futures and return their values, in the same structure as given.
 
         ``errors="raise"`` re-raises the first failure; ``"skip"`` leaves failed and
@@ -511,7 +530,7 @@ class Client(ClusterQueries):
 
         def fill(x: Any) -> Any:
             if isinstance(x, Future):
-                return values[x.key] if x.key in values else _SKIP
+                return values.get(x.key, _SKIP)
             return KEEP
 
         result = replace_objects(obj, fill)
@@ -525,7 +544,7 @@ class Client(ClusterQueries):
         for attempt in range(20):
             if not todo:
                 return values
-            info = (await self._request(GatherKeys(keys=tuple(todo))))
+            info = await self._request(GatherKeys(keys=tuple(todo)))
             by_worker: dict[str, list[Key]] = defaultdict(list)
             waiting = []
             for key in todo:
@@ -568,26 +587,34 @@ class Client(ClusterQueries):
 
     # ------------------------------------------------------------------ scatter
 
-    def scatter(self, data: Any, workers: str | Iterable[str] | None = None,
-                broadcast: bool = False, direct: bool | None = None, hash: bool = True,
-                timeout: float | object = _no_default, asynchronous: bool | None = None) -> Any:
+    def scatter(
+        self,
+        data: Any,
+        workers: str | Iterable[str] | None = None,
+        broadcast: bool = False,
+        direct: bool | None = None,
+        hash: bool = True,
+        timeout: float | object = _no_default,
+        asynchronous: bool | None = None,
+    ) -> Any:
         """Put local data on workers; return Futures in the same structure as ``data``."""
         return self._sync(self._scatter, data, workers, broadcast, hash)
 
-    async def _scatter(self, data: Any, workers: str | Iterable[str] | None,
-                       broadcast: bool, hash: bool) -> Any:
+    async def _scatter(
+        self, data: Any, workers: str | Iterable[str] | None, broadcast: bool, hash: bool
+    ) -> Any:
         if isinstance(data, dict):
             items = list(data.items())
         else:
             seq = [data] if not isinstance(data, (list, tuple, set, frozenset)) else list(data)
             items = [
-                (f"{type(x).__name__}-{tokenize(x) if hash else uuid.uuid4().hex}", x)
-                for x in seq
+                (f"{type(x).__name__}-{tokenize(x) if hash else uuid.uuid4().hex}", x) for x in seq
             ]
         if isinstance(workers, str):
             workers = [workers]
         nthreads: dict[str, int] = await self._request(
-            NThreads(workers=tuple(workers) if workers is not None else None))
+            NThreads(workers=tuple(workers) if workers is not None else None)
+        )
         targets = sorted(nthreads)
         while not targets:
             await asyncio.sleep(0.05)
@@ -602,8 +629,9 @@ class Client(ClusterQueries):
                 assignment[w][key] = opaque
                 who_has[key].append(w)
         assert self._pool is not None
-        replies = await asyncio.gather(*(
-            self._pool.request(w, UpdateData(data=d)) for w, d in assignment.items()))
+        replies = await asyncio.gather(
+            *(self._pool.request(w, UpdateData(data=d)) for w, d in assignment.items())
+        )
         nbytes: dict[Key, int] = {}
         for reply in replies:
             if isinstance(reply, OK) and isinstance(reply.value, dict):
@@ -615,8 +643,11 @@ class Client(ClusterQueries):
             fut._state.finish(None)
             futures[key] = fut
         self._flush_outbox()
-        await self._request(ScatteredData(who_has={k: tuple(v) for k, v in who_has.items()},
-                                          nbytes=nbytes, client=self.id))
+        await self._request(
+            ScatteredData(
+                who_has={k: tuple(v) for k, v in who_has.items()}, nbytes=nbytes, client=self.id
+            )
+        )
         if isinstance(data, dict):
             return {k: futures[k] for k, _ in items}
         out = [futures[k] for k, _ in items]
@@ -626,8 +657,14 @@ class Client(ClusterQueries):
 
     # ------------------------------------------------------------------ cancel, forget
 
-    def cancel(self, futures: Any, asynchronous: bool | None = None, force: bool = False,
-               reason: str | None = None, msg: str | None = None) -> Any:
+    def cancel(
+        self,
+        futures: Any,
+        asynchronous: bool | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        msg: str | None = None,
+    ) -> Any:
         """Cancel futures: their tasks stop if nobody else wants them."""
         return self._sync(self._cancel, futures_in(futures), force, reason or msg or "")
 
@@ -742,8 +779,10 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
     if worker is not None:
         if worker._client is not None and worker._client.status == "running":
             return worker._client  # type: ignore[no-any-return]
-        if _default is not None and _default.status == "running" and (
-            _default.scheduler_address == worker.scheduler_address
+        if (
+            _default is not None
+            and _default.status == "running"
+            and (_default.scheduler_address == worker.scheduler_address)
         ):
             return _default
         worker._client = Client(worker.scheduler_address, set_as_default=False)

@@ -104,9 +104,16 @@ class ClusterQueries:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, function: Callable[..., Any], *args: Any,
-            workers: Iterable[str] | None = None, wait: bool = True, nanny: bool = False,
-            on_error: str = "raise", **kwargs: Any) -> Any:
+    def run(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        workers: Iterable[str] | None = None,
+        wait: bool = True,
+        nanny: bool = False,
+        on_error: str = "raise",
+        **kwargs: Any,
+    ) -> Any:
         """Run ``function(*args, **kwargs)`` on every worker (or ``workers``).
 
         Returns ``{worker address: result}``. ``on_error``: ``"raise"`` the first
@@ -118,11 +125,19 @@ class ClusterQueries:
             raise ValueError(f"on_error must be 'raise', 'return' or 'ignore', not {on_error!r}")
         return self._sync(self._run, function, args, kwargs, workers, wait, on_error)
 
-    async def _run(self, function: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any], workers: Iterable[str] | None, wait: bool,
-                   on_error: str) -> Any:
-        msg = Broadcast(msg=RunFunction(function=dumps_run_spec((function, args, kwargs)))
-                        .to_wire(), workers=_workers(workers))
+    async def _run(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workers: Iterable[str] | None,
+        wait: bool,
+        on_error: str,
+    ) -> Any:
+        msg = Broadcast(
+            msg=RunFunction(function=dumps_run_spec((function, args, kwargs))).to_wire(),
+            workers=_workers(workers),
+        )
         if not wait:
             task = asyncio.ensure_future(self._request(msg))
             self._background.add(task)
@@ -155,5 +170,3 @@ def _workers(workers: Iterable[str] | None) -> tuple[str, ...] | None:
     if isinstance(workers, str):
         return (workers,)
     return tuple(workers)
-
-

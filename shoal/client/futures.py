@@ -62,8 +62,9 @@ class RemoteException:
                 exc = loads(self.exception)
             except SerializeError as e:
                 name, _, msg = text.partition(": ")
-                exc = TaskError(name, f"{msg} (could not rebuild the exception here: {e})",
-                                self.traceback_text)
+                exc = TaskError(
+                    name, f"{msg} (could not rebuild the exception here: {e})", self.traceback_text
+                )
             if not isinstance(exc, BaseException):
                 exc = TaskError(type(exc).__name__, repr(exc), self.traceback_text)
         else:
@@ -300,9 +301,7 @@ def _client_of(futures: Iterable[Future]) -> Client:
     return default_client()
 
 
-def wait(
-    fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
-) -> Any:
+def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED) -> Any:
     """Wait until futures are done; return ``(done, not_done)`` sets.
 
     Raises ``TimeoutError`` if ``timeout`` seconds pass before the condition is met.
@@ -316,8 +315,10 @@ async def _wait(
     futures: list[Future], timeout: float | None, return_when: str
 ) -> DoneAndNotDoneFutures:
     if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
-        raise ValueError(f"return_when must be one of ALL_COMPLETED, FIRST_COMPLETED, "
-                         f"FIRST_EXCEPTION, not {return_when!r}")
+        raise ValueError(
+            f"return_when must be one of ALL_COMPLETED, FIRST_COMPLETED, "
+            f"FIRST_EXCEPTION, not {return_when!r}"
+        )
     pending = {asyncio.ensure_future(f._state.wait()): f for f in futures if not f.done()}
 
     def condition_met() -> bool:

@@ -165,9 +165,11 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         addr = self.scheduler.address if self.scheduler and self.status == "running" else None
-        return (f"LocalCluster({addr!r}, workers={len(self.workers)}, "
-                f"threads={len(self.workers) * self.threads_per_worker}, "
-                f"memory={self.memory_limit * len(self.workers)})")
+        return (
+            f"LocalCluster({addr!r}, workers={len(self.workers)}, "
+            f"threads={len(self.workers) * self.threads_per_worker}, "
+            f"memory={self.memory_limit * len(self.workers)})"
+        )
 
     def _repr_html_(self) -> str:
         return f"<b>{self.name}</b>: {self!r}"
@@ -192,16 +194,25 @@ class LocalCluster:
     async def _start_worker(self, name: str) -> None:
         assert self.scheduler is not None
         if self.processes:
-            proc = WorkerProcess(self.scheduler.address, name=name,
-                                 nthreads=self.threads_per_worker,
-                                 memory_limit=self.memory_limit, host=self.host)
+            proc = WorkerProcess(
+                self.scheduler.address,
+                name=name,
+                nthreads=self.threads_per_worker,
+                memory_limit=self.memory_limit,
+                host=self.host,
+            )
             self.workers[name] = proc
             proc.start()
             proc.address = await self._wait_for_worker(name, proc)
         else:
-            worker = Worker(self.scheduler.address, nthreads=self.threads_per_worker,
-                            name=name, memory_limit=self.memory_limit, host=self.host,
-                            **self.worker_kwargs)
+            worker = Worker(
+                self.scheduler.address,
+                nthreads=self.threads_per_worker,
+                name=name,
+                memory_limit=self.memory_limit,
+                host=self.host,
+                **self.worker_kwargs,
+            )
             self.workers[name] = worker
             await worker.start()
 
@@ -214,9 +225,11 @@ class LocalCluster:
                 if info["name"] == name:
                     return addr
             if not proc.is_alive():
-                raise RuntimeError(f"worker process {name} exited with code "
-                                   f"{proc.proc.returncode if proc.proc else None} "
-                                   "before joining; see its output above")
+                raise RuntimeError(
+                    f"worker process {name} exited with code "
+                    f"{proc.proc.returncode if proc.proc else None} "
+                    "before joining; see its output above"
+                )
             await asyncio.sleep(0.02)
         await proc.close()
         raise TimeoutError(f"worker {name} did not join the scheduler within {timeout} s")

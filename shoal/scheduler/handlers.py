@@ -143,9 +143,13 @@ def client_events(
                 )
             )
         elif isinstance(msg, ClientReleasesKeys):
-            events.append(KeysReleased(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now))
+            events.append(
+                KeysReleased(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now)
+            )
         elif isinstance(msg, ClientDesiresKeys):
-            events.append(KeysDesired(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now))
+            events.append(
+                KeysDesired(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now)
+            )
         elif isinstance(msg, CancelKeys):
             events.append(
                 KeysCancelled(

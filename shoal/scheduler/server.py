@@ -198,8 +198,9 @@ class Scheduler:
         try:
             msgs = await conn.read()
         except (CommError, ProtocolError) as e:
-            logger.info("connection from %s failed before its first message: %s",
-                        conn.peer_address, e)
+            logger.info(
+                "connection from %s failed before its first message: %s", conn.peer_address, e
+            )
             return
         first = msgs[0]
         if isinstance(first, RegisterWorker):
@@ -297,8 +298,7 @@ class Scheduler:
                         self.handle(*events)
                 msgs = await conn.read()
         except ProtocolError as e:
-            logger.warning("client %s sent an invalid message and was disconnected: %s",
-                           client, e)
+            logger.warning("client %s sent an invalid message and was disconnected: %s", client, e)
         except CommError:
             pass
         finally:

@@ -32,8 +32,13 @@ async def cluster(
         workers = list(
             await asyncio.gather(
                 *(
-                    Worker(s.address, nthreads=nthreads, name=f"w{i}", validate=True,
-                           **(worker_kwargs or {})).start()
+                    Worker(
+                        s.address,
+                        nthreads=nthreads,
+                        name=f"w{i}",
+                        validate=True,
+                        **(worker_kwargs or {}),
+                    ).start()
                     for i in range(n_workers)
                 )
             )

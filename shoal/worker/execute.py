@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from shoal.worker.server import Worker
 
 
-
 def get_worker() -> Worker:
     """Return the worker running the current task (call it inside a task)."""
     worker = getattr(task_context, "worker", None)
@@ -129,4 +128,3 @@ def _type_name(value: Any) -> str:
     typ = type(value)
     mod = typ.__module__
     return typ.__qualname__ if mod == "builtins" else f"{mod}.{typ.__qualname__}"
-

@@ -144,10 +144,12 @@ class Worker:
             if self._protocol == "inproc"
             else f"{self._protocol}://{self._host}:{self._port}"
         )
-        self._listener = await listen(addr, self._handle_connection, role="worker",
-                                      limits=self.limits)
-        self.state = WorkerState(address=self.address, nthreads=self.nthreads,
-                                 validate=self._validate)
+        self._listener = await listen(
+            addr, self._handle_connection, role="worker", limits=self.limits
+        )
+        self.state = WorkerState(
+            address=self.address, nthreads=self.nthreads, validate=self._validate
+        )
         try:
             conn = await connect(
                 self.scheduler_address,
@@ -197,8 +199,11 @@ class Worker:
             await self._closed.wait()
             return
         self.status = "closing"
-        logger.info("Worker %s closing%s", self.address if self._listener else self.name,
-                    f": {reason}" if reason else "")
+        logger.info(
+            "Worker %s closing%s",
+            self.address if self._listener else self.name,
+            f": {reason}" if reason else "",
+        )
         if self._listener is not None:
             self._listener.stop()
         if self._stream is not None:
@@ -284,16 +289,31 @@ class Worker:
         for o in done:
             if o.ok:
                 self.data[o.key] = o.value
-                events.append(ExecuteSuccess(key=o.key, nbytes=o.nbytes, type_name=o.type_name,
-                                             start=o.start, stop=o.stop,
-                                             stimulus_id=_sid("execute"), now=now))
+                events.append(
+                    ExecuteSuccess(
+                        key=o.key,
+                        nbytes=o.nbytes,
+                        type_name=o.type_name,
+                        start=o.start,
+                        stop=o.stop,
+                        stimulus_id=_sid("execute"),
+                        now=now,
+                    )
+                )
             else:
-                events.append(ExecuteFailure(key=o.key, exception=o.exception,
-                                             traceback=o.traceback,
-                                             exception_text=o.exception_text,
-                                             traceback_text=o.traceback_text,
-                                             start=o.start, stop=o.stop,
-                                             stimulus_id=_sid("execute"), now=now))
+                events.append(
+                    ExecuteFailure(
+                        key=o.key,
+                        exception=o.exception,
+                        traceback=o.traceback,
+                        exception_text=o.exception_text,
+                        traceback_text=o.traceback_text,
+                        start=o.start,
+                        stop=o.stop,
+                        stimulus_id=_sid("execute"),
+                        now=now,
+                    )
+                )
         self.handle(*events)
 
     async def _gather_dep(self, inst: GatherDep) -> None:
@@ -305,8 +325,11 @@ class Worker:
         except (CommError, ProtocolError, RemoteError, SerializeError) as e:
             logger.info("could not fetch %s from %s: %s", list(inst.keys), inst.worker, e)
             if self.status == "running":
-                self.handle(GatherDepNetworkFailure(worker=inst.worker, keys=tuple(inst.keys),
-                                                    stimulus_id=sid, now=time.time()))
+                self.handle(
+                    GatherDepNetworkFailure(
+                        worker=inst.worker, keys=tuple(inst.keys), stimulus_id=sid, now=time.time()
+                    )
+                )
             return
         if self.status != "running":
             return
@@ -315,12 +338,21 @@ class Worker:
             self.data[key] = value
             nbytes[key] = nbytes_of(value)
         if missing:
-            self.handle(GatherDepMissing(worker=inst.worker, keys_received=nbytes,
-                                         missing=tuple(missing), stimulus_id=sid,
-                                         now=time.time()))
+            self.handle(
+                GatherDepMissing(
+                    worker=inst.worker,
+                    keys_received=nbytes,
+                    missing=tuple(missing),
+                    stimulus_id=sid,
+                    now=time.time(),
+                )
+            )
         else:
-            self.handle(GatherDepSuccess(worker=inst.worker, data_nbytes=nbytes,
-                                         stimulus_id=sid, now=time.time()))
+            self.handle(
+                GatherDepSuccess(
+                    worker=inst.worker, data_nbytes=nbytes, stimulus_id=sid, now=time.time()
+                )
+            )
 
     # ------------------------------------------------------------------ scheduler stream
 
@@ -335,12 +367,16 @@ class Worker:
                     if isinstance(msg, ComputeTask):
                         events.append(ComputeTaskEvent.from_message(msg, sid, now))
                     elif isinstance(msg, FreeKeys):
-                        events.append(FreeKeysEvent(keys=tuple(msg.keys), stimulus_id=sid,
-                                                    now=now))
+                        events.append(FreeKeysEvent(keys=tuple(msg.keys), stimulus_id=sid, now=now))
                     elif isinstance(msg, AcquireReplicas):
-                        events.append(AcquireReplicasEvent(
-                            who_has={k: tuple(v) for k, v in msg.who_has.items()},
-                            nbytes=dict(msg.nbytes), stimulus_id=sid, now=now))
+                        events.append(
+                            AcquireReplicasEvent(
+                                who_has={k: tuple(v) for k, v in msg.who_has.items()},
+                                nbytes=dict(msg.nbytes),
+                                stimulus_id=sid,
+                                now=now,
+                            )
+                        )
                     elif isinstance(msg, ErrorReply):
                         logger.error("the scheduler reported an error: %s", msg.message)
                     else:
@@ -376,9 +412,16 @@ class Worker:
         if isinstance(msg, RunFunction):
             return await self._run_function(msg)
         if isinstance(msg, Identity):
-            return OK({"type": "Worker", "address": self.address, "name": self.name,
-                       "nthreads": self.nthreads, "memory_limit": self.memory_limit,
-                       "scheduler": self.scheduler_address})
+            return OK(
+                {
+                    "type": "Worker",
+                    "address": self.address,
+                    "name": self.name,
+                    "nthreads": self.nthreads,
+                    "memory_limit": self.memory_limit,
+                    "scheduler": self.scheduler_address,
+                }
+            )
         if isinstance(msg, Terminate):
             self._spawn(self.close(reason="asked to terminate"))
             return OK()
@@ -393,8 +436,9 @@ class Worker:
         for key, value in values.items():
             self.data[key] = value
             nbytes[key] = nbytes_of(value)
-        self.handle(DataUpdated(data_nbytes=nbytes, stimulus_id=_sid("update-data"),
-                                now=time.time()))
+        self.handle(
+            DataUpdated(data_nbytes=nbytes, stimulus_id=_sid("update-data"), now=time.time())
+        )
         return OK(nbytes)
 
     async def _run_function(self, msg: RunFunction) -> Message:

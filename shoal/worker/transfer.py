@@ -52,6 +52,3 @@ async def fetch_data(
         except SerializeError as e:
             raise SerializeError(f"could not load the value of {key!r} from {address}: {e}") from e
     return values, tuple(reply.missing)
-
-
-

@@ -62,8 +62,19 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
     try:
         address = _wait_for_line(sched, r"Scheduler at:\s+(tcp://\S+)")
         for name in ("alice", "bob"):
-            w = _start("worker", address, "--nthreads", "2", "--name", name,
-                       "--memory-limit", "1GB", "--no-nanny", "--host", "127.0.0.1")
+            w = _start(
+                "worker",
+                address,
+                "--nthreads",
+                "2",
+                "--name",
+                name,
+                "--memory-limit",
+                "1GB",
+                "--no-nanny",
+                "--host",
+                "127.0.0.1",
+            )
             workers.append(w)
             _wait_for_line(w, r"Worker at:\s+(tcp://\S+)")
         with Client(address) as client:
@@ -85,7 +96,9 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
 def test_nanny_flag_says_it_is_not_available() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "shoal.cli.main", "worker", "tcp://127.0.0.1:1", "--nanny"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "--no-nanny" in out.stderr
@@ -93,7 +106,8 @@ def test_nanny_flag_says_it_is_not_available() -> None:
 
 @pytest.mark.parametrize("flag", ["--version", "--help"])
 def test_cli_basics(flag: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "shoal.cli.main", flag],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.main", flag], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0
     assert "shoal" in out.stdout.lower()

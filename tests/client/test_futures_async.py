@@ -144,9 +144,7 @@ async def test_scatter(c_s_ws) -> None:
     one = await c.scatter(5, workers=[ws[1].address])
     assert await c.who_has([one]) == {one.key: [ws[1].address]}
     everywhere = await c.scatter(7, broadcast=True)
-    assert sorted((await c.who_has([everywhere]))[everywhere.key]) == sorted(
-        w.address for w in ws
-    )
+    assert sorted((await c.who_has([everywhere]))[everywhere.key]) == sorted(w.address for w in ws)
 
 
 async def test_cancel(c_s_ws) -> None:
@@ -172,7 +170,7 @@ async def test_wait_and_as_completed(c_s_ws) -> None:
     assert futures[0] in done
     results = []
     ac = as_completed(c.map(inc, range(5)), with_results=True)
-    async for fut, value in ac:
+    async for _, value in ac:
         results.append(value)
         if value == 1:
             ac.add(c.submit(inc, 100))
@@ -195,7 +193,8 @@ async def test_fire_and_forget_runs_after_release(c_s_ws, tmp_path) -> None:
         import time
 
         time.sleep(0.1)
-        open(path, "w").write("done")
+        with open(path, "w") as f:
+            f.write("done")
 
     fut = c.submit(write, str(out))
     fire_and_forget(fut)

@@ -54,12 +54,14 @@ def test_process_cluster_leaves_nothing_behind() -> None:
         assert {p.pid for p in children} >= set(pids.values())
     gc.collect()
     for _ in range(100):
-        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                   for p in pids.values()):
+        if not any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids.values()
+        ):
             break
         time.sleep(0.05)
-    alive = [p for p in pids.values()
-             if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    alive = [
+        p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+    ]
     assert alive == []
     assert shoal_threads() == []
 

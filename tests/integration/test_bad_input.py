@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import struct
@@ -70,10 +71,12 @@ async def test_oversized_frame_header_refused_before_allocation() -> None:
         sock = socket.create_connection(_host_port(s.address))
         sock.sendall(struct.pack("<QQ", 1, 2**62))
         sock.settimeout(5)
-        with pytest.raises((ConnectionError, OSError, TimeoutError)):
+        # the server closes the connection rather than allocating 4 EiB (this is
+        # the handshake, so there is no session to send an error on; after the
+        # handshake an oversized message gets an error reply: see the test above)
+        with contextlib.suppress(ConnectionError):
             while sock.recv(65536):
                 pass
-            raise ConnectionError("closed")
         sock.close()
         await _still_serves(s.address)
 
