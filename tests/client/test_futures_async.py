@@ -263,3 +263,37 @@ def test_get_client_outside_task_without_client_raises() -> None:
     if mod._default is None:
         with pytest.raises(ValueError, match="No clients found"):
             get_client()
+
+
+RUN_ORDER: list[str] = []
+
+
+def record(name: str, delay: float = 0.0) -> str:
+    import time
+
+    time.sleep(delay)
+    RUN_ORDER.append(name)
+    return name
+
+
+async def test_priority_orders_queued_tasks(c_s_ws) -> None:
+    c, _, ws = c_s_ws
+    RUN_ORDER.clear()
+    only = [ws[0].address]
+    blocker = c.submit(record, "blocker", 0.3, workers=only)
+    await asyncio.sleep(0.1)  # the blocker occupies the worker's single thread
+    low = c.submit(record, "low", workers=only, priority=-1)
+    normal = c.submit(record, "normal", workers=only)
+    high = c.submit(record, "high", workers=only, priority=10)
+    await c.gather([blocker, low, normal, high])
+    assert RUN_ORDER == ["blocker", "high", "normal", "low"]
+
+
+async def test_workers_restriction_and_allow_other_workers(c_s_ws) -> None:
+    c, _, ws = c_s_ws
+    where = await c.gather(
+        [c.submit(lambda i: get_worker().address, i, workers=ws[1].address) for i in range(6)]
+    )
+    assert set(where) == {ws[1].address}
+    loose = c.submit(lambda: 1, workers=["tcp://10.255.255.1:1"], allow_other_workers=True)
+    assert await asyncio.wait_for(loose, 10) == 1

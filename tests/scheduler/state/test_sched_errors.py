@@ -13,6 +13,7 @@ from sched_builders import (
     finished,
     free,
     in_memory,
+    lost,
     make_state,
     spec,
     states,
@@ -74,7 +75,8 @@ def test_resubmitting_an_erred_key_retries_it() -> None:
     assert states(s) == {"a": "erred", "b": "erred"}
     # The client resubmits only b: its erred dependency a is retried with it.
     out = s.handle(submit("c", spec("b", "a")))
-    assert out == [compute(A, "a")]
+    # The client hears its key is pending again.
+    assert out == [compute(A, "a"), lost("c", "b")]
     assert states(s) == {"a": "processing", "b": "waiting"}
     s.handle(finished(A, "a"))
     assert s.handle(finished(A, "b")) == [in_memory("c", "b"), free(A, "a")]
