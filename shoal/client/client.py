@@ -14,7 +14,7 @@ import random
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +177,7 @@ class Client(ClusterQueries):
         assert self._loop_thread is not None
         return self._loop_thread.run(lambda: fn(*args, **kwargs), timeout=timeout)
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Client]:
         async def start() -> Client:
             if self.status != "running":
                 await self._start()

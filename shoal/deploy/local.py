@@ -7,6 +7,7 @@ import itertools
 import logging
 import math
 import os
+from collections.abc import Generator
 from typing import Any
 
 from shoal.client.sync import LoopThread, acquire_loop, release_loop
@@ -99,7 +100,7 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, LocalCluster]:
         async def start() -> LocalCluster:
             await self._start()
             return self

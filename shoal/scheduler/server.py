@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Generator, Iterable
 from typing import Any
 
 from shoal import config
@@ -137,7 +137,7 @@ class Scheduler:
         logger.info("Scheduler at %s", self.address)
         return self
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Scheduler]:
         return self.start().__await__()
 
     async def __aenter__(self) -> Scheduler:
@@ -170,7 +170,7 @@ class Scheduler:
         """Wait until the scheduler is closed."""
         await self._closed.wait()
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

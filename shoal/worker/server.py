@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 import weakref
+from collections.abc import Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -184,7 +185,7 @@ class Worker:
         logger.info("Worker %s (%s) joined %s", self.address, self.name, self.scheduler_address)
         return self
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Worker]:
         return self.start().__await__()
 
     async def __aenter__(self) -> Worker:
@@ -229,7 +230,7 @@ class Worker:
         """Wait until the worker is closed."""
         await self._closed.wait()
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
