@@ -395,8 +395,10 @@ class WorkerState:
             )
             if key in received:
                 if ts is None or not ours:
-                    if ts is None or ts.state != "memory":
-                        drop.append(key)  # a value we did not (or no longer) ask for
+                    # A value we did not (or no longer) ask for, unless the store holds
+                    # this key for another reason.
+                    if ts is None or (ts.state != "memory" and ts.scattered_nbytes is None):
+                        drop.append(key)
                     continue
                 ts.nbytes = received[key]
                 if not ts.needed:
