@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
+import queue
 import re
-import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,54 +18,56 @@ import pytest
 from shoal import Client
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shoal.cli.main", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+class Proc:
+    """A ``shoal`` subprocess whose output lines are collected by a thread."""
 
+    def __init__(self, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "shoal.cli.main", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
 
-def _wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 30) -> str:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        if sel.select(timeout=0.1):
-            line = proc.stdout.readline()
-            if not line:
-                break
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
             seen.append(line)
             m = re.search(pattern, line)
             if m:
                 return m.group(1)
-    raise AssertionError(f"{pattern!r} not printed; output was:\n{''.join(seen)}")
+        raise AssertionError(f"{pattern!r} not printed; output was:\n{''.join(seen)}")
 
 
-def _stop(proc: subprocess.Popen[str], sig: int) -> int:
-    proc.send_signal(sig)
+def _stop(proc: Proc, sig: int) -> int:
+    proc.popen.send_signal(sig)
     try:
-        return proc.wait(timeout=15)
+        return proc.popen.wait(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
-def inc(x: int) -> int:
-    return x + 1
+        if proc.popen.poll() is None:
+            proc.popen.kill()
 
 
 def test_scheduler_and_two_workers_from_the_command_line() -> None:
-    sched = _start("scheduler", "--host", "127.0.0.1", "--port", "0")
-    workers: list[subprocess.Popen[str]] = []
+    sched = Proc("scheduler", "--host", "127.0.0.1", "--port", "0")
+    workers: list[Proc] = []
     try:
-        address = _wait_for_line(sched, r"Scheduler at:\s+(tcp://\S+)")
+        address = sched.wait_for(r"Scheduler at:\s+(tcp://\S+)")
         for name in ("alice", "bob"):
-            w = _start(
+            w = Proc(
                 "worker",
                 address,
                 "--nthreads",
@@ -76,21 +81,23 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
                 "127.0.0.1",
             )
             workers.append(w)
-            _wait_for_line(w, r"Worker at:\s+(tcp://\S+)")
+            w.wait_for(r"Worker at:\s+(tcp://\S+)")
         with Client(address) as client:
             client.wait_for_workers(2, timeout=20)
             info = client.scheduler_info()
             names = sorted(w["name"] for w in info["workers"].values())
             assert names == ["alice", "bob"]
             assert all(w["memory_limit"] == 10**9 for w in info["workers"].values())
-            assert client.gather(client.map(inc, range(20))) == list(range(1, 21))
+            assert client.gather(client.map(functools.partial(operator.add, 1), range(20))) == list(
+                range(1, 21)
+            )
         assert _stop(workers[0], signal.SIGTERM) == 0
         assert _stop(workers[1], signal.SIGINT) == 0
         assert _stop(sched, signal.SIGINT) == 0
     finally:
         for p in [sched, *workers]:
-            if p.poll() is None:
-                p.kill()
+            if p.popen.poll() is None:
+                p.popen.kill()
 
 
 def test_nanny_flag_says_it_is_not_available() -> None:
