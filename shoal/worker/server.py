@@ -57,6 +57,7 @@ from shoal.worker.state import (
     ExecuteSuccess,
     FreeKeysEvent,
     GatherDep,
+    GatherDepFailed,
     GatherDepMissing,
     GatherDepNetworkFailure,
     GatherDepSuccess,
@@ -323,12 +324,31 @@ class Worker:
             values, missing = await transfer.fetch_data(
                 self.pool, inst.worker, inst.keys, who=self.address
             )
-        except (CommError, ProtocolError, RemoteError, SerializeError) as e:
+        except (CommError, ProtocolError) as e:
             logger.info("could not fetch %s from %s: %s", list(inst.keys), inst.worker, e)
             if self.status == "running":
                 self.handle(
                     GatherDepNetworkFailure(
                         worker=inst.worker, keys=tuple(inst.keys), stimulus_id=sid, now=time.time()
+                    )
+                )
+            return
+        except (RemoteError, SerializeError) as e:
+            # The peer answered but can't give the data (or we can't load it): asking
+            # again would fail the same way, so the tasks that need it fail instead.
+            logger.warning("fetching %s from %s failed: %s", list(inst.keys), inst.worker, e)
+            if self.status == "running":
+                exc, tb, text, tb_text = execute.pack_exception(SerializeError(str(e)))
+                self.handle(
+                    GatherDepFailed(
+                        worker=inst.worker,
+                        keys=tuple(inst.keys),
+                        exception=exc,
+                        traceback=tb,
+                        exception_text=text,
+                        traceback_text=tb_text,
+                        stimulus_id=sid,
+                        now=time.time(),
                     )
                 )
             return

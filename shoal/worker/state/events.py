@@ -266,6 +266,28 @@ class GatherDepNetworkFailure(Event):
         return self.keys
 
 
+@dataclass(frozen=True, slots=True)
+class GatherDepFailed(Event):
+    """``worker`` answered but could not give ``keys`` (e.g. a value it can't serialize),
+    or what it sent could not be loaded here. Refetching would fail the same way, so the
+    tasks here that need these keys fail with this error.
+    """
+
+    name: ClassVar[str] = "gather-dep-failed"
+    worker: Address
+    keys: tuple[Key, ...]
+    exception: Opaque | None
+    traceback: Opaque | None
+    exception_text: str
+    traceback_text: str
+    stimulus_id: str = ""
+    now: float = 0.0
+
+    def story_keys(self) -> Iterable[Key]:
+        """The keys asked for."""
+        return self.keys
+
+
 # --------------------------------------------------------------------- from clients
 
 

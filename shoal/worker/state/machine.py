@@ -370,6 +370,45 @@ class WorkerState:
     def _handle_gather_dep_network_failure(self, ev: ev_.GatherDepNetworkFailure) -> Result:
         return self._gather_done(ev.worker, {}, ev.keys, network_failure=True)
 
+    def _handle_gather_dep_failed(self, ev: ev_.GatherDepFailed) -> Result:
+        transfer = self.fetcher.close_transfer(ev.worker, ev.keys)
+        recs: Recs = {}
+        instructions: list[Instruction] = []
+        failed: list[TaskState] = []
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None or transfer is None or ts.state != "flight":
+                continue
+            if ts.transfer_id != transfer.id:
+                continue
+            # Whatever needs it here fails; the key itself is let go (not refetched).
+            stack = sorted(ts.dependents, key=lambda d: d.id, reverse=True)
+            while stack:
+                t = stack.pop()
+                if t in failed:
+                    continue
+                failed.append(t)
+                if t.assigned:
+                    instructions.append(
+                        SendToScheduler(
+                            TaskFailed(
+                                key=t.key,
+                                exception=ev.exception,
+                                traceback=ev.traceback,
+                                exception_text=ev.exception_text,
+                                traceback_text=ev.traceback_text,
+                                start=self._now,
+                                stop=self._now,
+                            )
+                        )
+                    )
+                t.wanted = t.assigned = False
+                recs[t] = "released"
+                stack.extend(sorted(t.dependents, key=lambda d: d.id, reverse=True))
+            ts.wanted = False
+            recs[ts] = "released"
+        return recs, instructions
+
     def _gather_done(
         self,
         worker: Address,
@@ -535,5 +574,6 @@ _HANDLERS: dict[type[ev_.Event], Callable[[WorkerState, Any], Result]] = {
     ev_.GatherDepSuccess: WorkerState._handle_gather_dep_success,
     ev_.GatherDepMissing: WorkerState._handle_gather_dep_missing,
     ev_.GatherDepNetworkFailure: WorkerState._handle_gather_dep_network_failure,
+    ev_.GatherDepFailed: WorkerState._handle_gather_dep_failed,
     ev_.DataUpdated: WorkerState._handle_data_updated,
 }

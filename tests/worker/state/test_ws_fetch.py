@@ -185,3 +185,30 @@ def test_stale_gather_answers_are_ignored() -> None:
     assert ws.handle(got(B, zz=3)) == [drop("zz")]
     assert ws.handle(unreachable(C, "d")) == []
     assert states(ws) == {"y": "waiting", "d": "flight"}
+
+
+def test_peer_refuses_key_dependents_fail_without_refetch() -> None:
+    from shoal.protocol.messages import TaskFailed
+    from shoal.worker.state import GatherDepFailed, SendToScheduler
+
+    ws = make_ws(nthreads=2)
+    assert ws.handle(compute("y", {"d": (A, B)}), compute("z", {"d": (A, B)})) == [gather(A, "d")]
+    refused = GatherDepFailed(
+        worker=A,
+        keys=("d",),
+        exception=None,
+        traceback=None,
+        exception_text="SerializeError: can't pickle d",
+        traceback_text="",
+        now=5.0,
+    )
+    out = ws.handle(refused)
+    assert out == [
+        SendToScheduler(
+            TaskFailed("y", None, None, "SerializeError: can't pickle d", "", 5.0, 5.0)
+        ),
+        SendToScheduler(
+            TaskFailed("z", None, None, "SerializeError: can't pickle d", "", 5.0, 5.0)
+        ),
+    ]
+    assert ws.tasks == {}  # nothing is refetched from B: it would fail the same way
