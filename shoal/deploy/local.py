@@ -79,6 +79,7 @@ class LocalCluster:
         self.protocol = (protocol or ("tcp" if processes else "inproc")).removesuffix("://")
         self.name = name or "LocalCluster"
         self.worker_kwargs = worker_kwargs
+        self._log_level = logging.getLevelName(int(silence_logs)) if silence_logs else "INFO"
         if silence_logs:
             logging.getLogger("shoal").setLevel(int(silence_logs))
         self._asynchronous = asynchronous
@@ -201,6 +202,7 @@ class LocalCluster:
                 nthreads=self.threads_per_worker,
                 memory_limit=self.memory_limit,
                 host=self.host,
+                extra_args=["--log-level", self._log_level],
             )
             self.workers[name] = proc
             proc.start()
