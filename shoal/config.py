@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "scheduler.validate": False,
     "worker.heartbeat-interval": 1.0,
     "client.heartbeat-interval": 5.0,
+    # Warn when one task's pickled run spec is this large (data embedded in the graph).
+    "client.large-object-warning-bytes": 10 * 2**20,
 }
 
 

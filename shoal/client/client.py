@@ -10,20 +10,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import dask
 from dask.base import tokenize
 from dask.utils import funcname
 
 from shoal import config
 from shoal._context import current_worker
 from shoal._types import Key
+from shoal.client.collections import TASK_BASED_METHODS, CollectionsMixin
+from shoal.client.data import DataMixin
 from shoal.client.diagnostics import ClusterQueries
 from shoal.client.futures import (
     ALL_COMPLETED,
@@ -38,31 +39,24 @@ from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect
 from shoal.comm.rpc import ConnectionPool
-from shoal.errors import CommError, FutureCancelledError, ProtocolError, RemoteError
+from shoal.errors import CommError, ProtocolError, RemoteError
 from shoal.protocol.messages import (
-    OK,
     CancelKeys,
     ClientDesiresKeys,
     ClientReleasesKeys,
     CloseClient,
-    DataReply,
     ErrorReply,
-    GatherKeys,
-    GetData,
     KeyErred,
     KeyInMemory,
     KeyLost,
     KeysCancelled,
     Message,
-    NThreads,
     RegisterClient,
-    ScatteredData,
     TaskSpec,
-    UpdateData,
     UpdateGraph,
 )
 from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
-from shoal.protocol.serialize import dumps, dumps_run_spec, loads
+from shoal.protocol.serialize import dumps_run_spec
 from shoal.protocol.versions import collect_versions
 
 if TYPE_CHECKING:
@@ -84,7 +78,7 @@ def default_client(c: Client | None = None) -> Client:
     raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
 
 
-class Client(ClusterQueries):
+class Client(DataMixin, CollectionsMixin, ClusterQueries):
     """Connect to a shoal cluster (``distributed.Client``'s API).
 
     ``Client()`` starts a :class:`~shoal.LocalCluster` sized to this machine;
@@ -137,6 +131,7 @@ class Client(ClusterQueries):
         self._stream_task: asyncio.Task[Any] | None = None
         self._callback_executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._dask_config: Any = None
         self._generation = itertools.count()
         self.scheduler_versions: dict[str, Any] = {}
         self._loop_thread: LoopThread | None = None
@@ -230,6 +225,8 @@ class Client(ClusterQueries):
         if self._set_as_default:
             with _default_lock:
                 _default = self
+            # dask.compute, x.compute() and x.persist() now run here
+            self._dask_config = dask.config.set({"scheduler": self.get, **TASK_BASED_METHODS})
 
     # ------------------------------------------------------------------ messages out
 
@@ -499,162 +496,6 @@ class Client(ClusterQueries):
             self._send(UpdateGraph(tasks=tuple(chunk), keys=tuple(t[0] for t in chunk)))
         return futures
 
-    # ------------------------------------------------------------------ gather
-
-    def gather(
-        self,
-        futures: Any,
-        errors: str = "raise",
-        direct: bool | None = None,
-        asynchronous: bool | None = None,
-    ) -> Any:
-        """Wait for futures and return their values, in the same structure as given.
-
-        ``errors="raise"`` re-raises the first failure; ``"skip"`` leaves failed and
-        cancelled futures out of the result.
-        """
-        return self._sync(self._gather, futures, errors)
-
-    async def _gather(self, obj: Any, errors: str = "raise") -> Any:
-        if errors not in ("raise", "skip"):
-            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-        futures = futures_in(obj)
-        await asyncio.gather(*(f._state.wait() for f in futures))
-        bad = set()
-        for f in futures:
-            if f.status in ("error", "cancelled"):
-                if errors == "raise":
-                    await f._result()
-                bad.add(f.key)
-        values = await self._gather_keys([f.key for f in futures if f.key not in bad])
-
-        def fill(x: Any) -> Any:
-            if isinstance(x, Future):
-                return values.get(x.key, _SKIP)
-            return KEEP
-
-        result = replace_objects(obj, fill)
-        return _drop_skipped(result) if bad else result
-
-    async def _gather_keys(self, keys: Sequence[Key]) -> dict[Key, Any]:
-        """Fetch the values of finished keys straight from the workers holding them."""
-        assert self._pool is not None and self.scheduler_address is not None
-        values: dict[Key, Any] = {}
-        todo = list(dict.fromkeys(keys))
-        for attempt in range(20):
-            if not todo:
-                return values
-            info = await self._request(GatherKeys(keys=tuple(todo)))
-            by_worker: dict[str, list[Key]] = defaultdict(list)
-            waiting = []
-            for key in todo:
-                entry = info.get(key) or {}
-                holders = list(entry.get("who_has") or ())
-                if holders:
-                    by_worker[random.choice(holders)].append(key)
-                elif entry.get("status") == "erred" or entry.get("status") is None:
-                    st = self._states.get(key)
-                    if st is not None and st.status == "error":
-                        raise st.error.load()  # type: ignore[union-attr]
-                    if entry.get("status") is None:
-                        raise FutureCancelledError(key, "the scheduler does not know this key")
-                    waiting.append(key)
-                else:
-                    waiting.append(key)
-
-            async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
-                try:
-                    reply = await self._pool.request(addr, GetData(keys=tuple(ks)))  # type: ignore[union-attr]
-                except CommError:
-                    return tuple(ks)
-                if not isinstance(reply, DataReply):
-                    raise RemoteError(f"unexpected reply {reply.op!r} from {addr}")
-                for k, opaque in reply.data.items():
-                    values[k] = loads(opaque)
-                return tuple(reply.missing)
-
-            missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))
-            todo = [k for ks in missed for k in ks] + waiting
-            if todo:
-                await asyncio.sleep(min(0.02 * 2**attempt, 1.0))
-                for key in todo:
-                    st = self._states.get(key)
-                    if st is not None:
-                        await st.wait()
-                        if st.status == "error":
-                            raise st.error.load()  # type: ignore[union-attr]
-        raise RuntimeError(f"could not gather {todo!r}: the workers holding them keep failing")
-
-    # ------------------------------------------------------------------ scatter
-
-    def scatter(
-        self,
-        data: Any,
-        workers: str | Iterable[str] | None = None,
-        broadcast: bool = False,
-        direct: bool | None = None,
-        hash: bool = True,
-        timeout: float | object = _no_default,
-        asynchronous: bool | None = None,
-    ) -> Any:
-        """Put local data on workers; return Futures in the same structure as ``data``."""
-        return self._sync(self._scatter, data, workers, broadcast, hash)
-
-    async def _scatter(
-        self, data: Any, workers: str | Iterable[str] | None, broadcast: bool, hash: bool
-    ) -> Any:
-        if isinstance(data, dict):
-            items = list(data.items())
-        else:
-            seq = [data] if not isinstance(data, (list, tuple, set, frozenset)) else list(data)
-            items = [
-                (f"{type(x).__name__}-{tokenize(x) if hash else uuid.uuid4().hex}", x) for x in seq
-            ]
-        if isinstance(workers, str):
-            workers = [workers]
-        nthreads: dict[str, int] = await self._request(
-            NThreads(workers=tuple(workers) if workers is not None else None)
-        )
-        targets = sorted(nthreads)
-        while not targets:
-            await asyncio.sleep(0.05)
-            targets = sorted(await self._request(NThreads(workers=None)))
-        assignment: dict[str, dict[Key, Any]] = defaultdict(dict)
-        who_has: dict[Key, list[str]] = defaultdict(list)
-        start = random.randrange(len(targets))
-        for i, (key, value) in enumerate(items):
-            opaque = dumps(value)
-            chosen = targets if broadcast else [targets[(start + i) % len(targets)]]
-            for w in chosen:
-                assignment[w][key] = opaque
-                who_has[key].append(w)
-        assert self._pool is not None
-        replies = await asyncio.gather(
-            *(self._pool.request(w, UpdateData(data=d)) for w, d in assignment.items())
-        )
-        nbytes: dict[Key, int] = {}
-        for reply in replies:
-            if isinstance(reply, OK) and isinstance(reply.value, dict):
-                nbytes.update(reply.value)
-        futures = {}
-        for key, _ in items:
-            with self._lock:
-                fut = Future(key, self, inform=False)
-            fut._state.finish(None)
-            futures[key] = fut
-        self._flush_outbox()
-        await self._request(
-            ScatteredData(
-                who_has={k: tuple(v) for k, v in who_has.items()}, nbytes=nbytes, client=self.id
-            )
-        )
-        if isinstance(data, dict):
-            return {k: futures[k] for k, _ in items}
-        out = [futures[k] for k, _ in items]
-        if isinstance(data, (list, tuple, set, frozenset)):
-            return type(data)(out) if not isinstance(data, (set, frozenset)) else out
-        return out[0]
-
     # ------------------------------------------------------------------ cancel, forget
 
     def cancel(
@@ -713,6 +554,9 @@ class Client(ClusterQueries):
         with _default_lock:
             if _default is self:
                 _default = None
+        if self._dask_config is not None and dask.config.get("scheduler", None) == self.get:
+            self._dask_config.__exit__(None, None, None)
+        self._dask_config = None
         self._flush_outbox()
         if self._stream is not None and not self._stream.closed:
             with contextlib.suppress(Exception):
@@ -752,25 +596,6 @@ class Client(ClusterQueries):
         if self.status == "running" and not self._asynchronous:
             with contextlib.suppress(Exception):
                 self.close()
-
-
-class _Skip:
-    pass
-
-
-_SKIP = _Skip()
-
-
-def _drop_skipped(obj: Any) -> Any:
-    if isinstance(obj, list):
-        return [_drop_skipped(x) for x in obj if x is not _SKIP]
-    if isinstance(obj, tuple):
-        return tuple(_drop_skipped(x) for x in obj if x is not _SKIP)
-    if isinstance(obj, dict):
-        return {k: _drop_skipped(v) for k, v in obj.items() if v is not _SKIP}
-    if isinstance(obj, set):
-        return {x for x in obj if x is not _SKIP}
-    return obj
 
 
 def get_client(address: str | None = None, timeout: float | None = None) -> Client:

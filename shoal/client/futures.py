@@ -9,6 +9,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from dask._task_spec import TaskRef
+from dask.base import is_dask_collection
+
 from shoal._types import Key
 from shoal.errors import FutureCancelledError, KilledWorker, SerializeError, TaskError
 from shoal.protocol.opaque import Opaque
@@ -148,21 +151,22 @@ class FutureState:
                 self._event.clear()
 
 
-class Future:
+class Future(TaskRef):  # type: ignore[misc]
     """A remote computation's result, held on the cluster until released.
 
     Behaves like ``distributed.Future``: ``result()``, ``exception()``, ``done()``,
-    ``cancel()``, ``add_done_callback()``; ``await future`` in async code.
+    ``cancel()``, ``add_done_callback()``; ``await future`` in async code. As a dask
+    ``TaskRef``, a future inside a dask graph is a dependency on its key.
     """
 
-    __slots__ = ("__weakref__", "_released", "_state", "client", "key")
+    __slots__ = ("__weakref__", "_released", "_state", "client")
 
     def __init__(self, key: Key, client: Client | None = None, inform: bool = True) -> None:
         if client is None:
             from shoal.client.client import default_client
 
             client = default_client()
-        self.key = key
+        super().__init__(key)  # type: ignore[arg-type]
         self.client = client
         self._released = False
         self._state = client._acquire(key, inform=inform)
@@ -261,6 +265,9 @@ class Future:
     def _repr_html_(self) -> str:
         return f"<b>Future: {self.key!r}</b> status: {self.status}"
 
+    def __dask_tokenize__(self) -> Any:
+        return (type(self).__name__, self.key)
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "a shoal Future can't be pickled; pass it as a direct argument to submit/map "
@@ -276,7 +283,8 @@ class DoneAndNotDoneFutures(NamedTuple):
 
 
 def futures_in(obj: Any) -> list[Future]:
-    """Every Future in ``obj`` (a future, or lists/tuples/sets/dicts of them), in order."""
+    """Every Future in ``obj``, in order: a future, collections persisted on the cluster,
+    and lists/tuples/sets/dicts of those."""
     found: list[Future] = []
     seen: set[int] = set()
     stack = [obj]
@@ -286,6 +294,8 @@ def futures_in(obj: Any) -> list[Future]:
             if id(x) not in seen:
                 seen.add(id(x))
                 found.append(x)
+        elif is_dask_collection(x):
+            stack.extend(reversed(list(x.__dask_graph__().values())))
         elif isinstance(x, dict):
             stack.extend(reversed(list(x.values())))
         elif isinstance(x, (list, tuple, set, frozenset)):

@@ -1,0 +1,274 @@
+"""dask integration: graphs become tasks; ``get``, ``compute``, ``persist`` (Client methods).
+
+A dask graph (legacy tuples or task-spec nodes, or an expression that produces one) is
+converted with ``dask._task_spec.convert_legacy_graph``; every node becomes a task whose
+run spec is the node itself, cloudpickled once here. The worker calls the node with its
+dependencies' values. Futures inside a graph are ``TaskRef`` s, so they become plain
+dependencies on keys the scheduler already holds. Priorities come from ``dask.order``.
+
+``compute`` and ``persist`` reuse dask's own ``dask.compute``/``dask.persist`` with a
+scheduler function that submits the graph and returns futures instead of values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from dask import config as dask_config
+from dask._task_spec import GraphNode, convert_legacy_graph
+from dask.base import compute as dask_compute
+from dask.base import is_dask_collection
+from dask.base import persist as dask_persist
+from dask.core import flatten as _flatten
+from dask.order import order
+from dask.utils import format_bytes
+
+from shoal import config
+from shoal._types import Key
+from shoal.client.futures import Future
+from shoal.protocol.messages import TaskSpec, UpdateGraph
+from shoal.protocol.serialize import dumps_run_spec
+
+#: dask settings that make collections use methods any scheduler can run (not p2p).
+TASK_BASED_METHODS = {"dataframe.shuffle.method": "tasks", "array.rechunk.method": "tasks"}
+
+
+def _annotation(annotations: Mapping[str, Mapping[Key, Any]], name: str, key: Key) -> Any:
+    per_key = annotations.get(name)
+    return None if per_key is None else per_key.get(key)
+
+
+class CollectionsMixin:
+    """The part of :class:`~shoal.Client` that runs dask graphs and collections."""
+
+    _sync: Callable[..., Any]
+    _lock: Any
+    _refs: Any
+    _generation: Any
+    _send: Callable[..., None]
+    _check_running: Callable[[], None]
+    gather: Callable[..., Any]
+    _gather: Callable[..., Any]
+
+    def _graph_to_futures(
+        self,
+        dsk: Any,
+        keys: Iterable[Key],
+        *,
+        workers: str | Iterable[str] | None = None,
+        allow_other_workers: bool | None = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+    ) -> dict[Key, Future]:
+        """Submit every task of ``dsk``; return futures for ``keys``."""
+        self._check_running()
+        annotations: Mapping[str, Mapping[Key, Any]] = {}
+        if hasattr(dsk, "__dask_annotations__"):
+            annotations = dsk.__dask_annotations__() or {}
+        if hasattr(dsk, "__dask_graph__"):
+            dsk = dsk.__dask_graph__()
+        keys = list(dict.fromkeys(keys))
+        graph: dict[Any, GraphNode] = convert_legacy_graph(dict(dsk))
+        priorities = order(graph) if len(graph) > 1 else dict.fromkeys(graph, 0)
+        generation = next(self._generation)
+        if isinstance(workers, str):
+            workers = (workers,)
+        default_workers = tuple(workers) if workers is not None else None
+        threshold = int(config.get("client.large-object-warning-bytes"))
+        specs: list[Any] = []
+        with self._lock:
+            futures = {k: Future(k, self, inform=k not in graph) for k in keys}  # type: ignore[arg-type]
+        for key, node in graph.items():
+            run_spec = dumps_run_spec(node)
+            if run_spec.nbytes >= threshold:
+                warnings.warn(
+                    f"Large object of size {format_bytes(run_spec.nbytes)} detected in the "
+                    f"task graph, in task {key!r}. Consider scattering it first "
+                    "(client.scatter) and passing the future instead, or loading the data "
+                    "inside a task.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            task_workers = _annotation(annotations, "workers", key)
+            if isinstance(task_workers, str):
+                task_workers = (task_workers,)
+            loose = _annotation(annotations, "allow_other_workers", key)
+            user_priority = _annotation(annotations, "priority", key)
+            task_retries = _annotation(annotations, "retries", key)
+            task_resources = _annotation(annotations, "resources", key)
+            specs.append(
+                TaskSpec(
+                    key=key,
+                    dependencies=tuple(node.dependencies),
+                    run_spec=run_spec,
+                    priority=(
+                        -(user_priority if user_priority is not None else priority),
+                        generation,
+                        priorities.get(key, 0),
+                    ),
+                    retries=task_retries if task_retries is not None else (retries or 0),
+                    workers=tuple(task_workers) if task_workers is not None else default_workers,
+                    allow_other_workers=bool(
+                        loose if loose is not None else (allow_other_workers or False)
+                    ),
+                    resources=task_resources if task_resources is not None else resources,
+                ).to_wire()
+            )
+        if specs:
+            self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(k for k in keys if k in graph)))
+        return futures
+
+    # ------------------------------------------------------------------ get
+
+    def get(
+        self,
+        dsk: Any,
+        keys: Any,
+        workers: str | Iterable[str] | None = None,
+        allow_other_workers: bool | None = None,
+        resources: dict[str, float] | None = None,
+        sync: bool = True,
+        asynchronous: bool | None = None,
+        direct: bool | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        fifo_timeout: str = "60s",
+        actors: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Compute a dask graph: the dask scheduler protocol (``scheduler=client.get``).
+
+        ``keys`` may be nested lists of keys; the result has the same structure. With
+        ``sync=False`` futures are returned instead of values.
+        """
+        futures = self._graph_to_futures(
+            dsk,
+            flatten(keys) if isinstance(keys, list) else [keys],
+            workers=workers,
+            allow_other_workers=allow_other_workers,
+            resources=resources,
+            retries=retries,
+            priority=priority,
+        )
+        packed = _pack(keys, futures)
+        if not sync:
+            return packed
+        return self._sync(self._gather_and_release, packed, list(futures.values()))
+
+    async def _gather_and_release(self, packed: Any, futures: list[Future]) -> Any:
+        try:
+            return await self._gather(packed)
+        finally:
+            for f in futures:
+                f.release()
+
+    def _as_scheduler(self, **submit: Any) -> Callable[..., Any]:
+        """A dask scheduler function that submits graphs and returns futures."""
+
+        def schedule(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+            futures = self._graph_to_futures(
+                dsk, flatten(keys) if isinstance(keys, list) else [keys], **submit
+            )
+            return _pack(keys, futures)
+
+        return schedule
+
+    # ------------------------------------------------------------------ compute / persist
+
+    def compute(
+        self,
+        collections: Any,
+        sync: bool = False,
+        optimize_graph: bool = True,
+        workers: str | Iterable[str] | None = None,
+        allow_other_workers: bool = False,
+        resources: dict[str, float] | None = None,
+        retries: int = 0,
+        priority: int = 0,
+        fifo_timeout: str = "60s",
+        actors: Any = None,
+        traverse: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Start computing dask collections; return a future per collection.
+
+        A single collection gives a single future, a list gives a list. ``sync=True``
+        waits and returns the values instead.
+        """
+        single = not isinstance(collections, (list, tuple))
+        items = [collections] if single else list(collections)
+        submit = {
+            "workers": workers,
+            "allow_other_workers": allow_other_workers,
+            "resources": resources,
+            "retries": retries,
+            "priority": priority,
+        }
+        results: list[Any] = []
+        with dask_config.set(TASK_BASED_METHODS):
+            if any(is_dask_collection(c) for c in items):
+                results = list(
+                    dask_compute(  # type: ignore[no-untyped-call]
+                        *items,
+                        scheduler=self._as_scheduler(**submit),
+                        optimize_graph=optimize_graph,
+                        traverse=traverse,
+                    )
+                )
+            else:
+                results = items
+        out = results[0] if single else type(collections)(results)
+        if sync:
+            return self.gather(out)
+        return out
+
+    def persist(
+        self,
+        collections: Any,
+        optimize_graph: bool = True,
+        workers: str | Iterable[str] | None = None,
+        allow_other_workers: bool | None = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        fifo_timeout: str = "60s",
+        actors: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Start computing collections; return them backed by futures on the cluster."""
+        single = not isinstance(collections, (list, tuple))
+        items = [collections] if single else list(collections)
+        submit = {
+            "workers": workers,
+            "allow_other_workers": allow_other_workers,
+            "resources": resources,
+            "retries": retries,
+            "priority": priority,
+        }
+        with dask_config.set(TASK_BASED_METHODS):
+            results = dask_persist(  # type: ignore[no-untyped-call]
+                *items, scheduler=self._as_scheduler(**submit), optimize_graph=optimize_graph
+            )
+        return results[0] if single else type(collections)(results)
+
+
+def flatten(keys: Any) -> list[Key]:
+    """The keys of a nested list of keys, in order."""
+    return list(_flatten(keys))  # type: ignore[no-untyped-call]
+
+
+def _pack(keys: Any, futures: Mapping[Key, Future]) -> Any:
+    """Arrange futures in the (nested list) structure of ``keys``."""
+    if isinstance(keys, list):
+        return [_pack(k, futures) for k in keys]
+    return futures[keys]
+
+
+def futures_of(obj: Any) -> list[Future]:
+    """Every future inside ``obj``: collections backed by futures, lists, dicts, futures."""
+    from shoal.client.futures import futures_in
+
+    return futures_in(obj)
