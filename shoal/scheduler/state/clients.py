@@ -67,13 +67,16 @@ def graph_submitted(s: SchedulerState, ev: GraphSubmitted, ctx: Context) -> None
 
     An existing task keeps its state and spec, unless it is released (it takes the new
     spec) or erred (it takes the new spec and is retried, with the erred tasks it
-    depends on). A dependency that is neither submitted nor known makes its dependent
-    err with ``MissingDependency``.
+    depends on). A spec without a ``run_spec`` only refers to (scattered) data. A
+    dependency that is neither submitted with a ``run_spec`` nor known makes its
+    dependent err with ``MissingDependency``.
     """
     cs = s.client(ev.client)
     adopted: list[tuple[TaskState, tuple[Key, ...]]] = []
     retried: list[TaskState] = []
     for spec in ev.tasks:
+        if spec.run_spec is None:
+            continue  # a reference to data (scattered): it exists, or it is missing
         ts = s.tasks.get(spec.key)
         if ts is None:
             ts = s.new_task(spec.key)

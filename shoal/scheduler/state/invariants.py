@@ -92,7 +92,6 @@ def _validate_task(state: SchedulerState, ts: TaskState) -> None:
         _check(not ts.waiting_on, ts, f"waiting on {list(ts.waiting_on)} while {st}")
     if st == "released":
         _check(ts.run_spec is not None, ts, "released scattered data should be forgotten")
-        _check(ts.lost_dependency is None, ts, "released with a lost dependency")
     elif st == "waiting":
         _check(ts.run_spec is not None and ts.lost_dependency is None, ts, "can't run")
         for dts in ts.dependencies:

@@ -16,7 +16,8 @@ Messages to clients (:class:`ToClient`):
   ``exception is None`` the scheduler made the error itself and ``exception_text`` reads
   ``"<TypeName>: <message>"``: ``"KilledWorker: ..."`` (rebuild
   :class:`shoal.errors.KilledWorker`) or ``"MissingDependency: ..."``.
-- ``KeyLost``: a wanted key's last copy is gone; it is being recomputed.
+- ``KeyLost``: a wanted key is pending again: its last copy is gone, or it erred and
+  is being retried (resubmitted); it is being recomputed.
 - ``KeysCancelled``: the futures for these keys must fail as cancelled (``reason`` says why).
 """
 

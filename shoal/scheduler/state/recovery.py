@@ -51,8 +51,10 @@ def remove_worker(s: SchedulerState, ws: WorkerInfo, ctx: Context, *, safe: bool
             transition(s, ts, "erred", ctx)
         else:
             transition(s, ts, "released", ctx)  # recommends waiting if still needed
+    # Every lost key leaves "memory" before any recommendation runs, so none of them
+    # is taken for an available dependency.
     for ts in lost:
-        ctx.recs[ts] = "released"
+        transition(s, ts, "released", ctx)
 
 
 def worker_removed(s: SchedulerState, ev: WorkerRemoved, ctx: Context) -> None:

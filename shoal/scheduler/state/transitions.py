@@ -98,6 +98,8 @@ def release_if_unneeded(ts: TaskState, ctx: Context) -> None:
     if ts.who_wants or ts.waiters:
         return
     if ts.state in ("released", "erred"):
+        if ts.state == "released" and ctx.recs.get(ts) == "waiting":
+            del ctx.recs[ts]  # it was on its way back to waiting for a claim now gone
         if not ts.dependents:
             ctx.recs[ts] = "forgotten"
     elif ts.state != "forgotten":
@@ -115,13 +117,14 @@ def recommend_in_order(tasks: list[TaskState], finish: TaskStateName, ctx: Conte
 def _drop_dependencies(ts: TaskState, ctx: Context) -> None:
     """``ts`` no longer waits for its dependencies: release the ones nobody else needs."""
     for dts in ts.dependencies:
-        if dts.waiters.pop(ts, 0) is None:
-            release_if_unneeded(dts, ctx)
+        dts.waiters.pop(ts, None)
+        release_if_unneeded(dts, ctx)
 
 
 def _enter_released(ts: TaskState, ctx: Context) -> None:
     """Common tail of every ``→ released`` edge: decide what comes next for ``ts``."""
     ts.state = "released"
+    ts.failure = None  # an "erred" recommendation it had is moot
     needed = bool(ts.who_wants or ts.waiters)
     if ts.run_spec is None or (ts.lost_dependency is not None and not needed):
         ctx.recs[ts] = "forgotten"  # can never be recomputed: keeping it is useless
@@ -385,11 +388,16 @@ def _memory_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival 
 
 def _erred_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # It is retried (resubmitted), forgotten, or its value was scattered. Dependents
-    # that erred because of it are retried too.
+    # that erred because of it are retried too; their clients hear KeyLost, as when a
+    # value is lost: the key is pending again.
     ts.failure = None
+    ts.suspicious.clear()  # a retry is a fresh start, KilledWorker included
     for dts in ts.dependents:
         if dts.state == "erred":
             ctx.recs[dts] = "waiting"
+    msg = KeyLost(key=ts.key)  # "no longer erred: being computed again"
+    for cs in ts.who_wants:
+        ctx.to_client(cs, msg)
     _enter_released(ts, ctx)
 
 

@@ -36,7 +36,6 @@ from shoal.scheduler.state import (
     DataScattered,
     Event,
     GraphSubmitted,
-    KeysCancelled as CancelKeys,
     KeysDesired,
     KeysReleased,
     ReplicasAdded,
@@ -48,6 +47,9 @@ from shoal.scheduler.state import (
     WorkerAdded,
     WorkerRemoved,
     queries,
+)
+from shoal.scheduler.state import (
+    KeysCancelled as CancelKeys,
 )
 
 WORKERS = [f"tcp://w{i}:1" for i in range(4)]
@@ -197,9 +199,13 @@ class SchedulerMachine(RuleBasedStateMachine):
     def submit(self, data: st.DataObject, client: str, n: int, retries: int) -> None:
         known = sorted(self.specs)
         specs: list[TaskSpec] = []
-        for i in range(n):
+        for _ in range(n):
             choices = [sp.key for sp in specs] + known
-            deps = data.draw(st.lists(st.sampled_from(choices), max_size=3, unique=True)) if choices else []
+            deps = (
+                data.draw(st.lists(st.sampled_from(choices), max_size=3, unique=True))
+                if choices
+                else []
+            )
             key = self.new_key()
             specs.append(TaskSpec(key, tuple(deps), run_spec(key), (self.counter,), retries))
             self.specs[key] = specs[-1]
@@ -213,7 +219,9 @@ class SchedulerMachine(RuleBasedStateMachine):
                     seen.add(k)
                     todo.extend(self.specs[k].dependencies)
             specs = [self.specs[k] for k in sorted(seen, key=lambda k: int(k[1:]))] + specs
-        keys = data.draw(st.lists(st.sampled_from([sp.key for sp in specs]), min_size=1, unique=True))
+        keys = data.draw(
+            st.lists(st.sampled_from([sp.key for sp in specs]), min_size=1, unique=True)
+        )
         self.ask(client, keys)
         self.feed(GraphSubmitted(client, tuple(specs), tuple(keys)))
 
