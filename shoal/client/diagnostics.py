@@ -23,7 +23,11 @@ from shoal.protocol.messages import (
     WhoHas,
 )
 from shoal.protocol.serialize import dumps_run_spec, loads
-from shoal.protocol.versions import collect_versions
+from shoal.protocol.versions import collect_versions, compare_versions
+
+
+class VersionMismatchError(ValueError):
+    """``get_versions(check=True)`` found packages whose versions differ."""
 
 
 class ClusterQueries:
@@ -88,18 +92,23 @@ class ClusterQueries:
         return self._sync(self._get_versions, check)
 
     async def _get_versions(self, check: bool) -> dict[str, Any]:
-        from shoal.protocol.versions import compare_versions
-
         info = await self._request(Identity())
         local = collect_versions()
         workers = {a: w.get("versions", {}) for a, w in info.get("workers", {}).items()}
         result = {"client": local, "scheduler": self.scheduler_versions, "workers": workers}
         if check:
-            problems = compare_versions(local, self.scheduler_versions)
-            for addr, v in workers.items():
-                problems += [f"worker {addr}: {p}" for p in compare_versions(local, v)]
+            components = {"scheduler": self.scheduler_versions}
+            components.update({f"worker {addr}": v for addr, v in workers.items()})
+            problems = [
+                f"client vs {name}: {p}"
+                for name, versions in components.items()
+                for p in compare_versions(local, versions)
+            ]
             if problems:
-                raise ValueError("version mismatch:\n" + "\n".join(problems))
+                raise VersionMismatchError(
+                    "shoal's processes run different versions of packages that must "
+                    "match:\n  " + "\n  ".join(problems)
+                )
         return result
 
     # ------------------------------------------------------------------ run

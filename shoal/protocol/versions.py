@@ -20,7 +20,7 @@ __all__ = ["CRITICAL_PACKAGES", "OPTIONAL_PACKAGES", "collect_versions", "compar
 #: Packages every process must have, compared whenever either side reports them.
 CRITICAL_PACKAGES = ("shoal", "cloudpickle", "msgpack", "dask")
 #: Packages compared only when both sides have them.
-OPTIONAL_PACKAGES = ("numpy", "pandas")
+OPTIONAL_PACKAGES = ("numpy", "pandas", "pyarrow", "toolz")
 
 
 def _package_version(name: str) -> str | None:

@@ -186,6 +186,7 @@ def identity(scheduler: Scheduler) -> dict[str, Any]:
         if extra is not None:
             w.setdefault("metrics", extra["metrics"])
             w["last_seen"] = extra["last_seen"]
+            w["versions"] = extra["versions"]
     return info
 
 

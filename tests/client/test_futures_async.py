@@ -297,3 +297,32 @@ async def test_workers_restriction_and_allow_other_workers(c_s_ws) -> None:
     assert set(where) == {ws[1].address}
     loose = c.submit(lambda: 1, workers=["tcp://10.255.255.1:1"], allow_other_workers=True)
     assert await asyncio.wait_for(loose, 10) == 1
+
+
+async def test_get_versions(c_s_ws, monkeypatch) -> None:
+    from shoal.client.diagnostics import VersionMismatchError
+
+    c, _, ws = c_s_ws
+    versions = await c.get_versions(check=True)
+    assert versions["client"]["dask"] == versions["scheduler"]["dask"]
+    assert set(versions["workers"]) == {w.address for w in ws}
+    for name in ("python", "platform", "shoal", "dask", "msgpack", "cloudpickle", "numpy"):
+        assert name in versions["client"]
+    # a worker with another dask: check=True names the package and the component
+    s_info = c_s_ws[1].worker_info[ws[0].address]
+    s_info["versions"] = {**s_info["versions"], "dask": "0.0.1"}
+    with pytest.raises(VersionMismatchError, match=r"worker .*dask"):
+        await c.get_versions(check=True)
+
+
+async def test_version_mismatch_is_logged_at_connect(c_s_ws, monkeypatch, caplog) -> None:
+    import shoal.comm.connection as connection
+    from shoal.protocol.versions import collect_versions
+
+    _, s, _ = c_s_ws
+    other = {**collect_versions(), "cloudpickle": "1.0.0"}
+    monkeypatch.setattr(connection, "collect_versions", lambda: other)
+    with caplog.at_level("WARNING", logger="shoal"):
+        async with Client(s.address, asynchronous=True, set_as_default=False):
+            pass
+    assert any("cloudpickle" in r.getMessage() for r in caplog.records)
