@@ -321,7 +321,12 @@ async def test_version_mismatch_is_logged_at_connect(c_s_ws, monkeypatch, caplog
 
     _, s, _ = c_s_ws
     other = {**collect_versions(), "cloudpickle": "1.0.0"}
-    monkeypatch.setattr(connection, "collect_versions", lambda: other)
+    real_flow = connection.handshake_flow
+
+    def client_with_other_versions(role: str, versions: dict) -> object:
+        return real_flow(role, other if role == "client" else versions)
+
+    monkeypatch.setattr(connection, "handshake_flow", client_with_other_versions)
     with caplog.at_level("WARNING", logger="shoal"):
         async with Client(s.address, asynchronous=True, set_as_default=False):
             pass
