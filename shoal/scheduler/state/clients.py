@@ -116,10 +116,12 @@ def graph_submitted(s: SchedulerState, ev: GraphSubmitted, ctx: Context) -> None
         if ts.state == "released" and not ts.who_wants and not ts.dependents:
             ctx.recs[ts] = "forgotten"
     # Start the needed released tasks in priority order, so they are placed in it.
+    # Ties keep submission order, then the older released tasks the graph reuses.
     needed = _released_closure(wanted)
-    start = [ts for ts, _ in adopted if ts in needed]
-    start += [ts for ts in needed if ts not in start] + list(retry_roots)
-    recommend_in_order(start, "waiting", ctx)
+    start = {ts: None for ts, _ in adopted if ts in needed}
+    start.update(needed)
+    start.update(retry_roots)
+    recommend_in_order(list(start), "waiting", ctx)
 
 
 def _released_closure(roots: list[TaskState]) -> dict[TaskState, None]:
