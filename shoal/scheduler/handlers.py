@@ -18,6 +18,7 @@ from shoal.protocol.messages import (
     ClientReleasesKeys,
     CloseClient,
     ErrorReply,
+    FireAndForget,
     GatherKeys,
     HasWhat,
     Heartbeat,
@@ -38,6 +39,7 @@ from shoal.protocol.messages import (
 from shoal.scheduler.state import (
     DataMissing,
     DataScattered,
+    FireAndForgetRequested,
     GraphSubmitted,
     KeysCancelled,
     KeysDesired,
@@ -145,6 +147,12 @@ def client_events(
         elif isinstance(msg, ClientReleasesKeys):
             events.append(
                 KeysReleased(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now)
+            )
+        elif isinstance(msg, FireAndForget):
+            events.append(
+                FireAndForgetRequested(
+                    client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now
+                )
             )
         elif isinstance(msg, ClientDesiresKeys):
             events.append(

@@ -10,6 +10,7 @@ from shoal.scheduler.state.events import (
     ClientConnected,
     ClientDisconnected,
     DataScattered,
+    FireAndForgetRequested,
     GraphSubmitted,
     KeysCancelled,
     KeysDesired,
@@ -17,6 +18,8 @@ from shoal.scheduler.state.events import (
 )
 from shoal.scheduler.state.model import Arrival, ClientInfo, Context, TaskState
 from shoal.scheduler.state.transitions import (
+    FIRE_AND_FORGET,
+    drop_fire_and_forget,
     recommend_in_order,
     release_if_unneeded,
     run_recommendations,
@@ -191,6 +194,20 @@ def keys_desired(s: SchedulerState, ev: KeysDesired, ctx: Context) -> None:
         _want(cs, ts)
         _report_existing(cs, ts, ctx)
         if ts.state == "released":
+            ctx.recs[ts] = "waiting"
+
+
+def fire_and_forget(s: SchedulerState, ev: FireAndForgetRequested, ctx: Context) -> None:
+    """Keep ``ev.keys`` wanted (by a pseudo-client) until each finishes or errs."""
+    cs = s.client(FIRE_AND_FORGET)
+    for key in ev.keys:
+        ts = s.tasks.get(key)
+        if ts is None:
+            continue
+        _want(cs, ts)
+        if ts.state in ("memory", "erred"):
+            drop_fire_and_forget(ts, ctx)
+        elif ts.state == "released":
             ctx.recs[ts] = "waiting"
 
 

@@ -123,6 +123,18 @@ class KeysDesired(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class FireAndForgetRequested(Event):
+    """Run ``keys`` to completion even once no client holds them (``fire_and_forget``)."""
+
+    client: ClientId
+    keys: tuple[Key, ...]
+
+    def touched_keys(self) -> tuple[Key, ...]:
+        """The keys to finish."""
+        return self.keys
+
+
+@dataclass(frozen=True, slots=True)
 class KeysCancelled(Event):
     """A client cancels ``keys`` (and their dependents); ``force`` cancels for everyone."""
 
@@ -264,6 +276,7 @@ __all__ = [
     "DataMissing",
     "DataScattered",
     "Event",
+    "FireAndForgetRequested",
     "GraphSubmitted",
     "KeysCancelled",
     "KeysDesired",

@@ -93,6 +93,20 @@ def run_recommendations(s: SchedulerState, ctx: Context) -> None:
 # ------------------------------------------------------------------------ helpers
 
 
+#: The pseudo-client that wants fire-and-forget keys until they finish or err.
+FIRE_AND_FORGET = "fire-and-forget"
+
+
+def drop_fire_and_forget(ts: TaskState, ctx: Context) -> None:
+    """``ts`` finished or erred: the fire-and-forget claim on it ends."""
+    for cs in ts.who_wants:
+        if cs.client == FIRE_AND_FORGET:
+            del ts.who_wants[cs]
+            del cs.wants_what[ts]
+            release_if_unneeded(ts, ctx)
+            return
+
+
 def release_if_unneeded(ts: TaskState, ctx: Context) -> None:
     """Recommend releasing ``ts`` (or forgetting it) if nothing needs it any more."""
     if ts.who_wants or ts.waiters:
@@ -182,6 +196,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
     msg = KeyInMemory(key=ts.key, type_name=ts.type_name)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
+    drop_fire_and_forget(ts, ctx)
     release_if_unneeded(ts, ctx)
 
 
@@ -198,6 +213,7 @@ def _enter_erred(ts: TaskState, ctx: Context) -> None:
     msg = failure.report(ts.key)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
+    drop_fire_and_forget(ts, ctx)
 
 
 def missing_dependency(ts: TaskState) -> Failure:

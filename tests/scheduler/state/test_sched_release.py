@@ -208,3 +208,30 @@ def test_worker_joining_with_keys() -> None:
     assert out == [free(B, "junk")]
     assert queries.who_has(s, ["x"]) == {"x": [A, B]}
     assert assigned(out) == []
+
+
+def test_fire_and_forget_runs_to_completion_then_is_forgotten() -> None:
+    from shoal.scheduler.state import FireAndForgetRequested
+
+    s = make_state()
+    s.handle(worker(A))
+    s.handle(submit("c", spec("a"), spec("b", "a")))
+    s.handle(FireAndForgetRequested("c", ("b",)))
+    # the client lets go of its future: the graph keeps running
+    assert s.handle(KeysReleased("c", ("b",))) == []
+    assert states(s) == {"a": "processing", "b": "waiting"}
+    s.handle(finished(A, "a"))
+    out = s.handle(finished(A, "b"))
+    assert free(A, "b", "a") in out
+    assert s.tasks == {}
+
+
+def test_fire_and_forget_of_an_erred_key_is_forgotten() -> None:
+    from shoal.scheduler.state import FireAndForgetRequested
+
+    s = make_state()
+    s.handle(worker(A))
+    s.handle(submit("c", spec("x")))
+    s.handle(FireAndForgetRequested("c", ("x",)), KeysReleased("c", ("x",)))
+    s.handle(failed(A, "x"))
+    assert s.tasks == {}
