@@ -64,6 +64,8 @@ class LoopThread:
         try:
             ok, value = future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine itself raised a TimeoutError
+                raise
             future.cancel()
             raise TimeoutError(f"operation did not finish within {timeout} s") from None
         if not ok:

@@ -65,3 +65,13 @@ def test_futures_can_not_be_pickled(client) -> None:
     fut = client.submit(inc, 3)
     with pytest.raises(TypeError, match="can't be pickled"):
         pickle.dumps(fut)
+
+
+def test_connect_to_nothing_says_where_and_how_long() -> None:
+    from shoal import Client
+    from shoal.errors import ConnectTimeout
+    from shoal.testing.cluster import shoal_threads
+
+    with pytest.raises(ConnectTimeout, match=r"127\.0\.0\.1:1"):
+        Client("tcp://127.0.0.1:1", timeout=0.5)
+    assert shoal_threads() == []
