@@ -72,6 +72,7 @@ def test_connect_to_nothing_says_where_and_how_long() -> None:
     from shoal.errors import ConnectTimeout
     from shoal.testing.cluster import shoal_threads
 
+    before = set(shoal_threads())
     with pytest.raises(ConnectTimeout, match=r"127\.0\.0\.1:1"):
         Client("tcp://127.0.0.1:1", timeout=0.5)
-    assert shoal_threads() == []
+    assert set(shoal_threads()) <= before
