@@ -18,7 +18,7 @@ import yaml
 
 DEFAULTS: dict[str, Any] = {
     # Transport limits, checked before allocating (see protocol/frames.py).
-    "comm.max-frames": 10_000,
+    "comm.max-frames": 1_000_000,
     "comm.max-header-bytes": 64 * 2**20,
     "comm.max-message-bytes": 2 * 2**30,
     "comm.timeouts.connect": 30.0,

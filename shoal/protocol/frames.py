@@ -54,7 +54,7 @@ class Limits:
     msgpack header); ``max_message_bytes``: all frames of one message together.
     """
 
-    max_frames: int = 10_000
+    max_frames: int = 1_000_000
     max_header_bytes: int = 64 * 2**20
     max_message_bytes: int = 2 * 2**30
 
