@@ -19,13 +19,16 @@ async def cluster(
     protocol: str = "tcp",
     worker_kwargs: dict[str, Any] | None = None,
     scheduler_kwargs: dict[str, Any] | None = None,
+    validate: bool = True,
 ) -> AsyncIterator[tuple[Scheduler, list[Worker]]]:
     """A scheduler and ``n_workers`` workers over ``protocol`` on 127.0.0.1.
 
-    The scheduler validates its state after every event. Everything is closed on exit.
+    With ``validate`` (the default) the scheduler and the workers check every invariant
+    of their state after every event: thorough, but O(tasks) per event, so turn it off
+    for graphs of thousands of tasks. Everything is closed on exit.
     """
     s = await Scheduler(
-        host="127.0.0.1", port=0, protocol=protocol, validate=True, **(scheduler_kwargs or {})
+        host="127.0.0.1", port=0, protocol=protocol, validate=validate, **(scheduler_kwargs or {})
     )
     workers: list[Worker] = []
     try:
@@ -36,7 +39,7 @@ async def cluster(
                         s.address,
                         nthreads=nthreads,
                         name=f"w{i}",
-                        validate=True,
+                        validate=validate,
                         **(worker_kwargs or {}),
                     ).start()
                     for i in range(n_workers)

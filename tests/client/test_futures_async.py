@@ -333,7 +333,12 @@ async def test_version_mismatch_is_logged_at_connect(c_s_ws, monkeypatch, caplog
     assert any("cloudpickle" in r.getMessage() for r in caplog.records)
 
 
-async def test_map_more_tasks_than_one_batch(c_s_ws) -> None:
-    c, _, _ = c_s_ws
-    futures = c.map(inc, range(10_500))
-    assert sum(await c.gather(futures)) == sum(range(1, 10_501))
+async def test_map_more_tasks_than_one_batch() -> None:
+    from shoal.testing.cluster import cluster
+
+    async with (
+        cluster(n_workers=2, validate=False) as (s, _),
+        Client(s.address, asynchronous=True, set_as_default=False) as c,
+    ):
+        futures = c.map(inc, range(10_500))  # one message with 10,500 run specs
+        assert sum(await c.gather(futures)) == sum(range(1, 10_501))
