@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dask import config as dask_config
-from dask._task_spec import GraphNode, convert_legacy_graph
+from dask._task_spec import GraphNode, Task, TaskRef, convert_legacy_graph
 from dask.base import compute as dask_compute
 from dask.base import is_dask_collection
 from dask.base import persist as dask_persist
@@ -82,6 +82,12 @@ class CollectionsMixin:
         with self._lock:
             futures = {k: Future(k, self, inform=k not in graph) for k in keys}  # type: ignore[arg-type]
         for key, node in graph.items():
+            if isinstance(node, Task):
+                external = [k for k in node.dependencies if k not in graph]
+                if external:
+                    # a Future inside a task (``dask.delayed(f)(future)``) is a TaskRef to
+                    # a key already on the cluster: ship a plain TaskRef, not the Future
+                    node = node.substitute({k: TaskRef(k) for k in external})  # type: ignore[misc]
             run_spec = dumps_run_spec(node)
             if run_spec.nbytes >= threshold:
                 warnings.warn(
