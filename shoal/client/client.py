@@ -472,7 +472,9 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
         else:
             prefix = key if isinstance(key, str) else funcname(func)
             if pure:
-                keys = [f"{prefix}-{tokenize(func, row, kwargs)}" for row in rows]
+                # tokenizing a function pickles it: do it once, not once per item
+                base = tokenize(func, kwargs)
+                keys = [f"{prefix}-{tokenize(base, row)}" for row in rows]
             else:
                 keys = [f"{prefix}-{uuid.uuid4().hex}" for _ in rows]
         futures: list[Future] = []

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shoal._types import Key
+from shoal.protocol.serialize import dumps_function, loads_function
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
@@ -51,7 +52,9 @@ class RunSpec:
         self.kwargs = kwargs
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RunSpec, (self.function, self.args, self.kwargs))
+        # The function travels cloudpickled (once per function, cached), so the rest
+        # of the spec pickles with the fast plain pickler.
+        return (_rebuild_run_spec, (dumps_function(self.function), self.args, self.kwargs))
 
     def __call__(self, values: Mapping[Key, Any]) -> Any:
         """Run the function with every placeholder replaced by its value."""
@@ -64,6 +67,10 @@ class RunSpec:
 
 #: Returned by a ``replace`` callback to keep an object as it is.
 KEEP: Any = object()
+
+
+def _rebuild_run_spec(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunSpec:
+    return RunSpec(loads_function(function), args, kwargs)
 
 
 def replace_objects(obj: Any, replace: Callable[[Any], Any]) -> Any:
