@@ -1,0 +1,285 @@
+"""The runner: every workload on every flavor, each in a process of its own, with a time limit.
+
+For each workload and each flavor the runner starts ``python -m benchmarks.session`` in a
+new session (process group), waits up to the workload's time limit, and reads back the
+events it wrote. A session that outlives its limit has dumped every thread's stack to
+its log a few seconds before; the runner then kills it and every process under it (by
+pid), and keeps the repetitions it had finished. Then it prints the table and writes
+the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import summarize, table
+from benchmarks.workloads import CLUSTER_KWARGS, WORKLOADS
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+#: the session's stacks go to its log this long before the runner kills it
+STACKS_BEFORE_KILL = 10.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run shoal's benchmark workloads on shoal and on dask.distributed.",
+    )
+    parser.add_argument(
+        "--flavor",
+        action="append",
+        help="a module exporting Client, LocalCluster, wait: shoal or distributed "
+        "(repeatable; default: both)",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        choices=list(WORKLOADS),
+        help="run only this workload (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="timed repetitions after the warm-up (default: per workload)"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS / "latest.json",
+        help="where to write the results (default: benchmarks/results/latest.json)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds allowed to each workload on each flavor (default: per workload)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    args = parser.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    args.flavor = list(dict.fromkeys(args.flavor or ["shoal", "distributed"]))
+    args.workload = list(dict.fromkeys(args.workload or WORKLOADS))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for wl in WORKLOADS.values():
+            print(f"{wl.name:<20} {wl.description}")
+        return 0
+    logs = args.json.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    t0 = time.perf_counter()
+    print(f"shoal benchmarks on {describe_machine(machine())}; flavors: {', '.join(args.flavor)}")
+    print(f"cluster: LocalCluster({', '.join(f'{k}={v!r}' for k, v in CLUSTER_KWARGS.items())})")
+    results = []
+    for name in args.workload:
+        wl = WORKLOADS[name]
+        for flavor in args.flavor:
+            result = run_session(name, flavor, args, logs)
+            results.append(result)
+            print(progress_line(result), flush=True)
+    duration = time.perf_counter() - t0
+    report = {
+        "started": datetime.datetime.fromtimestamp(started).astimezone().isoformat(),
+        "duration_s": round(duration, 1),
+        "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])],
+        "machine": machine(),
+        "source": source_state(),
+        "cluster": CLUSTER_KWARGS,
+        "options": {"quick": args.quick, "repeat": args.repeat, "timeout": args.timeout},
+        "flavors": args.flavor,
+        "workloads": {
+            name: {
+                "description": WORKLOADS[name].description,
+                "metrics": [vars(m) for m in WORKLOADS[name].metrics],
+            }
+            for name in args.workload
+        },
+        "results": results,
+    }
+    report["comparison"] = summarize(report)
+    print()
+    print(table(report))
+    failures = [r for r in results if r["status"] != "ok"]
+    for r in failures:
+        print(f"\n{r['workload']} on {r['flavor']}: {r['status']} (log: {r['log']})")
+        if r.get("error"):
+            print(r["error"].rstrip())
+        elif r.get("stderr_tail"):
+            print(r["stderr_tail"].rstrip())
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"\nwhole run: {duration:.0f} s; results in {args.json}")
+    return 1 if failures else 0
+
+
+def run_session(name: str, flavor: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    """Run one workload on one flavor in a new process; what it reported, and how it ended."""
+    wl = WORKLOADS[name]
+    limit = args.timeout if args.timeout is not None else wl.timeout
+    events_path = logs / f"{name}-{flavor}.jsonl"
+    log_path = logs / f"{name}-{flavor}.log"
+    events_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.session", "--workload", name, "--flavor", flavor]
+    cmd += ["--out", str(events_path), "--dump-stacks-after", str(limit - STACKS_BEFORE_KILL)]
+    if args.repeat is not None:
+        cmd += ["--repeat", str(args.repeat)]
+    if args.quick:
+        cmd.append("--quick")
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        timed_out = False
+        try:
+            returncode = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            kill_tree(proc.pid)
+            returncode = proc.wait()
+        leftovers = kill_group(proc.pid)
+    elapsed = time.perf_counter() - t0
+    result = collect(events_path)
+    result.update(
+        workload=name,
+        flavor=flavor,
+        returncode=returncode,
+        elapsed_s=round(elapsed, 2),
+        time_limit_s=limit,
+        log=str(log_path),
+        leftover_processes=leftovers,
+    )
+    if timed_out:
+        result["status"] = f"timed out after {limit:.0f} s"
+    elif result.get("error") or returncode != 0:
+        result["status"] = "failed"
+    else:
+        result["status"] = "ok"
+    if result["status"] != "ok":
+        result["stderr_tail"] = tail(log_path, 120)
+    return result
+
+
+def collect(events_path: Path) -> dict[str, Any]:
+    """Fold a session's events into one result."""
+    result: dict[str, Any] = {"warmup": None, "samples": [], "info": {}, "error": None}
+    if not events_path.exists():
+        return result
+    errors = []
+    for line in events_path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        kind = event.pop("event")
+        if kind == "start":
+            result.update(event)
+        elif kind == "cluster":
+            result["cluster_start_s"] = event["seconds"]
+        elif kind == "sample":
+            if event["warmup"]:
+                result["warmup"] = event["metrics"]
+            else:
+                result["samples"].append(event["metrics"])
+        elif kind == "error":
+            errors.append(event["traceback"])
+        elif kind == "end":
+            result["info"] = event["info"]
+            result["distributed_imported"] = event["distributed_imported"]
+    result["error"] = "\n".join(errors) or None
+    return result
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a session and every process under it, by pid, children first."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        procs = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def kill_group(pgid: int) -> list[str]:
+    """Kill what is left of a finished session's process group; describe what was."""
+    import psutil
+
+    left = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(p.pid) == pgid and p.pid != os.getpid():
+                left.append(f"{p.pid}: {' '.join(p.info['cmdline'] or [])[:200]}")
+                p.kill()
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    return left
+
+
+def tail(path: Path, lines: int) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def progress_line(r: dict[str, Any]) -> str:
+    n = len(r["samples"])
+    first = next(iter(r["samples"][0].items())) if n else None
+    shown = f"{first[0]} {first[1]:,.3g}" if first else "no samples"
+    return (
+        f"  {r['workload']:<20} {r['flavor']:<12} {r['status']:<22} "
+        f"{n} rep(s), {r['elapsed_s']:.1f} s; {shown}"
+    )
+
+
+def machine() -> dict[str, Any]:
+    """The cores and memory of this machine."""
+    import platform
+
+    import psutil
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    return f"{m['cpus']} CPUs, {m['memory_bytes'] / 2**30:.0f} GiB, Python {m['python']}"
+
+
+def source_state() -> dict[str, Any]:
+    """The commit benchmarked, and whether shoal/ had uncommitted changes."""
+
+    def git(*a: str) -> str:
+        try:
+            out = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "shoal_dirty": bool(git("status", "--porcelain", "--", "shoal")),
+    }
