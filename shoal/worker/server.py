@@ -17,7 +17,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Coroutine, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from shoal import config
@@ -64,6 +63,7 @@ from shoal.worker.state import (
     SendToScheduler,
     WorkerState,
 )
+from shoal.worker.threads import TaskThreads
 
 logger = logging.getLogger("shoal.worker")
 _stimulus = itertools.count()
@@ -114,14 +114,12 @@ class Worker:
         self._validate = validate
         self.data: dict[Any, Any] = {}
         self.pool = ConnectionPool(role="worker", limits=self.limits)
-        self.executor = ThreadPoolExecutor(self.nthreads, thread_name_prefix="shoal-task")
+        self.threads: TaskThreads[execute.Outcome] | None = None
         self.status = "created"
         self.versions = collect_versions()
         self._listener: Any = None
         self._stream: BatchedSender | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._done: list[execute.Outcome] = []
-        self._flush_scheduled = False
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
@@ -141,6 +139,7 @@ class Worker:
         if self.status == "running":
             return self
         self._loop = asyncio.get_running_loop()
+        self.threads = TaskThreads(self.nthreads, execute.run_task, self._tasks_done, self._loop)
         addr = (
             "inproc://"
             if self._protocol == "inproc"
@@ -222,7 +221,8 @@ class Worker:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client._close_from_worker()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.threads is not None:
+            self.threads.shutdown()
         self.data.clear()
         self.status = "closed"
         self._closed.set()
@@ -261,29 +261,10 @@ class Worker:
         except KeyError as e:  # pragma: no cover - the state machine guarantees this
             logger.error("dependency %r of %r is not in memory", e.args[0], inst.key)
             raise
-        loop = self._loop
-        assert loop is not None
-        fut = self.executor.submit(execute.run_task, self, inst.key, inst.run_spec, values)
-        fut.add_done_callback(lambda f: self._from_thread(loop, f))
+        assert self.threads is not None
+        self.threads.submit(self, inst.key, inst.run_spec, values)
 
-    def _from_thread(self, loop: asyncio.AbstractEventLoop, f: Any) -> None:
-        if f.cancelled():
-            return
-        try:
-            loop.call_soon_threadsafe(self._task_done, f.result())
-        except RuntimeError:  # the loop closed while the task ran: nobody to tell
-            pass
-
-    def _task_done(self, outcome: execute.Outcome) -> None:
-        self._done.append(outcome)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_done)
-
-    def _flush_done(self) -> None:
-        self._flush_scheduled = False
-        done, self._done = self._done, []
+    def _tasks_done(self, done: list[execute.Outcome]) -> None:
         if self.status != "running":
             return
         now = time.time()
