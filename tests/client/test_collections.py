@@ -15,6 +15,7 @@ import operator
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,25 @@ def test_get_task_spec_graph(c: Client) -> None:
     assert c.get(dsk, keys) == expected == [[22, [[1, 2, 3], 22, 5]], 22, {"a": 16, "b": 3}, 16]
 
 
+def test_get_high_level_graph_of_an_array(c: Client) -> None:
+    x = (da.arange(20, chunks=5).reshape(4, 5).rechunk(2) + 1).T
+    dsk, keys = x.__dask_graph__(), x.__dask_keys__()  # keys: a list of lists of tuples
+    got = c.get(dsk, keys)
+    expected = dask.get(dsk, keys)
+    assert len(got) == len(expected) == 3
+    for row_got, row_expected in zip(got, expected):
+        for a, b in zip(row_got, row_expected):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(da.core.concatenate3(got), np.arange(1, 21).reshape(4, 5).T)
+
+
+def test_get_keywords_workers_and_unknown(c: Client, addrs: list[str]) -> None:
+    dsk = {"a": (where,), "b": (where, "a")}
+    assert c.get(dsk, ["a", "b"], workers=[addrs[1]]) == [addrs[1], addrs[1]]
+    # keywords other schedulers take (num_workers=...) are accepted and ignored
+    assert c.get({"x": (inc, 1)}, "x", num_workers=3) == 2
+
+
 def test_get_sync_false_returns_futures_in_the_shape_of_keys(c: Client) -> None:
     dsk = {"x": 1, "y": (inc, "x"), "z": (add, "x", "y")}
     futures = c.get(dsk, [["y"], "z"], sync=False)
@@ -221,13 +241,6 @@ def test_client_is_dask_default_scheduler_until_closed(tcp_cluster: LocalCluster
     assert_cluster_empty(tcp_cluster)
 
 
-@pytest.mark.xfail(
-    reason="client.py: Client._close restores the dask config only when dask still points "
-    "at this client; closing clients out of order (first one, then the second) makes the "
-    "second one's dask.config.set(...).__exit__ restore the first, closed client's get as "
-    "dask's scheduler",
-    strict=True,
-)
 def test_dask_default_scheduler_after_clients_close_out_of_order(
     tcp_cluster: LocalCluster,
 ) -> None:
@@ -411,6 +424,25 @@ def test_two_clients_compute_the_same_graph_at_once(tcp_cluster: LocalCluster) -
     assert_cluster_empty(tcp_cluster)
 
 
+def test_threads_compute_through_the_default_client_at_once(c: Client) -> None:
+    """dask.compute from many threads: different graphs, and the very same graph."""
+
+    def job(seed: int) -> tuple[float, float]:
+        x = da.random.default_rng(seed).random((80, 80), chunks=20)
+        y = (x @ x.T).sum()
+        return y.compute(), y.compute(scheduler="sync")
+
+    with ThreadPoolExecutor(6) as pool:
+        for got, expected in pool.map(job, range(12)):
+            assert got == pytest.approx(expected, rel=1e-12)
+
+    x = da.random.default_rng(99).random((200, 200), chunks=20)
+    expected_std = x.std().compute(scheduler="sync")
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: x.std().compute(), range(12)))
+    assert results == pytest.approx([expected_std] * 12, rel=1e-12)
+
+
 # ---------------------------------------------------------------- 8. annotations
 
 
@@ -451,6 +483,8 @@ def test_annotate_workers_puts_tasks_there(c: Client, addrs: list[str]) -> None:
         blocks = da.ones(12, chunks=2).map_blocks(block_where, chunks=(1,), dtype=object)
     on = c.compute(blocks, optimize_graph=False).result()
     assert set(on) == {addrs[1]}
+    with dask.config.set({"optimization.fuse.active": False}):
+        assert set(blocks.compute()) == {addrs[1]}
     # the workers= keyword of compute and persist
     on2 = c.compute(dask.delayed(where, pure=False)(), workers=[addrs[0]]).result()
     assert on2 == addrs[0]
@@ -482,15 +516,20 @@ async def test_annotations_are_recorded_on_the_scheduler(c_s_ws) -> None:
             r = dask.delayed(where, pure=False)()
         with dask.annotate(workers=[ws[1].address]):
             w = dask.delayed(where, pure=False)()
-        fp, fr, fw = c.compute([p, r, w])
+        with dask.annotate(workers=["tcp://127.0.0.1:9"], allow_other_workers=True):
+            loose = dask.delayed(where, pure=False)()
+        fp, fr, fw, fl = c.compute([p, r, w, loose])
         assert await fp == 2
         assert await fr == gpu.address  # only that worker has a GPU
         assert await fw == ws[1].address
+        assert await fl in {w.address for w in [*ws, gpu]}  # the named worker is not there
         tasks = s.state.tasks
         assert tasks[fp.key].priority[0] == -7
         assert tasks[fp.key].retries == 3
         assert tasks[fr.key].resources == {"GPU": 1}
         assert tasks[fw.key].worker_restrictions == (ws[1].address,)
+        assert tasks[fw.key].allow_other_workers is False
+        assert tasks[fl.key].allow_other_workers is True
     finally:
         await gpu.close()
 
@@ -521,14 +560,6 @@ def test_delayed_tree_through_the_client(c: Client) -> None:
     assert level[0].compute() == level[0].compute(scheduler="sync") == sum(range(1, 2_001))
 
 
-@pytest.mark.xfail(
-    reason="comm/batched.py + client.py: a batch over the connection's Limits (max_frames, "
-    "max_message_bytes) fails in BatchedSender.write; the sender logs it and closes, but the "
-    "client gives it no on_error, so the graph's futures stay pending forever and every "
-    "later message is dropped by Client._flush_outbox (one frame per task run spec: a graph "
-    "of more tasks than max_frames hangs)",
-    strict=True,
-)
 async def test_graph_over_the_frame_limit_does_not_hang(c_s_ws, monkeypatch) -> None:
     from shoal.comm import connection
     from shoal.protocol.frames import Limits
