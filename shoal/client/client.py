@@ -39,7 +39,7 @@ from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect
 from shoal.comm.rpc import ConnectionPool
-from shoal.errors import CommError, ProtocolError, RemoteError
+from shoal.errors import CommError, LocalProtocolError, ProtocolError, RemoteError
 from shoal.protocol.messages import (
     CancelKeys,
     ClientDesiresKeys,
@@ -65,16 +65,36 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shoal.client")
 
 _default_lock = threading.Lock()
-_default: Client | None = None
+#: Clients made with ``set_as_default=True``, oldest first; the newest running one is
+#: the default client and dask's default scheduler.
+_defaults: list[Client] = []
+#: dask's settings from before the first default client, restored after the last.
+_saved_dask_config: dict[str, Any] = {}
 _no_default = object()
+
+
+def _running_default() -> Client | None:
+    for c in reversed(_defaults):
+        if c.status == "running":
+            return c
+    return None
+
+
+def _point_dask_at(client: Client | None) -> None:
+    """Make dask use ``client`` (or, with None, the settings from before shoal's)."""
+    if client is not None:
+        dask.config.set({"scheduler": client.get, **TASK_BASED_METHODS})
+    else:
+        dask.config.set(dict(_saved_dask_config))
 
 
 def default_client(c: Client | None = None) -> Client:
     """Return ``c`` or the default client of this process; raise if there is none."""
     if c is not None:
         return c
-    if _default is not None and _default.status == "running":
-        return _default
+    default = _running_default()
+    if default is not None:
+        return default
     raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
 
 
@@ -131,7 +151,6 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
         self._stream_task: asyncio.Task[Any] | None = None
         self._callback_executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._dask_config: Any = None
         self._generation = itertools.count()
         self.scheduler_versions: dict[str, Any] = {}
         self._loop_thread: LoopThread | None = None
@@ -199,7 +218,6 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
         return f"<b>shoal Client</b>: scheduler {self.scheduler_address}, status {self.status}"
 
     async def _start(self) -> None:
-        global _default
         self.loop = asyncio.get_running_loop()
         if self._address is None:
             from shoal.deploy.local import LocalCluster
@@ -218,15 +236,21 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
             raise RemoteError(f"the scheduler refused this client: {reply.message}")
         self.scheduler_versions = dict(getattr(reply, "versions", {}))
         self._conn = conn
-        self._stream = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        self._stream = BatchedSender(
+            conn, interval=float(config.get("comm.batch-interval")), on_error=self._stream_failed
+        )
         self._stream_task = asyncio.ensure_future(self._read_stream(conn))
         self.status = "running"
         self._flush_outbox()
         if self._set_as_default:
             with _default_lock:
-                _default = self
-            # dask.compute, x.compute() and x.persist() now run here
-            self._dask_config = dask.config.set({"scheduler": self.get, **TASK_BASED_METHODS})
+                if _running_default() is None:
+                    _saved_dask_config.clear()
+                    for name in ("scheduler", *TASK_BASED_METHODS):
+                        _saved_dask_config[name] = dask.config.get(name, None)
+                _defaults.append(self)
+                # dask.compute, x.compute() and x.persist() now run here
+                _point_dask_at(self)
 
     # ------------------------------------------------------------------ messages out
 
@@ -298,6 +322,22 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
             self._fail_pending(f"the scheduler refused a message from this client: {msg.message}")
         else:
             logger.warning("unexpected %r from the scheduler", msg.op)
+
+    def _stream_failed(self, exc: BaseException) -> None:
+        """Sending to the scheduler failed: what was being sent is lost, say so."""
+        hint = ""
+        if isinstance(exc, LocalProtocolError):
+            hint = (
+                " The message was over this connection's limits: submit the graph in "
+                "smaller parts, scatter large arguments (client.scatter) instead of "
+                "embedding them, or raise comm.max-frames / comm.max-message-bytes."
+            )
+        text = f"could not send to the scheduler: {exc}.{hint}"
+        logger.error("%s", text)
+        self._fail_pending(text)
+        self.status = "closed"
+        if self._conn is not None:
+            self._conn.abort()
 
     def _fail_pending(self, text: str) -> None:
         err = RemoteException(None, None, f"CommClosedError: {text}", "")
@@ -549,16 +589,14 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
         await self._close()
 
     async def _close(self) -> None:
-        global _default
         if self.status == "closed":
             return
         self.status = "closing"
         with _default_lock:
-            if _default is self:
-                _default = None
-        if self._dask_config is not None and dask.config.get("scheduler", None) == self.get:
-            self._dask_config.__exit__(None, None, None)
-        self._dask_config = None
+            if self in _defaults:
+                _defaults.remove(self)
+                if dask.config.get("scheduler", None) == self.get:
+                    _point_dask_at(_running_default())
         self._flush_outbox()
         if self._stream is not None and not self._stream.closed:
             with contextlib.suppress(Exception):
@@ -606,17 +644,15 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
     if worker is not None:
         if worker._client is not None and worker._client.status == "running":
             return worker._client  # type: ignore[no-any-return]
-        if (
-            _default is not None
-            and _default.status == "running"
-            and (_default.scheduler_address == worker.scheduler_address)
-        ):
-            return _default
+        default = _running_default()
+        if default is not None and default.scheduler_address == worker.scheduler_address:
+            return default
         worker._client = Client(worker.scheduler_address, set_as_default=False)
         return worker._client  # type: ignore[no-any-return]
     if address is not None:
-        if _default is not None and _default.scheduler_address == address:
-            return _default
+        default = _running_default()
+        if default is not None and default.scheduler_address == address:
+            return default
         return Client(address)
     return default_client()
 

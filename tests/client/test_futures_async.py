@@ -260,7 +260,7 @@ async def test_wait_for_workers(c_s_ws) -> None:
 def test_get_client_outside_task_without_client_raises() -> None:
     import shoal.client.client as mod
 
-    if mod._default is None:
+    if mod._running_default() is None:
         with pytest.raises(ValueError, match="No clients found"):
             get_client()
 
