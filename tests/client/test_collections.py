@@ -375,6 +375,40 @@ def test_graph_using_a_persisted_collection_with_more_work(c: Client) -> None:
     np.testing.assert_allclose(z.compute(), expected)
 
 
+async def test_async_client_get_compute_persist(c_s_ws) -> None:
+    """The same API awaited; the scheduler and the workers show where the keys are."""
+    c, s, ws = c_s_ws
+    dsk = {"a": 1, ("b", 0): (inc, "a"), ("b", 1): (add, "a", ("b", 0))}
+    assert await c.get(dsk, [("b", 0), [("b", 1)]]) == as_lists(
+        dask.get(dsk, [("b", 0), [("b", 1)]])
+    )
+    x = da.random.default_rng(11).random((40, 40), chunks=10)
+    expected = x.sum(axis=0).compute(scheduler="sync")
+    fut = c.compute(x.sum(axis=0))
+    assert isinstance(fut, Future)
+    np.testing.assert_allclose(await fut, expected, rtol=1e-12)
+    np.testing.assert_allclose(await c.compute(x.sum(axis=0), sync=True), expected, rtol=1e-12)
+
+    p = c.persist(x)
+    keys = {f.key for f in futures_of(p)}
+    assert keys == set(flatten(x.__dask_keys__()))
+    await c.gather(futures_of(p))
+    assert all(s.state.tasks[k].state == "memory" for k in keys)
+    on_workers = {k for w in ws for k in w.data}
+    assert keys <= on_workers
+    total_fut = c.compute(p.sum())
+    assert await total_fut == pytest.approx(x.sum().compute(scheduler="sync"), rel=1e-12)
+    # once released, the keys leave the scheduler and the workers
+    del p, total_fut, fut
+    gc.collect()
+    for _ in range(500):
+        if not s.state.tasks and not any(w.data for w in ws):
+            break
+        await asyncio.sleep(0.01)
+    assert not s.state.tasks
+    assert not any(w.data for w in ws)
+
+
 # ---------------------------------------------------------------- 7. two clients
 
 
