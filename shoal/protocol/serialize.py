@@ -5,7 +5,8 @@
   frames, as views of the object's memory (no copy).  When plain pickle fails, or when
   its output refers to ``__main__`` (a function defined in a script or notebook, which
   the receiver could not import), the object is pickled with cloudpickle instead.
-* :func:`dumps_run_spec` always uses cloudpickle: run specs reference user functions.
+* :func:`dumps_run_spec` does the same for run specs, whose functions are cloudpickled
+  once each by :func:`dumps_function`.
 * :func:`loads` rebuilds the object; the out-of-band frames it received become the
   memory of the arrays it contains (writable when the frames are, e.g. slices of the
   decoder's receive buffer).
@@ -54,8 +55,7 @@ def _type_name(obj: object) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def dumps(obj: object) -> Opaque:
-    """Serialize ``obj``: pickle 5 with out-of-band buffers, else cloudpickle."""
+def _dumps(obj: object, what: str) -> Opaque:
     try:
         header, buffers = _pickle_with(pickle.dumps, obj)
     except Exception:
@@ -68,32 +68,23 @@ def dumps(obj: object) -> Opaque:
         header, buffers = _pickle_with(cloudpickle.dumps, obj)
     except Exception as e:
         raise SerializeError(
-            f"could not serialize object of type {_type_name(obj)}: {type(e).__name__}: {e}"
+            f"could not serialize {what} of type {_type_name(obj)}: {type(e).__name__}: {e}"
         ) from e
     return Opaque([header, *(_raw(b) for b in buffers)])
+
+
+def dumps(obj: object) -> Opaque:
+    """Serialize ``obj``: pickle 5 with out-of-band buffers, else cloudpickle."""
+    return _dumps(obj, "object")
 
 
 def dumps_run_spec(obj: object) -> Opaque:
-    """Serialize a run spec (a callable and its arguments).
+    """Serialize a run spec (a callable and its arguments), as :func:`dumps` does.
 
-    Plain pickle first (fast; a :class:`~shoal.protocol.runspec.RunSpec` carries its
-    function already cloudpickled, see :func:`dumps_function`), cloudpickle when that
-    fails or would refer to ``__main__``.
+    Plain pickle is fast here: a :class:`~shoal.protocol.runspec.RunSpec` carries its
+    function already cloudpickled (see :func:`dumps_function`).
     """
-    try:
-        header, buffers = _pickle_with(pickle.dumps, obj)
-    except Exception:
-        pass
-    else:
-        if b"__main__" not in header:
-            return Opaque([header, *(_raw(b) for b in buffers)])
-    try:
-        header, buffers = _pickle_with(cloudpickle.dumps, obj)
-    except Exception as e:
-        raise SerializeError(
-            f"could not serialize task of type {_type_name(obj)}: {type(e).__name__}: {e}"
-        ) from e
-    return Opaque([header, *(_raw(b) for b in buffers)])
+    return _dumps(obj, "task")
 
 
 _CACHE_SIZE = 128
