@@ -261,6 +261,40 @@ def test_dask_default_scheduler_after_clients_close_out_of_order(
     assert_cluster_empty(tcp_cluster)
 
 
+def test_scheduler_may_be_the_client_object(tcp_cluster: LocalCluster) -> None:
+    x = da.arange(10, chunks=3)
+    with Client(tcp_cluster, set_as_default=False) as c:
+        assert dask.compute(x.sum(), scheduler=c) == (45,)
+        with dask.config.set(scheduler=c):
+            assert x.sum().compute() == 45
+            assert futures_of(x.persist())
+    gc.collect()
+    assert_cluster_empty(tcp_cluster)
+
+
+@pytest.mark.xfail(
+    reason="client.py: _point_dask_at makes client.get dask's scheduler for an asynchronous "
+    "client too; dask.compute then calls it synchronously and gets a coroutine back "
+    "(TypeError: 'coroutine' object is not subscriptable, and a never-awaited coroutine). "
+    "distributed points dask at the client object, whose .asynchronous lets dask raise "
+    "a clear RuntimeError (or fall back, admin.async-client-fallback)",
+    raises=AssertionError,
+    strict=True,
+)
+async def test_dask_compute_with_an_asynchronous_default_client_says_so(c_s_ws) -> None:
+    x = da.arange(10, chunks=5)
+    error: tuple[type, str] | None = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # today: a never-awaited coroutine
+        try:
+            x.sum().compute()
+        except Exception as e:
+            error = (type(e), str(e))  # not e itself: its frames hold the coroutine
+        gc.collect()
+    assert error is not None and error[0] is RuntimeError, error
+    assert "asynchronous" in error[1]
+
+
 # ---------------------------------------------------------------- 2. compute and persist
 
 
