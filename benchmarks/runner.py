@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     report["comparison"] = summarize(report)
     print()
     print(table(report))
+    print(noise_line(results))
+    for r in results:
+        if r["flavor"] != "distributed" and r.get("distributed_imported"):
+            print(f"note: the {r['flavor']} session of {r['workload']} imported distributed")
     failures = [r for r in results if r["status"] != "ok"]
     for r in failures:
         print(f"\n{r['workload']} on {r['flavor']}: {r['status']} (log: {r['log']})")
@@ -140,6 +144,7 @@ def run_session(name: str, flavor: str, args: argparse.Namespace, logs: Path) ->
     if args.quick:
         cmd.append("--quick")
     t0 = time.perf_counter()
+    cpu0 = cpu_seconds()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -153,6 +158,7 @@ def run_session(name: str, flavor: str, args: argparse.Namespace, logs: Path) ->
             returncode = proc.wait()
         leftovers = kill_group(proc.pid)
     elapsed = time.perf_counter() - t0
+    busy, own = (b - a for a, b in zip(cpu0, cpu_seconds()))
     result = collect(events_path)
     result.update(
         workload=name,
@@ -162,6 +168,8 @@ def run_session(name: str, flavor: str, args: argparse.Namespace, logs: Path) ->
         time_limit_s=limit,
         log=str(log_path),
         leftover_processes=leftovers,
+        cpu_s=round(own, 1),
+        others_cores=round(max(0.0, busy - own) / elapsed, 2),
     )
     if timed_out:
         result["status"] = f"timed out after {limit:.0f} s"
@@ -235,6 +243,23 @@ def kill_group(pgid: int) -> list[str]:
     return left
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far: by the whole machine, and by this process's children.
+
+    A session's own use is the second's growth (it waits for its workers, so theirs is
+    in it); what the machine used beyond that went to other programs, which the run
+    reports as noise (``others_cores``: the average number of cores they kept busy).
+    """
+    import resource
+
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, children.ru_utime + children.ru_stime
+
+
 def tail(path: Path, lines: int) -> str:
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
     return "\n".join(text[-lines:])
@@ -246,7 +271,22 @@ def progress_line(r: dict[str, Any]) -> str:
     shown = f"{first[0]} {first[1]:,.3g}" if first else "no samples"
     return (
         f"  {r['workload']:<20} {r['flavor']:<12} {r['status']:<22} "
-        f"{n} rep(s), {r['elapsed_s']:.1f} s; {shown}"
+        f"{n} rep(s), {r['elapsed_s']:.1f} s; {shown}; other programs kept "
+        f"{r['others_cores']:.2f} cores busy"
+    )
+
+
+def noise_line(results: list[dict[str, Any]]) -> str:
+    """How busy other programs kept the machine while the sessions ran."""
+    if not results:
+        return ""
+    total = sum(r["elapsed_s"] for r in results)
+    mean = sum(r["others_cores"] * r["elapsed_s"] for r in results) / max(total, 1e-9)
+    worst = max(results, key=lambda r: r["others_cores"])
+    return (
+        f"other programs on this machine kept {mean:.2f} cores busy on average during the "
+        f"sessions (most: {worst['others_cores']:.2f}, during {worst['workload']} on "
+        f"{worst['flavor']})"
     )
 
 

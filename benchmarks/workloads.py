@@ -140,7 +140,7 @@ def started_nbytes_where(arr: Any, flavor: str) -> tuple[float, int, str]:
 # ---------------------------------------------------------------------- workloads
 
 
-@workload("map-noop", Metric("10k", "tasks/s", True), Metric("50k", "tasks/s", True))
+@workload("map-noop", Metric("10k", "tasks/s", True), Metric("50k", "tasks/s", True), repeat=2)
 def map_noop(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     """client.map of a no-op over 10,000 and over 50,000 items, then gather."""
     sizes = {"10k": bench.size(10_000, 1_000), "50k": bench.size(50_000, 5_000)}
@@ -329,7 +329,7 @@ def shuffle(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     import pandas as pd
     from dask.utils import get_default_shuffle_method
 
-    days = bench.size(240, 8)
+    days = bench.size(256, 8)
     end = pd.Timestamp("2000-01-01") + pd.Timedelta(days=days)
     ddf = dask.datasets.timeseries(
         start="2000-01-01", end=end.strftime("%Y-%m-%d"), freq="1s", partition_freq="2d", seed=0
@@ -351,7 +351,7 @@ def shuffle(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
         out = bench.client.persist((small if warmup else ddf).set_index("x"))
         mod.wait(out)
         elapsed = perf_counter() - t0
-        assert out.npartitions >= 1
+        assert len(out) == (2 if warmup else days // 2) * 2 * 86_400
         del out
         bench.settle()
         yield {"set_index": elapsed, "rate": (small_nbytes if warmup else nbytes) / elapsed / 1e6}
@@ -368,6 +368,7 @@ def shuffle(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     Metric("first result", "s", False),
     Metric("close", "s", False),
     own_cluster=True,
+    repeat=5,
 )
 def startup(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     """A LocalCluster's start (with its Client), first result of a no-op, and close."""
