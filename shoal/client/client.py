@@ -39,7 +39,7 @@ from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect
 from shoal.comm.rpc import ConnectionPool
-from shoal.errors import CommError, LocalProtocolError, ProtocolError, RemoteError
+from shoal.errors import CommClosedError, CommError, LocalProtocolError, ProtocolError, RemoteError
 from shoal.protocol.messages import (
     CancelKeys,
     ClientDesiresKeys,
@@ -83,7 +83,8 @@ def _running_default() -> Client | None:
 def _point_dask_at(client: Client | None) -> None:
     """Make dask use ``client`` (or, with None, the settings from before shoal's)."""
     if client is not None:
-        dask.config.set({"scheduler": client.get, **TASK_BASED_METHODS})
+        # the client object, not its get: dask refuses an asynchronous one clearly
+        dask.config.set({"scheduler": client, **TASK_BASED_METHODS})
     else:
         dask.config.set(dict(_saved_dask_config))
 
@@ -341,6 +342,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
 
     def _fail_pending(self, text: str) -> None:
         err = RemoteException(None, None, f"CommClosedError: {text}", "")
+        err.preset(CommClosedError(text))
         for st in list(self._states.values()):
             if not st.done():
                 st.set_error(err)
@@ -348,13 +350,13 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
     # ------------------------------------------------------------------ references
 
     def _acquire(self, key: Key, inform: bool) -> FutureState:
-        with self._lock:
+        with self._lock:  # the message is queued under the lock: in order with releases
             first = self._refs.acquire(key)
             st = self._states.get(key)
             if st is None:
                 st = self._states[key] = FutureState()
-        if first and inform:
-            self._send(ClientDesiresKeys(keys=(key,)))
+            if first and inform:
+                self._send(ClientDesiresKeys(keys=(key,)))
         return st
 
     def _release(self, key: Key) -> None:
@@ -362,8 +364,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
             last = self._refs.release(key)
             if last:
                 self._states.pop(key, None)
-        if last and self.status == "running":
-            self._send(ClientReleasesKeys(keys=(key,)))
+                if self.status == "running":
+                    self._send(ClientReleasesKeys(keys=(key,)))
 
     def _add_done_callback(
         self, future: Future, fn: Callable[[Future], Any], in_loop: bool = False
@@ -595,7 +597,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
         with _default_lock:
             if self in _defaults:
                 _defaults.remove(self)
-                if dask.config.get("scheduler", None) == self.get:
+                if dask.config.get("scheduler", None) is self:
                     _point_dask_at(_running_default())
         self._flush_outbox()
         if self._stream is not None and not self._stream.closed:

@@ -49,6 +49,10 @@ class RemoteException:
         self.blame = blame
         self._loaded: BaseException | None = None
 
+    def preset(self, exc: BaseException) -> None:
+        """Use ``exc`` as the exception (an error raised here, not on a worker)."""
+        self._loaded = exc
+
     def load(self) -> BaseException:
         """The exception object, rebuilt here (``TaskError`` if its type can't be)."""
         if self._loaded is not None:
@@ -261,6 +265,8 @@ class Future(TaskRef):  # type: ignore[misc]
     def __repr__(self) -> str:
         extra = f", type: {self.type}" if self.type else ""
         return f"<Future: {self.status}{extra}, key: {self.key!r}>"
+
+    __str__ = __repr__
 
     def _repr_html_(self) -> str:
         return f"<b>Future: {self.key!r}</b> status: {self.status}"

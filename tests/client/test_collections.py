@@ -213,7 +213,7 @@ def test_client_is_dask_default_scheduler_until_closed(tcp_cluster: LocalCluster
     c = Client(tcp_cluster)
     try:
         workers = set(c.nthreads())
-        assert dask.config.get("scheduler") == c.get
+        assert dask.config.get("scheduler") is c
         assert get_scheduler() == c.get
         assert dask.config.get("dataframe.shuffle.method") == "tasks"
         assert dask.config.get("array.rechunk.method") == "tasks"
@@ -251,9 +251,9 @@ def test_dask_default_scheduler_after_clients_close_out_of_order(
     saved = copy.deepcopy(dask.config.config)
     first = Client(tcp_cluster)
     second = Client(tcp_cluster)
-    assert dask.config.get("scheduler") == second.get
+    assert dask.config.get("scheduler") is second
     first.close()
-    assert dask.config.get("scheduler") == second.get
+    assert dask.config.get("scheduler") is second
     second.close()
     try:
         assert dask.config.get("scheduler", None) is None, "dask still uses a closed client"
@@ -276,15 +276,6 @@ def test_scheduler_may_be_the_client_object(tcp_cluster: LocalCluster) -> None:
     assert_cluster_empty(tcp_cluster)
 
 
-@pytest.mark.xfail(
-    reason="client.py: _point_dask_at makes client.get dask's scheduler for an asynchronous "
-    "client too; dask.compute then calls it synchronously and gets a coroutine back "
-    "(TypeError: 'coroutine' object is not subscriptable, and a never-awaited coroutine). "
-    "distributed points dask at the client object, whose .asynchronous lets dask raise "
-    "a clear RuntimeError (or fall back, admin.async-client-fallback)",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_dask_compute_with_an_asynchronous_default_client_says_so(c_s_ws) -> None:
     x = da.arange(10, chunks=5)
     error: tuple[type, str] | None = None

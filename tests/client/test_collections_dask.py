@@ -47,7 +47,7 @@ def tcp_cluster() -> Iterator[LocalCluster]:
 def c(tcp_cluster: LocalCluster) -> Iterator[Client]:
     """A synchronous client: dask's default scheduler while it runs."""
     with Client(tcp_cluster) as client:
-        assert dask.config.get("scheduler") == client.get
+        assert dask.config.get("scheduler") is client
         yield client
     gc.collect()
     # nothing of the graphs is left on the cluster
