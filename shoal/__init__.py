@@ -11,6 +11,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from shoal.client.client import Client, default_client, get_client
+from shoal.client.collections import futures_of
 from shoal.client.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -18,7 +19,6 @@ from shoal.client.futures import (
     Future,
     as_completed,
     fire_and_forget,
-    futures_in,
     wait,
 )
 from shoal.deploy.local import LocalCluster
@@ -54,7 +54,7 @@ __all__ = [
     "as_completed",
     "default_client",
     "fire_and_forget",
-    "futures_in",
+    "futures_of",
     "get_client",
     "get_worker",
     "wait",

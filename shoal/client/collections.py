@@ -27,7 +27,7 @@ from dask.utils import format_bytes
 
 from shoal import config
 from shoal._types import Key
-from shoal.client.futures import Future
+from shoal.client.futures import Future, futures_in
 from shoal.protocol.messages import TaskSpec, UpdateGraph
 from shoal.protocol.serialize import dumps_run_spec
 
@@ -275,6 +275,4 @@ def _pack(keys: Any, futures: Mapping[Key, Future]) -> Any:
 
 def futures_of(obj: Any) -> list[Future]:
     """Every future inside ``obj``: collections backed by futures, lists, dicts, futures."""
-    from shoal.client.futures import futures_in
-
     return futures_in(obj)
