@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "comm.max-message-bytes": 2 * 2**30,
     "comm.timeouts.connect": 30.0,
     # Admin messages are coalesced for this long before a write.
-    "comm.batch-interval": 0.002,
+    "comm.batch-interval": 0.001,
     "scheduler.allowed-failures": 3,
     "scheduler.validate": False,
     "worker.heartbeat-interval": 1.0,
