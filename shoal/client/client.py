@@ -296,7 +296,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
         if isinstance(msg, KeyInMemory):
             st = self._states.get(msg.key)
             if st is not None:
-                st.finish(msg.type_name)
+                st.finish(msg.type_name, tuple(msg.who_has))
         elif isinstance(msg, KeyErred):
             st = self._states.get(msg.key)
             if st is not None:

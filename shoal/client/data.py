@@ -77,44 +77,43 @@ class DataMixin:
         return _drop_skipped(result) if bad else result
 
     async def _gather_keys(self, keys: Sequence[Key]) -> dict[Key, Any]:
-        """Fetch the values of finished keys straight from the workers holding them."""
+        """Fetch the values of finished keys straight from the workers holding them.
+
+        First from the holders the scheduler named when the keys finished; for keys
+        that moved or were lost since, ask the scheduler where they are now.
+        """
         assert self._pool is not None and self.scheduler_address is not None
         values: dict[Key, Any] = {}
-        todo = list(dict.fromkeys(keys))
+        by_worker: dict[str, list[Key]] = defaultdict(list)
+        todo: list[Key] = []
+        for key in dict.fromkeys(keys):
+            st = self._states.get(key)
+            if st is not None and st.who_has:
+                by_worker[random.choice(st.who_has)].append(key)
+            else:
+                todo.append(key)
+        if by_worker:
+            todo += await self._fetch_from(by_worker, values)
         for attempt in range(20):
             if not todo:
                 return values
             info = await self._request(GatherKeys(keys=tuple(todo)))
-            by_worker: dict[str, list[Key]] = defaultdict(list)
+            by_worker = defaultdict(list)
             waiting = []
             for key in todo:
                 entry = info.get(key) or {}
                 holders = list(entry.get("who_has") or ())
+                status = entry.get("status")
+                st = self._states.get(key)
                 if holders:
                     by_worker[random.choice(holders)].append(key)
-                elif entry.get("status") == "erred" or entry.get("status") is None:
-                    st = self._states.get(key)
-                    if st is not None and st.status == "error":
-                        raise st.error.load()  # type: ignore[union-attr]
-                    if entry.get("status") is None:
-                        raise FutureCancelledError(key, "the scheduler does not know this key")
-                    waiting.append(key)
+                elif st is not None and st.status == "error":
+                    raise st.error.load()  # type: ignore[union-attr]
+                elif status in (None, "forgotten"):
+                    raise FutureCancelledError(key, "the scheduler does not know this key")
                 else:
                     waiting.append(key)
-
-            async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
-                try:
-                    reply = await self._pool.request(addr, GetData(keys=tuple(ks)))  # type: ignore[union-attr]
-                except CommError:
-                    return tuple(ks)
-                if not isinstance(reply, DataReply):
-                    raise RemoteError(f"unexpected reply {reply.op!r} from {addr}")
-                for k, opaque in reply.data.items():
-                    values[k] = loads(opaque)
-                return tuple(reply.missing)
-
-            missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))
-            todo = [k for ks in missed for k in ks] + waiting
+            todo = await self._fetch_from(by_worker, values) + waiting
             if todo:
                 await asyncio.sleep(min(0.02 * 2**attempt, 1.0))
                 for key in todo:
@@ -124,6 +123,25 @@ class DataMixin:
                         if st.status == "error":
                             raise st.error.load()  # type: ignore[union-attr]
         raise RuntimeError(f"could not gather {todo!r}: the workers holding them keep failing")
+
+    async def _fetch_from(
+        self, by_worker: dict[str, list[Key]], values: dict[Key, Any]
+    ) -> list[Key]:
+        """Get keys from the given workers into ``values``; return the keys not got."""
+
+        async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
+            try:
+                reply = await self._pool.request(addr, GetData(keys=tuple(ks)))  # type: ignore[union-attr]
+            except CommError:
+                return tuple(ks)
+            if not isinstance(reply, DataReply):
+                raise RemoteError(f"unexpected reply {reply.op!r} from {addr}")
+            for k, opaque in reply.data.items():
+                values[k] = loads(opaque)
+            return tuple(reply.missing)
+
+        missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))
+        return [k for ks in missed for k in ks]
 
     # ------------------------------------------------------------------ scatter
 
@@ -180,7 +198,7 @@ class DataMixin:
         for key, _ in items:
             with self._lock:
                 fut = Future(key, self, inform=False)  # type: ignore[arg-type]
-            fut._state.finish(None)
+            fut._state.finish(None, tuple(who_has[key]))
             futures[key] = fut
         self._flush_outbox()
         await self._request(

@@ -99,11 +99,12 @@ class FutureState:
     Only the client's event loop changes it; other threads read it.
     """
 
-    __slots__ = ("_event", "callbacks", "error", "reason", "status", "type_name")
+    __slots__ = ("_event", "callbacks", "error", "reason", "status", "type_name", "who_has")
 
     def __init__(self) -> None:
         self.status = "pending"
         self.type_name: str | None = None
+        self.who_has: tuple[str, ...] = ()
         self.error: RemoteException | None = None
         self.reason = ""
         self._event: asyncio.Event | None = None
@@ -121,9 +122,10 @@ class FutureState:
         for cb in callbacks:
             cb()
 
-    def finish(self, type_name: str | None = None) -> None:
-        """The value is in memory on the cluster."""
+    def finish(self, type_name: str | None = None, who_has: tuple[str, ...] = ()) -> None:
+        """The value is in memory on the cluster, on the workers ``who_has``."""
         self.type_name = type_name
+        self.who_has = who_has
         self._set("finished")
 
     def set_error(self, error: RemoteException) -> None:
@@ -140,6 +142,7 @@ class FutureState:
         """The value was lost and is being recomputed."""
         self.status = "pending"
         self.error = None
+        self.who_has = ()
         if self._event is not None:
             self._event.clear()
 

@@ -196,11 +196,12 @@ class ClientRegistered(Message):
 
 @dataclass(frozen=True, slots=True)
 class KeyInMemory(Message):
-    """A key the client wants has a value on some worker."""
+    """A key the client wants has a value on these workers (``who_has``)."""
 
     op: ClassVar[str] = "key-in-memory"
     key: Key
     type_name: str | None = None
+    who_has: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ EXAMPLES: dict[str, Any] = {
     "tuple[Key, ...]": (KEY, "y", 3, b"bytes-key"),
     "tuple[Key, ...] | None": (KEY, "z"),
     "tuple[Address, ...] | None": ("tcp://a:1", "inproc://1/2"),
+    "tuple[Address, ...]": ("tcp://a:1", "tcp://b:2"),
     "tuple[str, ...] | None": ("a", "b"),
     "tuple[int | float, ...]": (1, -2, 0.5),
     "tuple[Any, ...]": ((1, "a", None), {"k": opaque(b"z")}),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shoal._types import Key
-from shoal.protocol.messages import KeyInMemory
 from shoal.scheduler.state.events import (
     ClientConnected,
     ClientDisconnected,
@@ -20,6 +19,7 @@ from shoal.scheduler.state.model import Arrival, ClientInfo, Context, TaskState
 from shoal.scheduler.state.transitions import (
     FIRE_AND_FORGET,
     drop_fire_and_forget,
+    in_memory_message,
     recommend_in_order,
     release_if_unneeded,
     run_recommendations,
@@ -59,7 +59,7 @@ def _want(cs: ClientInfo, ts: TaskState) -> None:
 def _report_existing(cs: ClientInfo, ts: TaskState, ctx: Context) -> None:
     """Tell a client that just asked for ``ts`` what is already known about it."""
     if ts.state == "memory":
-        ctx.to_client(cs, KeyInMemory(key=ts.key, type_name=ts.type_name))
+        ctx.to_client(cs, in_memory_message(ts))
     elif ts.state == "erred":
         assert ts.failure is not None
         ctx.to_client(cs, ts.failure.report(ts.key))

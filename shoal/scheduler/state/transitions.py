@@ -179,6 +179,13 @@ def _exit_processing(s: SchedulerState, ts: TaskState) -> WorkerInfo:
     return ws
 
 
+def in_memory_message(ts: TaskState) -> KeyInMemory:
+    """What a client that wants ``ts`` (in memory) is told: its type and holders."""
+    return KeyInMemory(
+        key=ts.key, type_name=ts.type_name, who_has=tuple(ws.address for ws in ts.who_has)
+    )
+
+
 def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
     assert data is not None, f"{ts.key!r} enters memory without data"
     ts.state = "memory"
@@ -193,7 +200,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
         if dts.waiting_on.pop(ts, 0) is None and not dts.waiting_on:
             ready.append(dts)
     recommend_in_order(ready, "processing", ctx)
-    msg = KeyInMemory(key=ts.key, type_name=ts.type_name)
+    msg = in_memory_message(ts)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
     drop_fire_and_forget(ts, ctx)

@@ -89,9 +89,9 @@ def free(address: str, *keys: Key) -> ToWorker:
     return ToWorker(address, FreeKeys(keys))
 
 
-def in_memory(client: str, key: Key, type_name: str | None = "int") -> ToClient:
-    """KeyInMemory to ``client``."""
-    return ToClient(client, KeyInMemory(key, type_name))
+def in_memory(client: str, key: Key, *holders: str, type_name: str | None = "int") -> ToClient:
+    """KeyInMemory to ``client``: ``key`` is held by ``holders``."""
+    return ToClient(client, KeyInMemory(key, type_name, holders))
 
 
 def erred(client: str, key: Key, blame: Key, text: str = "ZeroDivisionError: boom") -> ToClient:

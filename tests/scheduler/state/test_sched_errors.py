@@ -56,7 +56,7 @@ def test_retry_after_one_failure_then_success() -> None:
     # The failing worker drops its error; the task is placed again.
     assert out == [compute(B, "x"), free(A, "x")]
     assert s.tasks["x"].retries == 0
-    assert s.handle(finished(B, "x")) == [in_memory("c", "x")]
+    assert s.handle(finished(B, "x")) == [in_memory("c", "x", B)]
 
 
 def test_retries_run_out() -> None:
@@ -79,7 +79,7 @@ def test_resubmitting_an_erred_key_retries_it() -> None:
     assert out == [compute(A, "a"), lost("c", "b")]
     assert states(s) == {"a": "processing", "b": "waiting"}
     s.handle(finished(A, "a"))
-    assert s.handle(finished(A, "b")) == [in_memory("c", "b"), free(A, "a")]
+    assert s.handle(finished(A, "b")) == [in_memory("c", "b", A), free(A, "a")]
 
 
 def test_wanting_an_erred_key_reports_the_error() -> None:

@@ -44,7 +44,7 @@ def test_diamond_runs_to_completion_with_exact_messages() -> None:
     out = s.handle(finished(A, "c", nbytes=7))
     assert out == [compute(A, "d", {"b": (A,), "c": (A,)}, {"b": 5, "c": 7}), free(A, "a")]
     out = s.handle(finished(A, "d"))
-    assert out == [in_memory("c", "d"), free(A, "c", "b")]
+    assert out == [in_memory("c", "d", A), free(A, "c", "b")]
     assert states(s) == {"a": "released", "b": "released", "c": "released", "d": "memory"}
 
     # Releasing the only wanted key forgets the whole graph.
@@ -97,7 +97,7 @@ def test_existing_key_in_memory_is_reported_and_kept() -> None:
     s.handle(submit("c1", spec("x")))
     s.handle(finished(A, "x"))
     out = s.handle(submit("c2", spec("x")))
-    assert out == [in_memory("c2", "x")]
+    assert out == [in_memory("c2", "x", A)]
     assert s.tasks["x"].state == "memory"
     assert [cs.client for cs in s.tasks["x"].who_wants] == ["c1", "c2"]
 
@@ -108,7 +108,7 @@ def test_existing_processing_key_keeps_its_state() -> None:
     s.handle(submit("c1", spec("x")))
     assert s.handle(submit("c2", spec("x"))) == []
     out = s.handle(finished(A, "x"))
-    assert out == [in_memory("c1", "x"), in_memory("c2", "x")]
+    assert out == [in_memory("c1", "x", A), in_memory("c2", "x", A)]
 
 
 def test_unknown_dependency_errs_with_a_clear_message() -> None:
@@ -150,7 +150,7 @@ def test_keys_desired() -> None:
     # a is released (an intermediate); b is in memory.
     out = s.handle(KeysDesired("c2", ("b", "a", "nope")))
     reason = "key 'nope' is not known to the scheduler (released?)"
-    assert out == [in_memory("c2", "b"), compute(A, "a"), cancelled("c2", "nope", reason=reason)]
+    assert out == [in_memory("c2", "b", A), compute(A, "a"), cancelled("c2", "nope", reason=reason)]
 
 
 def test_unknown_wanted_key_is_cancelled() -> None:

@@ -49,7 +49,7 @@ def test_keys_only_the_lost_worker_held_are_recomputed_from_lineage() -> None:
     assert out == [lost("c", "b"), compute(B, "a")]
     assert states(s) == {"a": "processing", "b": "waiting"}
     s.handle(finished(B, "a"))
-    assert s.handle(finished(B, "b")) == [in_memory("c", "b"), free(B, "a")]
+    assert s.handle(finished(B, "b")) == [in_memory("c", "b", B), free(B, "a")]
 
 
 def test_keys_also_held_elsewhere_survive() -> None:

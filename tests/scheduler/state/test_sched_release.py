@@ -70,9 +70,9 @@ def test_intermediate_result_released_once_its_dependents_finished() -> None:
     s.handle(worker(A))
     s.handle(submit("c", spec("a"), spec("b", "a"), spec("c", "a"), keys=("b", "c")))
     s.handle(finished(A, "a"))
-    assert s.handle(finished(A, "b")) == [in_memory("c", "b")]
+    assert s.handle(finished(A, "b")) == [in_memory("c", "b", A)]
     assert s.tasks["a"].state == "memory"
-    assert s.handle(finished(A, "c")) == [in_memory("c", "c"), free(A, "a")]
+    assert s.handle(finished(A, "c")) == [in_memory("c", "c", A), free(A, "a")]
     assert states(s) == {"a": "released", "b": "memory", "c": "memory"}
     s.handle(KeysReleased("c", ("b",)))
     assert states(s) == {"a": "released", "c": "memory"}
@@ -122,7 +122,10 @@ def test_scatter_puts_keys_in_memory() -> None:
     s = make_state()
     s.handle(worker(A), worker(B))
     out = s.handle(DataScattered("c", {"x": (A,), "y": (A, B)}, {"x": 8, "y": 16}))
-    assert out == [in_memory("c", "x", None), in_memory("c", "y", None)]
+    assert out == [
+        in_memory("c", "x", A, type_name=None),
+        in_memory("c", "y", A, B, type_name=None),
+    ]
     assert queries.who_has(s) == {"x": [A], "y": [A, B]}
     assert queries.identity(s)["workers"][A]["nbytes"] == 24
     # Computing on scattered data: it goes where the data is.
@@ -170,7 +173,7 @@ def test_finished_from_another_worker_while_processing_is_accepted() -> None:
     s.handle(submit("c", spec("x")))
     assert s.tasks["x"].processing_on is s.workers[A]
     out = s.handle(finished(B, "x"))
-    assert out == [in_memory("c", "x"), free(A, "x")]
+    assert out == [in_memory("c", "x", B), free(A, "x")]
     assert queries.who_has(s, ["x"]) == {"x": [B]}
 
 
