@@ -40,6 +40,8 @@ class LoopThread:
             try:
                 _cancel_all(self.loop)
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                # threads of run_in_executor (client.run on in-process workers)
+                self.loop.run_until_complete(self.loop.shutdown_default_executor())
             finally:
                 self.loop.close()
 
