@@ -631,9 +631,6 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries):
             release_loop(lt)
         self.status = "closed"
 
-    async def _close_from_worker(self) -> None:
-        await self._close()
-
     def __del__(self) -> None:
         if self.status == "running" and not self._asynchronous:
             with contextlib.suppress(Exception):

@@ -223,7 +223,7 @@ async def answer(scheduler: Scheduler, msg: Message) -> Message:
     if isinstance(msg, Broadcast):
         return OK(await broadcast(scheduler, msg))
     if isinstance(msg, Terminate):
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(scheduler.close()))
+        scheduler._spawn(scheduler.close())  # after this reply is written
         return OK()
     return ErrorReply(f"the scheduler does not answer {msg.op!r} requests")
 

@@ -159,9 +159,11 @@ class Scheduler:
                 await sender.close()
             with contextlib.suppress(Exception):
                 await sender.conn.close()
-        for t in list(self._tasks):
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.pool.close()
         self.status = "closed"
         self._closed.set()

@@ -219,8 +219,11 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.pool.close()
         if self._client is not None:
+            # a synchronous client made by get_client() in a task: it runs on its own
+            # loop thread, so close it from a thread rather than from this loop
             with contextlib.suppress(Exception):
-                await self._client._close_from_worker()
+                await asyncio.get_running_loop().run_in_executor(None, self._client.close)
+            self._client = None
         if self.threads is not None:
             self.threads.shutdown()
         self.data.clear()

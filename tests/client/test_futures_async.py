@@ -342,3 +342,13 @@ async def test_map_more_tasks_than_one_batch() -> None:
     ):
         futures = c.map(inc, range(10_500))  # one message with 10,500 run specs
         assert sum(await c.gather(futures)) == sum(range(1, 10_501))
+
+
+async def test_shutdown_closes_the_scheduler() -> None:
+    from shoal.testing.cluster import cluster
+
+    async with cluster(n_workers=1) as (s, _):
+        c = await Client(s.address, asynchronous=True, set_as_default=False)
+        await c.shutdown()
+        await asyncio.wait_for(s.finished(), 10)
+        assert c.status == "closed"
