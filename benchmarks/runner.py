@@ -1,5 +1,9 @@
 """The runner: every workload on every flavor, each in a process of its own, with a time limit.
 
+The runner first copies ``shoal/`` and ``benchmarks/`` into a temporary folder and runs
+every session from there, so that all of them measure the same code even while the work
+tree changes under the run (the JSON records the commit and a hash of that copy).
+
 For each workload and each flavor the runner starts ``python -m benchmarks.session`` in a
 new session (process group), waits up to the workload's time limit, and reads back the
 events it wrote. A session that outlives its limit has dumped every thread's stack to
@@ -13,11 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -84,20 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     print(f"shoal benchmarks on {describe_machine(machine())}; flavors: {', '.join(args.flavor)}")
     print(f"cluster: LocalCluster({', '.join(f'{k}={v!r}' for k, v in CLUSTER_KWARGS.items())})")
+    source = source_state()
     results = []
-    for name in args.workload:
-        wl = WORKLOADS[name]
-        for flavor in args.flavor:
-            result = run_session(name, flavor, args, logs)
-            results.append(result)
-            print(progress_line(result), flush=True)
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        snapshot = Path(tmp)
+        for package in ("shoal", "benchmarks"):
+            shutil.copytree(
+                ROOT / package,
+                snapshot / package,
+                ignore=shutil.ignore_patterns("__pycache__", "results"),
+            )
+        source["snapshot_sha256"] = tree_hash(snapshot / "shoal")
+        print(
+            f"shoal from commit {source['commit'][:10]}"
+            + (" + uncommitted changes" if source["shoal_dirty"] else "")
+            + f", copied to {snapshot}"
+        )
+        for name in args.workload:
+            for flavor in args.flavor:
+                result = run_session(name, flavor, args, logs, snapshot)
+                results.append(result)
+                print(progress_line(result), flush=True)
     duration = time.perf_counter() - t0
     report = {
         "started": datetime.datetime.fromtimestamp(started).astimezone().isoformat(),
         "duration_s": round(duration, 1),
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])],
         "machine": machine(),
-        "source": source_state(),
+        "source": source,
         "cluster": CLUSTER_KWARGS,
         "options": {"quick": args.quick, "repeat": args.repeat, "timeout": args.timeout},
         "flavors": args.flavor,
@@ -130,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-def run_session(name: str, flavor: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
-    """Run one workload on one flavor in a new process; what it reported, and how it ended."""
+def run_session(
+    name: str, flavor: str, args: argparse.Namespace, logs: Path, cwd: Path
+) -> dict[str, Any]:
+    """Run one workload on one flavor in a new process; what it reported, and how it ended.
+
+    The session runs in ``cwd`` (the snapshot), which comes first on its import path.
+    """
     wl = WORKLOADS[name]
     limit = args.timeout if args.timeout is not None else wl.timeout
     events_path = logs / f"{name}-{flavor}.jsonl"
@@ -147,7 +173,7 @@ def run_session(name: str, flavor: str, args: argparse.Namespace, logs: Path) ->
     cpu0 = cpu_seconds()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         timed_out = False
         try:
@@ -198,6 +224,8 @@ def collect(events_path: Path) -> dict[str, Any]:
             result.update(event)
         elif kind == "cluster":
             result["cluster_start_s"] = event["seconds"]
+        elif kind == "workers":
+            result["worker_module_files"] = event["module_files"]
         elif kind == "sample":
             if event["warmup"]:
                 result["warmup"] = event["metrics"]
@@ -258,6 +286,14 @@ def cpu_seconds() -> tuple[float, float]:
     busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return busy, children.ru_utime + children.ru_stime
+
+
+def tree_hash(folder: Path) -> str:
+    """SHA-256 over the paths and contents of the .py files under ``folder``."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def tail(path: Path, lines: int) -> str:

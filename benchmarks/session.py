@@ -42,6 +42,11 @@ def versions(flavor: str) -> dict[str, str]:
     return found
 
 
+def module_file(name: str) -> str:
+    """Where a worker imported the flavor from (the runner's snapshot, for shoal)."""
+    return str(importlib.import_module(name).__file__)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.session")
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 cluster = mod.LocalCluster(**CLUSTER_KWARGS)
                 client = bench.client = mod.Client(cluster)
                 emit("cluster", seconds=perf_counter() - t0)
+                where = client.run(module_file, args.flavor)
+                emit("workers", module_files=sorted(set(where.values())))
             for i, sample in enumerate(wl.fn(mod, bench)):
                 emit("sample", warmup=i == 0, metrics=sample)
         except BaseException:
