@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds allowed to each workload on each flavor (default: per workload)",
     )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    parser.add_argument(
+        "--show", type=Path, metavar="JSON", help="print the table of an earlier run and exit"
+    )
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -84,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for wl in WORKLOADS.values():
             print(f"{wl.name:<20} {wl.description}")
+        return 0
+    if args.show:
+        report = json.loads(args.show.read_text(encoding="utf-8"))
+        print(f"{report['started']}: {describe_machine(report['machine'])}; {report['source']}")
+        print(table(report))
+        print(noise_line(report["results"]))
+        print(f"whole run: {report['duration_s']:.0f} s")
         return 0
     logs = args.json.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
