@@ -95,6 +95,7 @@ class Scheduler:
                 else int(config.get("scheduler.allowed-failures"))
             ),
             validate=bool(config.get("scheduler.validate")) if validate is None else validate,
+            log_size=int(config.get("scheduler.log-size")),
         )
         self.pool = ConnectionPool(role="scheduler", limits=self.limits)
         self.worker_streams: dict[str, BatchedSender] = {}
@@ -130,6 +131,7 @@ class Scheduler:
             addr = "inproc://"
         else:
             addr = f"{self._protocol}://{self._host}:{self._port}"
+        config.tune_gc()
         self._listener = await listen(
             addr, self._handle_connection, role="scheduler", limits=self.limits
         )

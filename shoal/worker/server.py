@@ -107,10 +107,13 @@ class Worker:
         self._port = port
         self._protocol = (protocol or parse_address(scheduler_address)[0]).removesuffix("://")
         self.limits = limits or limits_from_config()
+        self._log_size = int(config.get("worker.log-size"))
         self.heartbeat_interval = heartbeat_interval or float(
             config.get("worker.heartbeat-interval")
         )
-        self.state = WorkerState(address="", nthreads=self.nthreads, validate=validate)
+        self.state = WorkerState(
+            address="", nthreads=self.nthreads, validate=validate, log_size=self._log_size
+        )
         self._validate = validate
         self.data: dict[Any, Any] = {}
         self.pool = ConnectionPool(role="worker", limits=self.limits)
@@ -149,8 +152,12 @@ class Worker:
             addr, self._handle_connection, role="worker", limits=self.limits
         )
         self.state = WorkerState(
-            address=self.address, nthreads=self.nthreads, validate=self._validate
+            address=self.address,
+            nthreads=self.nthreads,
+            validate=self._validate,
+            log_size=self._log_size,
         )
+        config.tune_gc()
         try:
             conn = await connect(
                 self.scheduler_address,
