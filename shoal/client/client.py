@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask
 from dask.base import tokenize
@@ -58,9 +58,6 @@ from shoal.protocol.messages import (
 from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
 from shoal.protocol.serialize import dumps_run_spec
 from shoal.protocol.versions import collect_versions
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("shoal.client")
 

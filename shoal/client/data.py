@@ -215,7 +215,7 @@ class DataMixin:
 
 
 class _Skip:
-    pass
+    """Marks a failed future's place in a gathered structure (``errors="skip"``)."""
 
 
 _SKIP = _Skip()
