@@ -25,6 +25,7 @@ from shoal import config
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, listen
 from shoal.comm.rpc import ConnectionPool, serve_requests
+from shoal.comm.tasks import BackgroundTasks
 from shoal.errors import CommError, ProtocolError
 from shoal.protocol.frames import Limits
 from shoal.protocol.messages import (
@@ -106,7 +107,7 @@ class Scheduler:
         self.start_time = time.time()
         self._listener: Any = None
         self._closed = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()
         self._worker_joined = asyncio.Condition()
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,11 +162,7 @@ class Scheduler:
                 await sender.close()
             with contextlib.suppress(Exception):
                 await sender.conn.close()
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.cancel_all()
         await self.pool.close()
         self.status = "closed"
         self._closed.set()
@@ -175,10 +172,7 @@ class Scheduler:
         await self._closed.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._background.spawn(coro)
 
     # ------------------------------------------------------------------ routing
 

@@ -25,6 +25,7 @@ from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
 from shoal.comm.registry import parse_address
 from shoal.comm.rpc import ConnectionPool, serve_requests
+from shoal.comm.tasks import BackgroundTasks
 from shoal.errors import CommError, ProtocolError, RemoteError, SerializeError
 from shoal.protocol.frames import Limits
 from shoal.protocol.messages import (
@@ -122,7 +123,7 @@ class Worker:
         self.versions = collect_versions()
         self._listener: Any = None
         self._stream: BatchedSender | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
@@ -219,11 +220,7 @@ class Worker:
                 await self._stream.close()
             with contextlib.suppress(Exception):
                 await self._stream.conn.close()
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.cancel_all()
         await self.pool.close()
         if self._client is not None:
             # a synchronous client made by get_client() in a task: it runs on its own
@@ -242,10 +239,7 @@ class Worker:
         await self._closed.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._background.spawn(coro)
 
     # ------------------------------------------------------------------ state machine
 
