@@ -103,6 +103,8 @@ class TCPComm(Comm):
         self._write_lock = asyncio.Lock()
         self._write_error: CommClosedError | None = None
         self._waiters: set[asyncio.Future[None]] = set()
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._reader_registered = False
 
     @property
     def local_address(self) -> str:
@@ -129,6 +131,10 @@ class TCPComm(Comm):
             return await self._read()
         finally:
             self._reading = False
+            if self._reader_registered:
+                self._reader_registered = False
+                if not self._closed:
+                    self._loop.remove_reader(self._fd)
 
     async def _read(self) -> list[memoryview]:
         decoder = self._decoder
@@ -142,7 +148,7 @@ class TCPComm(Comm):
             try:
                 n = sock.recv_into(decoder.get_buffer())
             except _WOULD_BLOCK:
-                await self._wait(readable=True)
+                await self._wait_readable()
                 continue
             except OSError as e:
                 self._fail(f"connection to {self._peer} broken while reading: {e}")
@@ -161,6 +167,28 @@ class TCPComm(Comm):
                 # next next_message() returns them, then raises this error for good.
                 # Writing stays possible, so that the caller can tell the peer why.
                 pass
+
+    def _on_readable(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_readable(self) -> None:
+        # The reader stays registered until read() returns: a large message arrives in
+        # hundreds of chunks, and one epoll registration serves them all.
+        if self._closed:  # callers re-check after waking
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._read_waiter = fut
+        self._waiters.add(fut)
+        if not self._reader_registered:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reader_registered = True
+        try:
+            await fut
+        finally:
+            self._waiters.discard(fut)
+            self._read_waiter = None
 
     async def _wait(self, *, readable: bool) -> None:
         if self._closed:  # callers re-check after waking
