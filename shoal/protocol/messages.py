@@ -267,6 +267,19 @@ class AcquireReplicas(Message):
     nbytes: dict[Key, int]
 
 
+@dataclass(frozen=True, slots=True)
+class StealRequest(Message):
+    """Give ``key`` back if it has not started: the scheduler wants it to run elsewhere.
+
+    The worker answers ``StealResponse`` on its stream. It drops the task only if it was
+    still waiting for data or for a thread (``waiting``, ``ready`` or ``constrained``),
+    so a stolen task never runs twice.
+    """
+
+    op: ClassVar[str] = "steal-request"
+    key: Key
+
+
 # ------------------------------------------------------------ worker → scheduler stream
 
 
@@ -335,6 +348,20 @@ class Reschedule(Message):
 
     op: ClassVar[str] = "reschedule"
     key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class StealResponse(Message):
+    """Answer to ``StealRequest``: the state ``key`` was in when the request arrived.
+
+    ``waiting``, ``ready`` or ``constrained`` mean the worker dropped the task; any
+    other state (``executing``, ``memory``, ``error``, or ``None`` for an unknown key)
+    means it kept going and will report the outcome as usual.
+    """
+
+    op: ClassVar[str] = "steal-response"
+    key: Key
+    state: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +486,56 @@ class RunFunction(Message):
 
     op: ClassVar[str] = "run"
     function: Opaque
+
+
+@dataclass(frozen=True, slots=True)
+class RetireWorkers(Message):
+    """Retire workers gracefully: copy the keys only they hold elsewhere, then close them.
+
+    ``workers`` are addresses or names; with ``workers=None``, ``n`` workers are chosen
+    (those holding the least data). ``close_workers=False`` keeps the processes running
+    but removes them from the scheduler. Reply: ``OK({address: worker-info})`` naming the
+    workers actually retired.
+    """
+
+    op: ClassVar[str] = "retire-workers"
+    workers: tuple[str, ...] | None = None
+    n: int | None = None
+    close_workers: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate(Message):
+    """Make each key be held by ``n`` workers (``None``: all of ``workers``).
+
+    Copies are added on, or extra copies removed from, ``workers`` (``None``: all
+    workers). Reply ``OK()`` once the copies exist.
+    """
+
+    op: ClassVar[str] = "replicate"
+    keys: tuple[Key, ...]
+    n: int | None = None
+    workers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance(Message):
+    """Even out the bytes held by ``workers`` (all if ``None``), moving ``keys`` (all if
+    ``None``). Reply ``OK({"moved": count})`` once the moves are done."""
+
+    op: ClassVar[str] = "rebalance"
+    keys: tuple[Key, ...] | None = None
+    workers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveTarget(Message):
+    """Ask how many workers the current load wants, and which could go.
+
+    Reply: ``OK({"target": int, "workers_to_close": [address]})``.
+    """
+
+    op: ClassVar[str] = "adaptive-target"
 
 
 @dataclass(frozen=True, slots=True)
