@@ -113,7 +113,11 @@ class Worker:
             config.get("worker.heartbeat-interval")
         )
         self.state = WorkerState(
-            address="", nthreads=self.nthreads, validate=validate, log_size=self._log_size
+            address="",
+            nthreads=self.nthreads,
+            resources=self.resources,
+            validate=validate,
+            log_size=self._log_size,
         )
         self._validate = validate
         self.data: dict[Any, Any] = {}
@@ -155,6 +159,7 @@ class Worker:
         self.state = WorkerState(
             address=self.address,
             nthreads=self.nthreads,
+            resources=self.resources,
             validate=self._validate,
             log_size=self._log_size,
         )

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from shoal.worker.state.machine import WorkerState
 
 #: Where a dependency of a waiting task may be.
-_WAITED_ON = frozenset({"fetch", "flight", "missing", "waiting", "ready", "executing"})
+_WAITED_ON = frozenset(
+    {"fetch", "flight", "missing", "waiting", "ready", "constrained", "executing"}
+)
 
 
 class InvariantError(InternalError):
@@ -41,6 +43,7 @@ def validate(ws: WorkerState) -> None:
     _check(counts == ws.counts, None, f"counts {ws.counts} != actual {counts}")
     _check(nbytes_in_memory == ws.nbytes_in_memory, None, "nbytes_in_memory is off")
     _validate_queues(ws)
+    _validate_resources(ws)
     _validate_fetcher(ws)
 
 
@@ -59,7 +62,7 @@ def _validate_task(ws: WorkerState, ts: TaskState) -> None:
         _check(dependent.state in COMPUTING_STATES, dependent, "a dependent not computing")
         _check(ws.tasks.get(dependent.key) is dependent, dependent, "unknown dependent")
     if state not in COMPUTING_STATES:
-        _check(not ts.dependencies, ts, "dependencies outside waiting/ready/executing")
+        _check(not ts.dependencies, ts, "dependencies outside the computing states")
     _check(ts.waiting_for_data <= ts.dependencies, ts, "waits for a non-dependency")
     if state == "waiting":
         _check(bool(ts.waiting_for_data), ts, "waiting for nothing")
@@ -71,11 +74,16 @@ def _validate_task(ws: WorkerState, ts: TaskState) -> None:
                 _check(dep.state in _WAITED_ON, ts, f"waits for {dep!r}")
     else:
         _check(not ts.waiting_for_data, ts, "waiting_for_data outside waiting")
-    if state in ("ready", "executing"):
+    if state in ("ready", "constrained", "executing"):
         for dep in ts.dependencies:
             _check(dep.state == "memory", ts, f"runs without {dep!r} in memory")
     _check((state == "ready") == (ts in ws.ready), ts, "ready state and ready queue disagree")
+    _check((state == "constrained") == (ts in ws.constrained), ts, "constrained queue disagrees")
     _check((state == "executing") == (ts in ws.executing), ts, "executing set disagrees")
+    if state == "ready":
+        _check(not ts.resources, ts, "ready although it needs resources")
+    if state == "constrained":
+        _check(bool(ts.resources), ts, "constrained without resources")
     if state == "memory":
         _check(ts.nbytes is not None, ts, "in memory without nbytes")
     if state == "fetch":
@@ -101,6 +109,34 @@ def _validate_queues(ws: WorkerState) -> None:
     for ts in ws.ready:
         _check(ts.state == "ready", ts, "in the ready queue but not ready")
     _check(not ws.ready or len(ws.executing) == ws.nthreads, None, "a thread idles with work ready")
+    for ts in ws.constrained:
+        _check(ts.state == "constrained", ts, "in the constrained queue but not constrained")
+    if ws.constrained and len(ws.executing) < ws.nthreads:
+        head = ws.constrained.peek()
+        assert head.resources is not None
+        _check(not ws.resource_pool.fits(head.resources), head, "could run but does not")
+
+
+def _validate_resources(ws: WorkerState) -> None:
+    """available = total - what the executing tasks hold, resource by resource."""
+    pool = ws.resource_pool
+    held = dict.fromkeys(pool.total, 0.0)
+    holders = dict.fromkeys(pool.total, 0)
+    for ts in ws.executing:
+        for name, amount in (ts.resources or {}).items():
+            _check(name in held, ts, f"holds {name!r}, which this worker does not declare")
+            held[name] += amount
+            holders[name] += 1
+    _check(
+        set(pool.available) == set(pool.total), None, "available and total name different resources"
+    )
+    for name, amount in held.items():
+        _check(holders[name] == pool.holders(name), None, f"holder count of {name!r} is off")
+        _check(
+            pool.close_to(name, pool.total[name] - amount),
+            None,
+            f"available {name!r} is {pool.available[name]}, not {pool.total[name]} - {amount}",
+        )
 
 
 def _validate_fetcher(ws: WorkerState) -> None:

@@ -3,8 +3,12 @@
 ``handle(*events)`` is the only way in: each event goes to its handler, which updates
 the tasks it names and returns recommendations (task → next state) and instructions.
 The recommendations run through :data:`~shoal.worker.state.transitions.TRANSITIONS`
-until none is left; then free threads take ready tasks (``Execute``) and free transfer
-slots take pending fetches (``GatherDep``). With ``validate=True`` every invariant of
+until none is left; then free transfer slots take pending fetches (``GatherDep``) and
+free threads take queued tasks (``Execute``): first from the ``constrained`` queue, in
+priority order, as long as the task at its head finds the resources it needs free
+(:mod:`~shoal.worker.state.resources`), then from the ``ready`` queue. Tasks with
+resources thus never hold back tasks without, and a task needing more than this
+worker has waits (the scheduler should not have sent it). With ``validate=True`` every invariant of
 :mod:`~shoal.worker.state.invariants` is checked after every event.
 
 Contract with the server that executes the instructions:
@@ -38,11 +42,13 @@ from shoal.worker.state.instructions import (
 from shoal.worker.state.invariants import validate as validate_state
 from shoal.worker.state.model import (
     ALL_STATES,
+    QUEUED_STATES,
     REPLICA_PRIORITY,
     TaskHeap,
     TaskState,
     TaskStateName,
 )
+from shoal.worker.state.resources import ResourcePool, normalize
 from shoal.worker.state.transitions import TRANSITIONS, Recs, Result, give_back, maybe_release
 
 
@@ -53,7 +59,8 @@ class InvalidTransition(InternalError):
 class WorkerState:
     """The state of one worker: every key it knows, and what to do next.
 
-    ``nthreads`` tasks execute at once. Fetches are batched per peer up to
+    ``nthreads`` tasks execute at once, and together hold at most ``resources`` (the
+    worker's abstract resources, e.g. ``{"GPU": 2}``). Fetches are batched per peer up to
     ``transfer_limit_bytes``, with at most ``max_concurrent_fetches_per_worker``
     transfers per peer and ``max_concurrent_fetches`` in all. The event log and the
     transition log keep the last ``log_size`` entries each.
@@ -64,6 +71,7 @@ class WorkerState:
         *,
         address: Address,
         nthreads: int,
+        resources: dict[str, float] | None = None,
         validate: bool = False,
         transfer_limit_bytes: int = 50 * 2**20,
         max_concurrent_fetches_per_worker: int = 1,
@@ -77,9 +85,13 @@ class WorkerState:
         self.validate = validate
         #: Every key known here.
         self.tasks: dict[Key, TaskState] = {}
-        #: Tasks in ``ready``, most urgent first; tasks in ``executing``.
+        #: Tasks in ``ready`` and in ``constrained``, most urgent first; tasks in
+        #: ``executing``.
         self.ready = TaskHeap()
+        self.constrained = TaskHeap()
         self.executing: set[TaskState] = set()
+        #: The worker's resources: declared, and not held by executing tasks.
+        self.resource_pool = ResourcePool(resources)
         #: Pending fetches, holders and transfers in flight.
         self.fetcher = Fetcher(
             transfer_limit_bytes=transfer_limit_bytes,
@@ -105,7 +117,8 @@ class WorkerState:
     def __repr__(self) -> str:
         return (
             f"<WorkerState {self.address!r} tasks={len(self.tasks)} "
-            f"executing={len(self.executing)}/{self.nthreads} ready={len(self.ready)}>"
+            f"executing={len(self.executing)}/{self.nthreads} ready={len(self.ready)} "
+            f"constrained={len(self.constrained)}>"
         )
 
     # ------------------------------------------------------------------ entry point
@@ -174,6 +187,14 @@ class WorkerState:
 
     def _ensure_computing(self) -> list[Instruction]:
         instructions: list[Instruction] = []
+        pool = self.resource_pool
+        while self.constrained and len(self.executing) < self.nthreads:
+            ts = self.constrained.peek()
+            assert ts.resources is not None
+            if not pool.fits(ts.resources):
+                break  # the most urgent one waits for its resources; so do the others
+            _, more = self._transition(ts, "executing")
+            instructions += more
         while self.ready and len(self.executing) < self.nthreads:
             _, more = self._transition(self.ready.peek(), "executing")
             instructions += more
@@ -194,6 +215,11 @@ class WorkerState:
         """Queue ``ts`` for a thread, after every task of the same priority."""
         self._seq += 1
         self.ready.add(ts, self._seq)
+
+    def push_constrained(self, ts: TaskState) -> None:
+        """Queue ``ts`` for a thread and its resources, after tasks of the same priority."""
+        self._seq += 1
+        self.constrained.add(ts, self._seq)
 
     def make_execute(self, ts: TaskState, dependencies: tuple[Key, ...]) -> Execute:
         """The ``Execute`` instruction for ``ts``."""
@@ -251,12 +277,12 @@ class WorkerState:
         if start == "error":
             return recs, [SendToScheduler(self.make_task_failed(ts))]
         ts.run_spec = ev.run_spec
-        ts.resources = ev.resources
         if start in ("executing", "flight"):
             return recs, []  # the result, when it comes, is reported
-        new = start not in ("waiting", "ready")
+        new = start not in QUEUED_STATES
         if new:
             ts.priority = ev.priority
+            ts.resources = normalize(ev.resources)
             recs[ts] = "waiting"
         for dep_key, holders in ev.who_has.items():
             if dep_key == ev.key:
@@ -510,8 +536,23 @@ class WorkerState:
 
     @property
     def ready_count(self) -> int:
-        """Number of tasks waiting for a thread."""
+        """Number of tasks without resources waiting for a thread."""
         return len(self.ready)
+
+    @property
+    def constrained_count(self) -> int:
+        """Number of tasks waiting for their resources (and a thread)."""
+        return len(self.constrained)
+
+    @property
+    def total_resources(self) -> dict[str, float]:
+        """The resources this worker declares (do not modify)."""
+        return self.resource_pool.total
+
+    @property
+    def available_resources(self) -> dict[str, float]:
+        """The resources not held by executing tasks (do not modify)."""
+        return self.resource_pool.available
 
     def memory_keys(self) -> set[Key]:
         """The keys whose values are in the store (O(tasks))."""
@@ -531,6 +572,8 @@ class WorkerState:
             "states": {state: n for state, n in self.counts.items() if n},
             "executing": len(self.executing),
             "ready": len(self.ready),
+            "constrained": len(self.constrained),
+            "available_resources": dict(self.resource_pool.available),
             "memory_bytes": self.nbytes_in_memory,
             "in_flight_bytes": self.fetcher.in_flight_bytes,
             "in_flight_transfers": len(self.fetcher.transfers),

@@ -28,7 +28,8 @@ TaskStateName = Literal[
     "released",  # known, about to move on (transient within one handle() call)
     "waiting",  # to compute here; some dependency is not in memory yet
     "ready",  # to compute here; every dependency is in memory; queued by priority
-    "executing",  # running on a thread
+    "constrained",  # like ready, but needs resources: queued apart until they are free
+    "executing",  # running on a thread (holding its resources, if any)
     "memory",  # the value is in the server's store
     "error",  # ran here and raised
     "fetch",  # to copy from a peer; queued per holder
@@ -42,6 +43,7 @@ ALL_STATES: tuple[TaskStateName, ...] = (
     "released",
     "waiting",
     "ready",
+    "constrained",
     "executing",
     "memory",
     "error",
@@ -52,7 +54,10 @@ ALL_STATES: tuple[TaskStateName, ...] = (
 )
 
 #: States of a task that still counts as a dependent of its dependencies.
-COMPUTING_STATES: frozenset[str] = frozenset({"waiting", "ready", "executing"})
+COMPUTING_STATES: frozenset[str] = frozenset({"waiting", "ready", "constrained", "executing"})
+
+#: States of a computation that has not started: a scheduler may still take it away.
+QUEUED_STATES: frozenset[str] = frozenset({"waiting", "ready", "constrained"})
 
 #: Priority given to replicas fetched for ``AcquireReplicas``: after every computation.
 REPLICA_PRIORITY: tuple[int | float, ...] = (float("inf"),)
@@ -78,15 +83,17 @@ class TaskState:
     priority: tuple[int | float, ...] = (0,)
     #: The pickled callable with its arguments; ``None`` for data-only keys.
     run_spec: Opaque | None = None
-    #: Annotations from the scheduler (not enforced yet).
+    #: Abstract resources it holds while executing (positive amounts only), or ``None``:
+    #: such a task queues in ``constrained`` instead of ``ready``. Set by the first
+    #: ComputeTask and fixed until the task leaves the computing states.
     resources: dict[str, float] | None = None
     #: The scheduler wants the key here (see the module docstring).
     wanted: bool = False
     #: The scheduler asked us to compute it: the outcome is a TaskFinished/TaskFailed.
     assigned: bool = False
-    #: Tasks this one needs (only while it is waiting, ready or executing).
+    #: Tasks this one needs (only while it is waiting, ready, constrained or executing).
     dependencies: set[TaskState] = field(default_factory=set)
-    #: Tasks computing here that need this one (each in waiting, ready or executing).
+    #: Tasks computing here that need this one (each in a computing state).
     dependents: set[TaskState] = field(default_factory=set)
     #: The dependencies not in memory yet (only while waiting).
     waiting_for_data: set[TaskState] = field(default_factory=set)

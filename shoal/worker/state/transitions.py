@@ -5,17 +5,29 @@ task while the task is still in ``start``; it updates the bookkeeping of both st
 and returns further recommendations and instructions. The machine then sets
 ``ts.state = finish``, counts it, and logs ``(key, start, finish, stimulus_id, now)``.
 
+The paths of a key, in short (``state_diagram()`` draws the whole table)::
+
+    computed here:  released → waiting → ready | constrained → executing → memory | error
+    fetched here:   released → fetch ⇄ flight → memory | missing
+
+A task with ``resources`` goes to ``constrained`` instead of ``ready``; it starts only
+when its resources are free (:mod:`~shoal.worker.state.resources`), and gives them back
+on every edge out of ``executing``.
+
 A pair that is not in the table is walked through ``released`` (``fetch → waiting``
 is ``fetch → released → waiting``), as distributed does. ``released`` is transient: by
 the end of every ``handle()`` call no task is left in it.
 
 Who is responsible for what:
 
-* a task leaving ``waiting``/``ready``/``executing`` unlinks itself from its
-  dependencies and lets go of those nobody needs any more (:func:`maybe_release`);
+* a task leaving a computing state (``waiting``, ``ready``, ``constrained``,
+  ``executing``) unlinks itself from its dependencies and lets go of those nobody
+  needs any more (:func:`maybe_release`);
 * a dependency that will never be in memory here (``missing``, or its computation
   failed) gives its waiting dependents back to the scheduler (:func:`give_back`);
-* a task entering ``memory`` wakes its dependents up.
+* a task entering ``memory`` wakes its dependents up;
+* a task entering ``executing`` takes its resources, and a task leaving it gives them
+  back.
 """
 
 from __future__ import annotations
@@ -84,6 +96,11 @@ def _unlink_dependencies(ts: TaskState, recs: Recs) -> None:
     ts.waiting_for_data.clear()
 
 
+def _runnable(ts: TaskState) -> TaskStateName:
+    """Where a task goes once every dependency is in memory."""
+    return "constrained" if ts.resources else "ready"
+
+
 def _enter_memory(ws: WorkerState, ts: TaskState, recs: Recs) -> None:
     assert ts.nbytes is not None, ts
     ws.nbytes_in_memory += ts.nbytes
@@ -91,7 +108,13 @@ def _enter_memory(ws: WorkerState, ts: TaskState, recs: Recs) -> None:
     for dependent in sorted(ts.dependents, key=lambda d: d.id):
         dependent.waiting_for_data.discard(ts)
         if not dependent.waiting_for_data and dependent.state == "waiting":
-            recs[dependent] = "ready"
+            recs[dependent] = _runnable(dependent)
+
+
+def _leave_executing(ws: WorkerState, ts: TaskState) -> None:
+    ws.executing.discard(ts)
+    if ts.resources:
+        ws.resource_pool.release(ts.resources)
 
 
 def _enter_missing(ts: TaskState) -> Result:
@@ -127,7 +150,7 @@ def _transition_released_waiting(ws: WorkerState, ts: TaskState) -> Result:
         return recs, instructions
     ts.waiting_for_data = {dep for dep in ts.dependencies if dep.state != "memory"}
     if not ts.waiting_for_data:
-        recs[ts] = "ready"
+        recs[ts] = _runnable(ts)
     return recs, instructions
 
 
@@ -168,6 +191,12 @@ def _transition_waiting_ready(ws: WorkerState, ts: TaskState) -> Result:
     return {}, []
 
 
+def _transition_waiting_constrained(ws: WorkerState, ts: TaskState) -> Result:
+    # The last missing dependency of a task with resources arrived: queue it apart.
+    ws.push_constrained(ts)
+    return {}, []
+
+
 def _transition_waiting_released(ws: WorkerState, ts: TaskState) -> Result:
     # Freed by the scheduler, given back (Reschedule), or on the way to another state.
     recs: Recs = {}
@@ -185,14 +214,30 @@ def _transition_ready_executing(ws: WorkerState, ts: TaskState) -> Result:
 
 
 def _transition_ready_released(ws: WorkerState, ts: TaskState) -> Result:
-    # Freed (or given back) before a thread took it.
+    # Freed, stolen or given back before a thread took it.
     ws.ready.discard(ts)
+    return _transition_waiting_released(ws, ts)
+
+
+def _transition_constrained_executing(ws: WorkerState, ts: TaskState) -> Result:
+    # A thread and every resource it needs are free, and it heads the constrained queue.
+    assert ts.resources, ts
+    ws.constrained.discard(ts)
+    ws.resource_pool.acquire(ts.resources)
+    ws.executing.add(ts)
+    deps = tuple(dep.key for dep in sorted(ts.dependencies, key=lambda d: d.id))
+    return {}, [ws.make_execute(ts, deps)]
+
+
+def _transition_constrained_released(ws: WorkerState, ts: TaskState) -> Result:
+    # Freed, stolen or given back before its resources (or a thread) were free.
+    ws.constrained.discard(ts)
     return _transition_waiting_released(ws, ts)
 
 
 def _transition_executing_memory(ws: WorkerState, ts: TaskState) -> Result:
     # ExecuteSuccess for a task still needed; report it if the scheduler assigned it.
-    ws.executing.discard(ts)
+    _leave_executing(ws, ts)
     recs: Recs = {}
     instructions: list[Instruction] = []
     _unlink_dependencies(ts, recs)
@@ -216,7 +261,7 @@ def _transition_executing_memory(ws: WorkerState, ts: TaskState) -> Result:
 
 def _transition_executing_error(ws: WorkerState, ts: TaskState) -> Result:
     # ExecuteFailure for a task still needed; local dependents go back to the scheduler.
-    ws.executing.discard(ts)
+    _leave_executing(ws, ts)
     recs: Recs = {}
     instructions: list[Instruction] = []
     _unlink_dependencies(ts, recs)
@@ -229,7 +274,7 @@ def _transition_executing_error(ws: WorkerState, ts: TaskState) -> Result:
 def _transition_executing_released(ws: WorkerState, ts: TaskState) -> Result:
     # The run ended but nobody needs the result (freed meanwhile), or it asked to be
     # rescheduled. The handler drops any value it left in the store.
-    ws.executing.discard(ts)
+    _leave_executing(ws, ts)
     ts.scattered_nbytes = None
     return _transition_waiting_released(ws, ts)
 
@@ -323,9 +368,12 @@ TRANSITIONS: dict[tuple[TaskStateName, TaskStateName], TransitionFunction] = {
     ("released", "memory"): _transition_released_memory,
     ("released", "forgotten"): _transition_released_forgotten,
     ("waiting", "ready"): _transition_waiting_ready,
+    ("waiting", "constrained"): _transition_waiting_constrained,
     ("waiting", "released"): _transition_waiting_released,
     ("ready", "executing"): _transition_ready_executing,
     ("ready", "released"): _transition_ready_released,
+    ("constrained", "executing"): _transition_constrained_executing,
+    ("constrained", "released"): _transition_constrained_released,
     ("executing", "memory"): _transition_executing_memory,
     ("executing", "error"): _transition_executing_error,
     ("executing", "released"): _transition_executing_released,

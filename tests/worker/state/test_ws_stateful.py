@@ -1,5 +1,7 @@
 """Random interleavings of scheduler messages, thread results and transfer answers.
 
+The worker declares a resource ``R``, and some tasks need part of it.
+
 A small simulated server executes the instructions: it keeps a store of keys, the
 runs and transfers in flight. After every step the state machine validates itself
 (``validate=True``) and the store must hold exactly the keys the machine says are in
@@ -55,6 +57,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ws = make_ws()
+        self.r_total = 0.0
         self.store: set[object] = set()
         #: Keys the scheduler asked us to compute and has not freed or had back.
         self.assigned: set[object] = set()
@@ -67,10 +70,15 @@ class WorkerStateMachine(RuleBasedStateMachine):
         limit=st.sampled_from([1, 25, 10_000]),
         per_worker=st.integers(1, 2),
         total=st.integers(1, 3),
+        r_total=st.sampled_from([1.0, 2.0]),
     )
-    def configure(self, nthreads: int, limit: int, per_worker: int, total: int) -> None:
+    def configure(
+        self, nthreads: int, limit: int, per_worker: int, total: int, r_total: float
+    ) -> None:
+        self.r_total = r_total
         self.ws = make_ws(
             nthreads=nthreads,
+            resources={"R": r_total},
             transfer_limit_bytes=limit,
             max_concurrent_fetches_per_worker=per_worker,
             max_concurrent_fetches=total,
@@ -114,16 +122,24 @@ class WorkerStateMachine(RuleBasedStateMachine):
         i=st.integers(0, len(KEYS) - 1),
         data=st.data(),
         priority=st.integers(0, 3),
+        need=st.sampled_from([None, None, 0.5, 1.0, 2.0]),
     )
-    def compute(self, i: int, data: st.DataObject, priority: int) -> None:
+    def compute(self, i: int, data: st.DataObject, priority: int, need: float | None) -> None:
         key = KEYS[i]
         deps = data.draw(st.lists(st.sampled_from(KEYS[:i]), max_size=3, unique=True)) if i else []
         who_has = {d: data.draw(holders) for d in deps}
         nbytes = {d: data.draw(st.integers(1, 20)) for d in deps}
         self.assigned.add(key)
+        # Never more than the worker has (else it would wait forever, by design).
+        resources = {"R": need} if need is not None and need <= self.r_total else None
         self.feed(
             ComputeTaskEvent(
-                key=key, run_spec=spec(key), who_has=who_has, nbytes=nbytes, priority=(priority,)
+                key=key,
+                run_spec=spec(key),
+                who_has=who_has,
+                nbytes=nbytes,
+                priority=(priority,),
+                resources=resources,
             )
         )
 
@@ -199,6 +215,8 @@ class WorkerStateMachine(RuleBasedStateMachine):
         assert self.store == self.ws.memory_keys() | scattered_while_running
         assert {r.key for r in self.running} == {ts.key for ts in self.ws.executing}
         assert len(self.gathers) == len(self.ws.fetcher.transfers)
+        held = sum((ts.resources or {}).get("R", 0.0) for ts in self.ws.executing)
+        assert held <= self.r_total
 
     def teardown(self) -> None:
         # Let everything in progress succeed: nothing may be left waiting.

@@ -45,7 +45,7 @@ Scenario = Callable[[], WorkerState]
 
 
 def _run(*events: Event, **kwargs: int) -> WorkerState:
-    ws = make_ws(**kwargs)
+    ws = make_ws(resources={"GPU": 1}, **kwargs)
     for ev in events:
         ws.handle(ev)
     return ws
@@ -75,6 +75,14 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "scatter": lambda: _run(scattered(s=1), compute("y", {"s": ()})),
     "reschedule": lambda: _run(compute("x"), RescheduleTask(key="x")),
+    "resources: wait, run, free queued": lambda: _run(
+        compute("g1", resources={"GPU": 1}),
+        compute("g2", {"d": (A,)}, resources={"GPU": 1}),
+        got(A, d=1),
+        ok("g1"),
+        compute("g3", resources={"GPU": 1}),
+        free("g3"),
+    ),
 }
 
 
@@ -166,6 +174,8 @@ def test_snapshot() -> None:
         "states": {"executing": 1, "ready": 1, "waiting": 1, "flight": 1, "memory": 1},
         "executing": 1,
         "ready": 1,
+        "constrained": 0,
+        "available_resources": {},
         "memory_bytes": 3,
         "in_flight_bytes": 7,
         "in_flight_transfers": 1,

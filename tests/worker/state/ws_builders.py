@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from shoal._types import Address, Key
-from shoal.protocol.messages import AddKeys, MissingData, Reschedule, TaskFailed, TaskFinished
+from shoal.protocol.messages import (
+    AddKeys,
+    MissingData,
+    Reschedule,
+    TaskFailed,
+    TaskFinished,
+)
 from shoal.protocol.opaque import Opaque
 from shoal.worker.state import (
     ComputeTaskEvent,
@@ -27,9 +33,13 @@ B = "tcp://b"
 C = "tcp://c"
 
 
-def make_ws(nthreads: int = 1, **kwargs: int) -> WorkerState:
-    """A validating worker state at ``SELF``."""
-    return WorkerState(address=SELF, nthreads=nthreads, validate=True, **kwargs)
+def make_ws(
+    nthreads: int = 1, *, resources: dict[str, float] | None = None, **kwargs: int
+) -> WorkerState:
+    """A validating worker state at ``SELF`` that declares ``resources``."""
+    return WorkerState(
+        address=SELF, nthreads=nthreads, resources=resources, validate=True, **kwargs
+    )
 
 
 def spec(key: Key) -> Opaque:
@@ -43,6 +53,7 @@ def compute(
     *,
     nbytes: dict[Key, int] | None = None,
     priority: tuple[int | float, ...] = (0,),
+    resources: dict[str, float] | None = None,
     stimulus_id: str = "",
     now: float = 0.0,
 ) -> ComputeTaskEvent:
@@ -53,6 +64,7 @@ def compute(
         who_has=who_has or {},
         nbytes=nbytes or {},
         priority=priority,
+        resources=resources,
         stimulus_id=stimulus_id or f"compute-{key!r}",
         now=now,
     )
