@@ -40,6 +40,7 @@ from shoal.protocol.messages import (
     Message,
     RegisterWorker,
     RunFunction,
+    StealRequest,
     Terminate,
     UpdateData,
 )
@@ -62,6 +63,7 @@ from shoal.worker.state import (
     GatherDepNetworkFailure,
     GatherDepSuccess,
     SendToScheduler,
+    StealRequestEvent,
     WorkerState,
 )
 from shoal.worker.threads import TaskThreads
@@ -379,6 +381,8 @@ class Worker:
                         events.append(ComputeTaskEvent.from_message(msg, sid, now))
                     elif isinstance(msg, FreeKeys):
                         events.append(FreeKeysEvent(keys=tuple(msg.keys), stimulus_id=sid, now=now))
+                    elif isinstance(msg, StealRequest):
+                        events.append(StealRequestEvent(key=msg.key, stimulus_id=sid, now=now))
                     elif isinstance(msg, AcquireReplicas):
                         events.append(
                             AcquireReplicasEvent(

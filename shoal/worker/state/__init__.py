@@ -17,6 +17,7 @@ from shoal.worker.state.events import (
     GatherDepNetworkFailure,
     GatherDepSuccess,
     RescheduleTask,
+    StealRequestEvent,
     event_from_dict,
 )
 from shoal.worker.state.instructions import (
@@ -52,6 +53,7 @@ __all__ = [
     "InvariantError",
     "RescheduleTask",
     "SendToScheduler",
+    "StealRequestEvent",
     "TaskState",
     "TaskStateName",
     "WorkerState",

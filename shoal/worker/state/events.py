@@ -162,6 +162,25 @@ class AcquireReplicasEvent(Event):
         return self.who_has.keys()
 
 
+@dataclass(frozen=True, slots=True)
+class StealRequestEvent(Event):
+    """The scheduler wants ``key`` to run elsewhere (``StealRequest``).
+
+    The worker drops the task only if the scheduler assigned it here and it has not
+    started (``waiting``, ``ready`` or ``constrained``); either way it answers with a
+    ``StealResponse`` naming the state the task was in (``None`` if unknown).
+    """
+
+    name: ClassVar[str] = "steal-request"
+    key: Key
+    stimulus_id: str = ""
+    now: float = 0.0
+
+    def story_keys(self) -> Iterable[Key]:
+        """The task to steal."""
+        return (self.key,)
+
+
 # --------------------------------------------------------------------- from the thread pool
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from shoal._types import Address, Key
 from shoal.errors import InternalError
-from shoal.protocol.messages import AddKeys, TaskFailed, TaskFinished
+from shoal.protocol.messages import AddKeys, StealResponse, TaskFailed, TaskFinished
 from shoal.worker.state import events as ev_
 from shoal.worker.state.fetch import Fetcher
 from shoal.worker.state.instructions import (
@@ -314,6 +314,20 @@ class WorkerState:
                 ts.wanted = ts.assigned = False
                 maybe_release(ts, recs)
         return recs, []
+
+    def _handle_steal_request(self, ev: ev_.StealRequestEvent) -> Result:
+        ts = self.tasks.get(ev.key)
+        state = ts.state if ts is not None else None
+        recs: Recs = {}
+        instructions: list[Instruction] = [SendToScheduler(StealResponse(key=ev.key, state=state))]
+        if ts is not None and ts.assigned and ts.state in QUEUED_STATES:
+            # Not started: drop it as FreeKeys would (with its dependencies nobody else
+            # needs, and their pending fetches). The response tells the scheduler, so no
+            # Reschedule for the task itself; a local task waiting on it cannot run here
+            # any more and goes back, as when a dependency is missing.
+            ts.assigned = False
+            give_back(ts, recs, instructions)
+        return recs, instructions
 
     def _handle_acquire_replicas(self, ev: ev_.AcquireReplicasEvent) -> Result:
         recs: Recs = {}
@@ -610,6 +624,7 @@ def _coalesce(instructions: list[Instruction]) -> list[Instruction]:
 _HANDLERS: dict[type[ev_.Event], Callable[[WorkerState, Any], Result]] = {
     ev_.ComputeTaskEvent: WorkerState._handle_compute_task,
     ev_.FreeKeysEvent: WorkerState._handle_free_keys,
+    ev_.StealRequestEvent: WorkerState._handle_steal_request,
     ev_.AcquireReplicasEvent: WorkerState._handle_acquire_replicas,
     ev_.ExecuteSuccess: WorkerState._handle_execute_success,
     ev_.ExecuteFailure: WorkerState._handle_execute_failure,

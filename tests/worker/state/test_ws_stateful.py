@@ -1,6 +1,7 @@
 """Random interleavings of scheduler messages, thread results and transfer answers.
 
-The worker declares a resource ``R``, and some tasks need part of it.
+The worker declares a resource ``R``, some tasks need part of it, and the scheduler
+may ask for any key back (``StealRequest``).
 
 A small simulated server executes the instructions: it keeps a store of keys, the
 runs and transfers in flight. After every step the state machine validates itself
@@ -25,7 +26,7 @@ from hypothesis.stateful import (
 from ws_builders import SELF, make_ws, spec
 
 from shoal._types import Key
-from shoal.protocol.messages import AddKeys, Reschedule, TaskFailed, TaskFinished
+from shoal.protocol.messages import AddKeys, Reschedule, StealResponse, TaskFailed, TaskFinished
 from shoal.worker.state import (
     AcquireReplicasEvent,
     ComputeTaskEvent,
@@ -43,8 +44,10 @@ from shoal.worker.state import (
     Instruction,
     RescheduleTask,
     SendToScheduler,
+    StealRequestEvent,
 )
 
+QUEUED = ("waiting", "ready", "constrained")
 KEYS: list[Key] = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", ("t", 0)]
 PEERS = ["tcp://a", "tcp://b", "tcp://c"]
 holders = st.lists(st.sampled_from([*PEERS, SELF]), max_size=3, unique=True).map(tuple)
@@ -108,6 +111,10 @@ class WorkerStateMachine(RuleBasedStateMachine):
             if isinstance(ins.msg, Reschedule):
                 assert ins.msg.key in self.assigned, ins
                 self.assigned.discard(ins.msg.key)
+            if isinstance(ins.msg, StealResponse) and ins.msg.state in QUEUED:
+                ts = self.ws.tasks.get(ins.msg.key)
+                assert ts is None or not ts.assigned, ins
+                self.assigned.discard(ins.msg.key)
             if isinstance(ins.msg, (TaskFinished, AddKeys)):
                 keys = [ins.msg.key] if isinstance(ins.msg, TaskFinished) else ins.msg.keys
                 for key in keys:
@@ -147,6 +154,10 @@ class WorkerStateMachine(RuleBasedStateMachine):
     def free(self, keys: list[object]) -> None:
         self.assigned.difference_update(keys)
         self.feed(FreeKeysEvent(keys=tuple(keys)))  # type: ignore[arg-type]
+
+    @rule(key=st.sampled_from(KEYS))
+    def steal(self, key: Key) -> None:
+        self.feed(StealRequestEvent(key=key))
 
     @rule(keys=some_keys, data=st.data())
     def acquire(self, keys: list[object], data: st.DataObject) -> None:

@@ -35,6 +35,7 @@ from shoal.worker.state import (
     GatherDepSuccess,
     InvalidTransition,
     RescheduleTask,
+    StealRequestEvent,
     WorkerState,
     event_from_dict,
 )
@@ -207,6 +208,7 @@ EVENTS: list[Event] = [
         stop=2.0,
     ),
     RescheduleTask(key="x"),
+    StealRequestEvent(key=("x", 1), stimulus_id="steal-1", now=3.0),
     GatherDepSuccess(worker="tcp://a", data_nbytes={"d": 1}),
     GatherDepMissing(worker="tcp://a", keys_received={}, missing=("d",)),
     GatherDepNetworkFailure(worker="tcp://a", keys=("d",)),

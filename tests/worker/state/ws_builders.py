@@ -7,6 +7,7 @@ from shoal.protocol.messages import (
     AddKeys,
     MissingData,
     Reschedule,
+    StealResponse,
     TaskFailed,
     TaskFinished,
 )
@@ -24,6 +25,7 @@ from shoal.worker.state import (
     GatherDepNetworkFailure,
     GatherDepSuccess,
     SendToScheduler,
+    StealRequestEvent,
     WorkerState,
 )
 
@@ -114,6 +116,11 @@ def unreachable(worker: Address, *keys: Key) -> GatherDepNetworkFailure:
     return GatherDepNetworkFailure(worker=worker, keys=keys)
 
 
+def steal(key: Key) -> StealRequestEvent:
+    """The scheduler asks for ``key`` back."""
+    return StealRequestEvent(key=key)
+
+
 def scattered(**data: int) -> DataUpdated:
     """Values put here directly."""
     values: dict[Key, int] = {k: n for k, n in data.items()}
@@ -171,6 +178,11 @@ def missing_data(key: Key, worker: Address) -> SendToScheduler:
 def reschedule(key: Key) -> SendToScheduler:
     """Expected Reschedule."""
     return SendToScheduler(Reschedule(key=key))
+
+
+def stolen(key: Key, state: str | None) -> SendToScheduler:
+    """Expected StealResponse."""
+    return SendToScheduler(StealResponse(key=key, state=state))
 
 
 def drop(*keys: Key) -> DropData:
