@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 
@@ -12,17 +13,32 @@ import click
 from shoal.cli.main import run_until_signal, setup_logging
 
 
-def _parse_resources(text: str | None) -> dict[str, float]:
-    if not text:
-        return {}
-    out = {}
-    for part in text.replace(",", " ").split():
-        name, _, value = part.partition("=")
+def parse_resources(text: str | None) -> dict[str, float]:
+    """Parse ``"GPU=2 MEM=10e9"`` (comma- or space-separated ``NAME=NUMBER`` pairs).
+
+    The syntax of ``dask worker --resources``. Raises ``ValueError`` naming the first
+    malformed item.
+    """
+    out: dict[str, float] = {}
+    for item in (text or "").replace(",", " ").split():
+        name, eq, value = item.partition("=")
         try:
-            out[name] = float(value)
+            amount = float(value)
         except ValueError:
-            raise click.BadParameter(f"{part!r}: expected NAME=NUMBER, e.g. GPU=2") from None
+            amount = math.nan
+        if not name or not eq or math.isnan(amount) or amount < 0:
+            raise ValueError(f"{item!r}: expected NAME=NUMBER (a number >= 0), e.g. GPU=2")
+        out[name] = amount
     return out
+
+
+def _resources_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dict[str, float]:
+    try:
+        return parse_resources(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
 @click.command()
@@ -42,7 +58,12 @@ def _parse_resources(text: str | None) -> dict[str, float]:
     default=False,
     help="supervise the worker in a nanny process (not available yet)",
 )
-@click.option("--resources", default=None, help='abstract resources, e.g. "GPU=2 MEM=10e9"')
+@click.option(
+    "--resources",
+    default=None,
+    callback=_resources_option,
+    help='abstract resources tasks may ask for, e.g. "GPU=2 MEM=10e9" or "GPU=2,MEM=10e9"',
+)
 @click.option(
     "--exit-with-parent",
     is_flag=True,
@@ -58,7 +79,7 @@ def worker(
     name: str | None,
     memory_limit: str,
     nanny: bool,
-    resources: str | None,
+    resources: dict[str, float],
     exit_with_parent: bool,
     log_level: str,
 ) -> None:
@@ -83,7 +104,7 @@ def worker(
             memory_limit=memory_limit,
             host=host,
             port=worker_port,
-            resources=_parse_resources(resources),
+            resources=resources,
         )
         log.info("Worker at: %s", w.address)
         if exit_with_parent:

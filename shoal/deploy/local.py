@@ -45,6 +45,8 @@ class LocalCluster:
 
     ``processes=True`` (default) runs each worker in its own process over TCP;
     ``processes=False`` runs them as threads of this process over ``inproc://``.
+    ``resources`` (e.g. ``{"GPU": 1}``) are declared by every worker, for tasks
+    submitted with ``resources=``.
     ``dashboard_address`` is accepted for compatibility: shoal has no dashboard yet, so
     nothing is served there.
     """
@@ -62,6 +64,7 @@ class LocalCluster:
         asynchronous: bool = False,
         silence_logs: int | bool = logging.WARNING,
         name: str | None = None,
+        resources: dict[str, float] | None = None,
         **worker_kwargs: Any,
     ) -> None:
         cores = os.cpu_count() or 1
@@ -78,6 +81,7 @@ class LocalCluster:
         self.host = host or "127.0.0.1"
         self.protocol = (protocol or ("tcp" if processes else "inproc")).removesuffix("://")
         self.name = name or "LocalCluster"
+        self.resources = dict(resources or {})
         self.worker_kwargs = worker_kwargs
         self._log_level = logging.getLevelName(int(silence_logs)) if silence_logs else "INFO"
         if silence_logs:
@@ -202,6 +206,7 @@ class LocalCluster:
                 nthreads=self.threads_per_worker,
                 memory_limit=self.memory_limit,
                 host=self.host,
+                resources=self.resources,
                 extra_args=["--log-level", self._log_level],
             )
             self.workers[name] = proc
@@ -214,6 +219,7 @@ class LocalCluster:
                 name=name,
                 memory_limit=self.memory_limit,
                 host=self.host,
+                resources=self.resources,
                 **self.worker_kwargs,
             )
             self.workers[name] = worker

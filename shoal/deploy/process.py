@@ -7,6 +7,17 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
+
+
+def format_resources(resources: Mapping[str, float]) -> str:
+    """``{"GPU": 2}`` as ``shoal worker --resources`` reads it: ``"GPU=2.0"``."""
+    items = []
+    for name, amount in resources.items():
+        if not name or any(c == "=" or c == "," or c.isspace() for c in name):
+            raise ValueError(f"resource name {name!r} can't be passed on a command line")
+        items.append(f"{name}={float(amount)!r}")
+    return ",".join(items)
 
 
 class WorkerProcess:
@@ -24,9 +35,11 @@ class WorkerProcess:
         nthreads: int,
         memory_limit: int,
         host: str = "127.0.0.1",
+        resources: Mapping[str, float] | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
         self.name = name
+        resource_args = ["--resources", format_resources(resources)] if resources else []
         self.args = [
             sys.executable,
             "-m",
@@ -43,6 +56,7 @@ class WorkerProcess:
             "--host",
             host,
             "--exit-with-parent",
+            *resource_args,
             *(extra_args or []),
         ]
         self.proc: subprocess.Popen[bytes] | None = None

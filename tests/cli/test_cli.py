@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from shoal import Client
+from shoal.cli.worker import parse_resources
 
 
 class Proc:
@@ -66,7 +68,7 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
     workers: list[Proc] = []
     try:
         address = sched.wait_for(r"Scheduler at:\s+(tcp://\S+)")
-        for name in ("alice", "bob"):
+        for name, extra in (("alice", ["--resources", "GPU=2"]), ("bob", [])):
             w = Proc(
                 "worker",
                 address,
@@ -79,6 +81,7 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
                 "--no-nanny",
                 "--host",
                 "127.0.0.1",
+                *extra,
             )
             workers.append(w)
             w.wait_for(r"Worker at:\s+(tcp://\S+)")
@@ -88,6 +91,14 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
             names = sorted(w["name"] for w in info["workers"].values())
             assert names == ["alice", "bob"]
             assert all(w["memory_limit"] == 10**9 for w in info["workers"].values())
+            resources = {w["name"]: w["resources"] for w in info["workers"].values()}
+            assert resources == {"alice": {"GPU": 2.0}, "bob": {}}
+            # A task that needs a GPU runs on alice.
+            gpu = client.submit(socket.gethostname, resources={"GPU": 1}, pure=False)
+            assert gpu.result(timeout=20) == socket.gethostname()
+            assert client.who_has(gpu)[gpu.key] == [
+                a for a, w in info["workers"].items() if w["name"] == "alice"
+            ]
             assert client.gather(client.map(functools.partial(operator.add, 1), range(20))) == list(
                 range(1, 21)
             )
@@ -98,6 +109,46 @@ def test_scheduler_and_two_workers_from_the_command_line() -> None:
         for p in [sched, *workers]:
             if p.popen.poll() is None:
                 p.popen.kill()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("GPU=2", {"GPU": 2.0}),
+        ("GPU=2 MEM=10e9", {"GPU": 2.0, "MEM": 10e9}),
+        ("GPU=2,MEM=10e9", {"GPU": 2.0, "MEM": 10e9}),
+        (" GPU=0.5 ,  foo-bar=1 ", {"GPU": 0.5, "foo-bar": 1.0}),
+    ],
+)
+def test_parse_resources(text: str | None, expected: dict[str, float]) -> None:
+    assert parse_resources(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["GPU", "GPU=", "=2", "GPU=two", "GPU=2=3", "GPU=-1", "GPU=nan"])
+def test_parse_resources_names_the_bad_item(bad: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        parse_resources(f"MEM=1,{bad}")
+
+
+def test_malformed_resources_are_a_usage_error() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shoal.cli.main",
+            "worker",
+            "tcp://127.0.0.1:1",
+            "--resources",
+            "GPU=2,TPU",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "Invalid value for '--resources': 'TPU'" in out.stderr
 
 
 def test_nanny_flag_says_it_is_not_available() -> None:
