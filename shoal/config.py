@@ -33,6 +33,18 @@ DEFAULTS: dict[str, Any] = {
     # at Python's 700 the collector took about half of a scheduler's time.
     "gc.threshold0": 50_000,
     "scheduler.validate": False,
+    # root tasks per worker thread before the rest wait on the scheduler ("inf": no queuing)
+    "scheduler.worker-saturation": 1.1,
+    # seconds assumed for a task whose kind never ran yet
+    "scheduler.unknown-task-duration": 0.5,
+    # bytes/s assumed between workers, to weigh moving data against computing
+    "scheduler.bandwidth": 100e6,
+    "scheduler.work-stealing": True,
+    # how often the scheduler balances work and checks its timers, in seconds
+    "scheduler.tick-interval": 0.1,
+    # seconds a task may wait while workers are connected but none may run it
+    # (resources, workers=) before it errs with NoValidWorker; None: forever
+    "scheduler.no-workers-timeout": 60.0,
     "worker.heartbeat-interval": 1.0,
     "client.heartbeat-interval": 5.0,
     # Warn when one task's pickled run spec is this large (data embedded in the graph).

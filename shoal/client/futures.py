@@ -13,7 +13,13 @@ from dask._task_spec import TaskRef
 from dask.base import is_dask_collection
 
 from shoal._types import Key
-from shoal.errors import FutureCancelledError, KilledWorker, SerializeError, TaskError
+from shoal.errors import (
+    FutureCancelledError,
+    KilledWorker,
+    NoValidWorker,
+    SerializeError,
+    TaskError,
+)
 from shoal.protocol.opaque import Opaque
 from shoal.protocol.serialize import loads
 
@@ -64,6 +70,8 @@ class RemoteException:
             Exception.__init__(exc, text.removeprefix("KilledWorker:").strip())
             exc.task = self.blame
             exc.last_workers = []
+        elif self.exception is None and text.startswith("NoValidWorker:"):
+            exc = NoValidWorker(text.removeprefix("NoValidWorker:").strip())
         elif self.exception is not None:
             try:
                 exc = loads(self.exception)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from shoal.errors import CommError, RemoteError
 from shoal.protocol.messages import (
     OK,
+    AdaptiveTarget,
     AddKeys,
     Broadcast,
     CancelKeys,
@@ -27,8 +28,12 @@ from shoal.protocol.messages import (
     MissingData,
     NThreads,
     Processing,
+    Rebalance,
+    Replicate,
     Reschedule,
+    RetireWorkers,
     ScatteredData,
+    StealResponse,
     TaskFailed,
     TaskFinished,
     TaskSpec,
@@ -44,8 +49,12 @@ from shoal.scheduler.state import (
     KeysCancelled,
     KeysDesired,
     KeysReleased,
+    RebalanceRequested,
     ReplicasAdded,
+    ReplicationRequested,
     RescheduleRequested,
+    RetirementRequested,
+    StealResponded,
     TaskFailedEvent,
     TaskFinishedEvent,
     queries,
@@ -112,6 +121,12 @@ def worker_events(
                     errant_worker=msg.errant_worker,
                     stimulus_id=sid,
                     now=now,
+                )
+            )
+        elif isinstance(msg, StealResponse):
+            events.append(
+                StealResponded(
+                    worker=worker, key=msg.key, state=msg.state, stimulus_id=sid, now=now
                 )
             )
         elif isinstance(msg, Reschedule):
@@ -220,12 +235,64 @@ async def answer(scheduler: Scheduler, msg: Message) -> Message:
         assert events is not None
         scheduler.handle(*events)
         return OK()
+    if isinstance(msg, RetireWorkers):
+        return OK(await retire_workers(scheduler, msg.workers, msg.n, msg.close_workers))
+    if isinstance(msg, Replicate):
+        return OK(
+            await scheduler.request(
+                lambda rid: ReplicationRequested(
+                    request=rid,
+                    keys=tuple(msg.keys),
+                    n=msg.n,
+                    workers=None if msg.workers is None else tuple(msg.workers),
+                    stimulus_id=rid,
+                    now=time.time(),
+                )
+            )
+        )
+    if isinstance(msg, Rebalance):
+        return OK(
+            await scheduler.request(
+                lambda rid: RebalanceRequested(
+                    request=rid,
+                    keys=None if msg.keys is None else tuple(msg.keys),
+                    workers=None if msg.workers is None else tuple(msg.workers),
+                    stimulus_id=rid,
+                    now=time.time(),
+                )
+            )
+        )
+    if isinstance(msg, AdaptiveTarget):
+        return OK(queries.adaptive_target(state))
     if isinstance(msg, Broadcast):
         return OK(await broadcast(scheduler, msg))
     if isinstance(msg, Terminate):
         scheduler._spawn(scheduler.close())  # after this reply is written
         return OK()
     return ErrorReply(f"the scheduler does not answer {msg.op!r} requests")
+
+
+async def retire_workers(
+    scheduler: Scheduler,
+    workers: Sequence[str] | None,
+    n: int | None = None,
+    close_workers: bool = True,
+) -> dict[str, Any]:
+    """Retire workers gracefully (see :class:`~shoal.protocol.messages.RetireWorkers`);
+    return ``{address: info}`` of those retired, once each has shut down."""
+    retired: dict[str, Any] = await scheduler.request(
+        lambda rid: RetirementRequested(
+            request=rid,
+            workers=None if workers is None else tuple(workers),
+            n=n,
+            close=close_workers,
+            stimulus_id=rid,
+            now=time.time(),
+        )
+    )
+    if close_workers:
+        await scheduler.wait_for_workers_gone(list(retired))
+    return retired
 
 
 async def broadcast(scheduler: Scheduler, msg: Broadcast) -> dict[str, Any]:

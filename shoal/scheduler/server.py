@@ -34,13 +34,17 @@ from shoal.protocol.messages import (
     Message,
     RegisterClient,
     RegisterWorker,
+    Terminate,
 )
 from shoal.protocol.versions import collect_versions
 from shoal.scheduler import handlers
 from shoal.scheduler.state import (
     ClientConnected,
     ClientDisconnected,
+    CloseWorker,
+    RequestDone,
     SchedulerState,
+    Tick,
     ToClient,
     ToWorker,
     WorkerAdded,
@@ -55,6 +59,10 @@ _stimulus_counter = itertools.count()
 def stimulus_id(prefix: str) -> str:
     """A unique id naming the cause of a chain of transitions."""
     return f"{prefix}-{next(_stimulus_counter)}"
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None or value == "" else float(value)
 
 
 def limits_from_config() -> Limits:
@@ -83,6 +91,7 @@ class Scheduler:
         limits: Limits | None = None,
         validate: bool | None = None,
         allowed_failures: int | None = None,
+        worker_saturation: float | None = None,
     ) -> None:
         self.id = f"Scheduler-{uuid.uuid4()}"
         self._host = host or "127.0.0.1"
@@ -97,7 +106,17 @@ class Scheduler:
             ),
             validate=bool(config.get("scheduler.validate")) if validate is None else validate,
             log_size=int(config.get("scheduler.log-size")),
+            worker_saturation=float(
+                config.get("scheduler.worker-saturation")
+                if worker_saturation is None
+                else worker_saturation
+            ),
+            unknown_duration=float(config.get("scheduler.unknown-task-duration")),
+            bandwidth=float(config.get("scheduler.bandwidth")),
+            no_workers_timeout=_optional_float(config.get("scheduler.no-workers-timeout")),
+            work_stealing=bool(config.get("scheduler.work-stealing")),
         )
+        self.tick_interval = float(config.get("scheduler.tick-interval"))
         self.pool = ConnectionPool(role="scheduler", limits=self.limits)
         self.worker_streams: dict[str, BatchedSender] = {}
         self.client_streams: dict[str, BatchedSender] = {}
@@ -109,6 +128,7 @@ class Scheduler:
         self._closed = asyncio.Event()
         self._background = BackgroundTasks()
         self._worker_joined = asyncio.Condition()
+        self._requests: dict[str, asyncio.Future[Any]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,6 +157,7 @@ class Scheduler:
             addr, self._handle_connection, role="scheduler", limits=self.limits
         )
         self.status = "running"
+        self._spawn(self._tick_loop())
         logger.info("Scheduler at %s", self.address)
         return self
 
@@ -163,6 +184,10 @@ class Scheduler:
             with contextlib.suppress(Exception):
                 await sender.conn.close()
         await self._background.cancel_all()
+        for fut in self._requests.values():
+            if not fut.done():
+                fut.set_exception(CommError("the scheduler closed"))
+        self._requests.clear()
         await self.pool.close()
         self.status = "closed"
         self._closed.set()
@@ -187,8 +212,38 @@ class Scheduler:
                 sender = self.client_streams.get(out.client)
                 if sender is not None and not sender.closed:
                     sender.send(out.msg)
+            elif isinstance(out, RequestDone):
+                fut = self._requests.pop(out.request, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(out.value)
+            elif isinstance(out, CloseWorker):
+                logger.info("Worker %s retired", out.worker)
+                if out.close:
+                    self._spawn(self._close_worker(out.worker))
             else:  # pragma: no cover - a new Outgoing type without a route is a bug
                 logger.error("no route for %r", out)
+
+    async def request(self, make: Any) -> Any:
+        """Handle the event ``make(request_id)`` and wait for its ``RequestDone`` value."""
+        rid = f"request-{uuid.uuid4().hex}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[rid] = fut
+        try:
+            self.handle(make(rid))
+            return await fut
+        finally:
+            self._requests.pop(rid, None)
+
+    async def _close_worker(self, address: str) -> None:
+        try:
+            await self.pool.request(address, Terminate())
+        except Exception as e:  # it may be gone already: that is what we wanted
+            logger.debug("closing retired worker %s: %s", address, e)
+
+    async def _tick_loop(self) -> None:
+        while self.status == "running":
+            await asyncio.sleep(self.tick_interval)
+            self.handle(Tick(stimulus_id=stimulus_id("tick"), now=time.time()))
 
     # ------------------------------------------------------------------ connections
 
@@ -312,6 +367,13 @@ class Scheduler:
                         now=time.time(),
                     )
                 )
+
+    async def wait_for_workers_gone(self, addresses: list[str], timeout: float = 30.0) -> None:
+        """Wait until none of ``addresses`` has a connection (at most ``timeout`` s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(a in self.worker_streams for a in addresses) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
 
     async def wait_for_workers(self, n: int) -> None:
         """Wait until at least ``n`` workers are connected."""

@@ -36,6 +36,7 @@ EXAMPLES: dict[str, Any] = {
     "str": "text",
     "str | None": "maybe",
     "int": 42,
+    "int | None": 7,
     "float": 1.5,
     "bool": True,
     "Any": {"nested": (1, "two", {"deep": opaque(b"a")}), ("t", 1): None},

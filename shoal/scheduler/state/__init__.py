@@ -17,23 +17,29 @@ from shoal.scheduler.state.events import (
     KeysCancelled,
     KeysDesired,
     KeysReleased,
+    RebalanceRequested,
     ReplicasAdded,
+    ReplicationRequested,
     RescheduleRequested,
+    RetirementRequested,
+    StealResponded,
     TaskFailedEvent,
     TaskFinishedEvent,
+    Tick,
     WorkerAdded,
     WorkerRemoved,
 )
 from shoal.scheduler.state.invariants import validate
 from shoal.scheduler.state.machine import SchedulerState
 from shoal.scheduler.state.model import TaskStateName, TransitionRecord
-from shoal.scheduler.state.outgoing import Outgoing, ToClient, ToWorker
+from shoal.scheduler.state.outgoing import CloseWorker, Outgoing, RequestDone, ToClient, ToWorker
 from shoal.scheduler.state.transitions import TRANSITIONS
 
 __all__ = [
     "TRANSITIONS",
     "ClientConnected",
     "ClientDisconnected",
+    "CloseWorker",
     "DataMissing",
     "DataScattered",
     "Event",
@@ -43,12 +49,18 @@ __all__ = [
     "KeysDesired",
     "KeysReleased",
     "Outgoing",
+    "RebalanceRequested",
     "ReplicasAdded",
+    "ReplicationRequested",
+    "RequestDone",
     "RescheduleRequested",
+    "RetirementRequested",
     "SchedulerState",
+    "StealResponded",
     "TaskFailedEvent",
     "TaskFinishedEvent",
     "TaskStateName",
+    "Tick",
     "ToClient",
     "ToWorker",
     "TransitionRecord",

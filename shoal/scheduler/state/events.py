@@ -265,6 +265,68 @@ class RescheduleRequested(Event):
         return (self.key,)
 
 
+@dataclass(frozen=True, slots=True)
+class StealResponded(Event):
+    """``worker`` answered a steal request: ``key`` was in ``state`` when it arrived.
+
+    ``waiting``, ``ready`` or ``constrained`` mean the worker dropped the task.
+    """
+
+    worker: Address
+    key: Key
+    state: str | None
+
+    def touched_keys(self) -> tuple[Key, ...]:
+        """The key asked for."""
+        return (self.key,)
+
+
+# ------------------------------------------------------------------ requests and time
+
+
+@dataclass(frozen=True, slots=True)
+class RetirementRequested(Event):
+    """Retire ``workers`` (addresses or names), or ``n`` chosen ones, gracefully.
+
+    Their tasks move to other workers and the keys only they hold are copied elsewhere;
+    then each is removed and, with ``close``, told to shut down. ``request`` names the
+    reply (:class:`~shoal.scheduler.state.outgoing.RequestDone`).
+    """
+
+    request: str
+    workers: tuple[str, ...] | None = None
+    n: int | None = None
+    close: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationRequested(Event):
+    """Make each of ``keys`` held by ``n`` of ``workers`` (``None``: all of them)."""
+
+    request: str
+    keys: tuple[Key, ...]
+    n: int | None = None
+    workers: tuple[str, ...] | None = None
+
+    def touched_keys(self) -> tuple[Key, ...]:
+        """The keys to replicate."""
+        return self.keys
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceRequested(Event):
+    """Even out the bytes ``workers`` hold by moving ``keys`` (``None``: all)."""
+
+    request: str
+    keys: tuple[Key, ...] | None = None
+    workers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick(Event):
+    """Time passed (sent periodically): balance work, retry moves, expire waits."""
+
+
 def event_types() -> dict[str, type[Event]]:
     """Return a copy of the event name → class registry (for tests and tools)."""
     return dict(_EVENTS)
@@ -281,10 +343,15 @@ __all__ = [
     "KeysCancelled",
     "KeysDesired",
     "KeysReleased",
+    "RebalanceRequested",
     "ReplicasAdded",
+    "ReplicationRequested",
     "RescheduleRequested",
+    "RetirementRequested",
+    "StealResponded",
     "TaskFailedEvent",
     "TaskFinishedEvent",
+    "Tick",
     "WorkerAdded",
     "WorkerRemoved",
     "event_types",

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shoal.scheduler.state.model import LIVE_STATES, TaskState, TaskStateName, WorkerInfo
+from shoal.scheduler.state.model import (
+    ACTIVE_STATES,
+    LIVE_STATES,
+    READY_STATES,
+    TaskState,
+    TaskStateName,
+    WorkerInfo,
+)
+from shoal.scheduler.state.placement import task_slots
 
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
-
-_ACTIVE = ("waiting", "no-worker", "processing")
 
 
 def _check(ok: object, what: object, rule: str) -> None:
@@ -33,6 +39,23 @@ def validate(state: SchedulerState) -> None:
     _check(counts == state.counts, "counts", f"are {state.counts}, tasks say {counts}")
     for ts in state.unrunnable:
         _check(ts.state == "no-worker", ts, "is unrunnable but not no-worker")
+    for ts in state.queued:
+        _check(ts.state == "queued", ts, "is in the queue but not queued")
+    for ts, steal in state.steals.items():
+        _check(ts.processing_on is steal.victim, ts, "steal requested from a worker not running it")
+    groups: dict[str, int] = {}
+    for ts in state.tasks.values():
+        groups[ts.group.name] = groups.get(ts.group.name, 0) + 1
+    sizes = {name: tg.size for name, tg in state.groups.items()}
+    _check(groups == sizes, "groups", f"sizes {sizes} != {groups}")
+    _check(
+        state.total_nthreads == sum(ws.nthreads for ws in state.workers.values()),
+        "total_nthreads",
+        "disagrees with the workers",
+    )
+    for c_ts, copies in state.pending_copies.items():
+        for c in copies:
+            _check(c.ts is c_ts and c in c.owner.pending, c_ts, "copy index out of sync")
     for address, ws in state.workers.items():
         _validate_worker(state, address, ws)
     for name, ws in state.aliases.items():
@@ -49,9 +72,24 @@ def validate(state: SchedulerState) -> None:
 
 def _validate_worker(state: SchedulerState, address: str, ws: WorkerInfo) -> None:
     _check(ws.address == address and ws.alive, ws, "is registered but not alive")
+    used: dict[str, float] = {}
     for ts in ws.processing:
         _check(ts.processing_on is ws, ts, f"listed as processing on {address}")
         _check(state.tasks.get(ts.key) is ts, ts, f"forgotten but processing on {address}")
+        for name, amount in (ts.resources or {}).items():
+            used[name] = used.get(name, 0.0) + amount
+    _check(abs(ws.occupancy - sum(ws.processing.values())) < 1e-6, ws, "occupancy != expected work")
+    for name in set(used) | set(ws.used_resources):
+        _check(
+            abs(used.get(name, 0.0) - ws.used_resources.get(name, 0.0)) < 1e-9,
+            ws,
+            f"uses {ws.used_resources} of resources, its tasks hold {used}",
+        )
+    _check(
+        (ws in state.open_workers) == (task_slots(state, ws) > 0),
+        ws,
+        "open_workers disagrees with its free slots",
+    )
     nbytes = 0
     for ts in ws.has_what:
         _check(ws in ts.who_has, ts, f"listed on {address} which it doesn't know of")
@@ -75,7 +113,7 @@ def _validate_task(state: SchedulerState, ts: TaskState) -> None:
         _check(state.workers.get(ws.address) is ws, ts, f"held by gone worker {ws.address}")
         _check(ts in ws.has_what, ts, f"not in has_what of {ws.address}")
     # waiters: exactly the dependents that still need this value.
-    waiters = {d for d in ts.dependents if d.state in _ACTIVE}
+    waiters = {d for d in ts.dependents if d.state in ACTIVE_STATES}
     _check(set(ts.waiters) == waiters, ts, f"waiters {list(ts.waiters)} != {waiters}")
     needed = bool(ts.who_wants or ts.waiters)
     _check(ts.who_wants or ts.dependents, ts, "kept although no client and no dependent")
@@ -85,6 +123,7 @@ def _validate_task(state: SchedulerState, ts: TaskState) -> None:
         (ts.processing_on is not None) == (st == "processing"), ts, "processing_on iff processing"
     )
     _check((ts in state.unrunnable) == (st == "no-worker"), ts, "unrunnable iff no-worker")
+    _check((ts in state.queued) == (st == "queued"), ts, "in the queue iff queued")
     _check(bool(ts.who_has) == (st == "memory"), ts, "has holders iff in memory")
     if st != "erred":
         _check(len(ts.suspicious) <= state.allowed_failures, ts, "should be KilledWorker")
@@ -95,14 +134,14 @@ def _validate_task(state: SchedulerState, ts: TaskState) -> None:
     elif st == "waiting":
         _check(ts.run_spec is not None and ts.lost_dependency is None, ts, "can't run")
         for dts in ts.dependencies:
-            _check(dts.state in (*_ACTIVE, "memory"), ts, f"waits on {dts.state} {dts.key!r}")
+            _check(dts.state in (*ACTIVE_STATES, "memory"), ts, f"waits on {dts.state} {dts.key!r}")
             _check(
                 (dts in ts.waiting_on) == (dts.state != "memory"),
                 ts,
                 f"waiting_on disagrees about {dts.state} dependency {dts.key!r}",
             )
         _check(ts.waiting_on, ts, "waiting on nothing")
-    elif st in ("no-worker", "processing"):
+    elif st in READY_STATES:
         _check(ts.lost_dependency is None, ts, f"{st} with a lost dependency")
         for dts in ts.dependencies:
             _check(dts.state == "memory", ts, f"{st} but dependency {dts.key!r} is {dts.state}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal._types import Address, ClientId, Key, StimulusId
-from shoal.scheduler.state import clients, recovery, workers
+from shoal.scheduler.state import clients, moves, recovery, stealing, workers
 from shoal.scheduler.state.events import (
     ClientConnected,
     ClientDisconnected,
@@ -29,10 +29,15 @@ from shoal.scheduler.state.events import (
     KeysCancelled,
     KeysDesired,
     KeysReleased,
+    RebalanceRequested,
     ReplicasAdded,
+    ReplicationRequested,
     RescheduleRequested,
+    RetirementRequested,
+    StealResponded,
     TaskFailedEvent,
     TaskFinishedEvent,
+    Tick,
     WorkerAdded,
     WorkerRemoved,
 )
@@ -41,14 +46,26 @@ from shoal.scheduler.state.model import (
     LIVE_STATES,
     ClientInfo,
     Context,
+    TaskGroup,
+    TaskPrefix,
     TaskState,
     TaskStateName,
     TransitionRecord,
     WorkerInfo,
 )
+from shoal.scheduler.state.names import key_group, key_prefix
 from shoal.scheduler.state.outgoing import Outbox, Outgoing
-from shoal.scheduler.state.placement import WorkerPool
+from shoal.scheduler.state.placement import TaskQueue, WorkerPool, task_slots
 from shoal.scheduler.state.transitions import run_recommendations
+
+
+def _tick(s: SchedulerState, ev: Tick, ctx: Context) -> None:
+    """Periodic work: balance load, retry copies, expire tasks no worker can run."""
+    if s.work_stealing:
+        stealing.balance(s, ctx)
+    moves.tick(s, ctx)
+    recovery.expire_unrunnable(s, ctx)
+
 
 _HANDLERS: dict[type[Event], Callable[[SchedulerState, Any, Context], None]] = {
     ClientConnected: clients.client_connected,
@@ -66,6 +83,11 @@ _HANDLERS: dict[type[Event], Callable[[SchedulerState, Any, Context], None]] = {
     WorkerRemoved: recovery.worker_removed,
     DataMissing: recovery.data_missing,
     RescheduleRequested: recovery.reschedule_requested,
+    StealResponded: stealing.steal_responded,
+    RetirementRequested: moves.retirement_requested,
+    ReplicationRequested: moves.replication_requested,
+    RebalanceRequested: moves.rebalance_requested,
+    Tick: _tick,
 }
 
 
@@ -75,13 +97,35 @@ class SchedulerState:
     ``allowed_failures``: how many workers may die while running one task before it
     errs with ``KilledWorker``. ``validate``: check every invariant after each event
     (tests always do). ``log_size``: how many events and transitions the logs keep.
+    ``worker_saturation``: root tasks sent to a worker at once, per thread, before the
+    rest are queued (``inf``: no queuing). ``unknown_duration``: seconds assumed for a
+    task whose prefix never finished yet. ``bandwidth``: bytes per second assumed
+    between workers (work stealing). ``no_workers_timeout``: seconds a task may wait
+    while no connected worker can run it before it errs (``None``: forever).
+    ``work_stealing``: let idle workers take tasks from busy ones at each ``Tick``.
     """
 
     def __init__(
-        self, *, allowed_failures: int = 3, validate: bool = False, log_size: int = 100_000
+        self,
+        *,
+        allowed_failures: int = 3,
+        validate: bool = False,
+        log_size: int = 100_000,
+        worker_saturation: float = 1.1,
+        unknown_duration: float = 0.5,
+        bandwidth: float = 100e6,
+        no_workers_timeout: float | None = None,
+        work_stealing: bool = True,
     ) -> None:
+        if not worker_saturation > 0:
+            raise ValueError(f"worker_saturation must be > 0, got {worker_saturation}")
         self.allowed_failures = allowed_failures
         self.validate = validate
+        self.worker_saturation = float(worker_saturation)
+        self.unknown_duration = unknown_duration
+        self.bandwidth = bandwidth
+        self.no_workers_timeout = no_workers_timeout
+        self.work_stealing = work_stealing
         #: every task not forgotten, by key
         self.tasks: dict[Key, TaskState] = {}
         #: live workers by address, and by name
@@ -90,8 +134,24 @@ class SchedulerState:
         #: live workers declaring each resource
         self.resource_index: dict[str, dict[WorkerInfo, None]] = {}
         self.clients: dict[ClientId, ClientInfo] = {}
-        #: tasks in the no-worker state, retried when a worker joins
-        self.unrunnable: dict[TaskState, None] = {}
+        #: tasks in the no-worker state (with when they got there), retried when a
+        #: worker joins
+        self.unrunnable: dict[TaskState, float] = {}
+        #: root tasks waiting for a free worker slot, most urgent first
+        self.queued = TaskQueue()
+        #: accepting workers with a free slot for a root task
+        self.open_workers: dict[WorkerInfo, None] = {}
+        #: sum of the threads of live workers
+        self.total_nthreads = 0
+        #: task groups by name, prefixes (with learned run times) by name
+        self.groups: dict[str, TaskGroup] = {}
+        self.prefixes: dict[str, TaskPrefix] = {}
+        #: steal requests in flight, by task (see :mod:`.stealing`)
+        self.steals: dict[TaskState, stealing.Steal] = {}
+        #: copies asked for by retirements, replicate and rebalance (see :mod:`.moves`)
+        self.pending_copies: dict[TaskState, dict[moves.Copy, None]] = {}
+        self.moves: dict[str, moves.MoveRequest] = {}
+        self.retirements: dict[str, moves.Retirement] = {}
         #: number of tasks in each live state
         self.counts: dict[TaskStateName, int] = dict.fromkeys(LIVE_STATES, 0)
         self.pool = WorkerPool()
@@ -116,6 +176,9 @@ class SchedulerState:
             ctx = Context(sid, event.now, out)
             _HANDLERS[type(event)](self, event, ctx)
             run_recommendations(self, ctx)
+            if self.moves or self.retirements:
+                moves.progress(self, ctx)
+                run_recommendations(self, ctx)
             if self.validate:
                 validate_state(self)
         return out.drain()
@@ -124,10 +187,40 @@ class SchedulerState:
 
     def new_task(self, key: Key) -> TaskState:
         """Create a released task for ``key``."""
-        ts = TaskState(key)
+        name = key_group(key)
+        tg = self.groups.get(name)
+        if tg is None:
+            prefix_name = key_prefix(key)
+            tp = self.prefixes.get(prefix_name)
+            if tp is None:
+                tp = self.prefixes[prefix_name] = TaskPrefix(prefix_name)
+            tg = self.groups[name] = TaskGroup(name, tp)
+        tg.size += 1
+        ts = TaskState(key, tg)
         self.tasks[key] = ts
         self.counts["released"] += 1
         return ts
+
+    def forget_task(self, ts: TaskState) -> None:
+        """Drop ``ts`` (now ``forgotten``) from the books."""
+        del self.tasks[ts.key]
+        tg = ts.group
+        tg.size -= 1
+        if not tg.size:
+            del self.groups[tg.name]
+
+    def expected_duration(self, ts: TaskState) -> float:
+        """Seconds ``ts`` is expected to run: its prefix's average, else a default."""
+        duration = ts.group.prefix.duration
+        return duration if duration >= 0 else self.unknown_duration
+
+    def workload_changed(self, ws: WorkerInfo) -> None:
+        """``ws``'s tasks changed, or whether it accepts work: refresh placement books."""
+        self.pool.touch(ws)
+        if ws.alive and task_slots(self, ws) > 0:
+            self.open_workers[ws] = None
+        else:
+            self.open_workers.pop(ws, None)
 
     def client(self, client: ClientId) -> ClientInfo:
         """The record of ``client``, created on first use."""
@@ -143,11 +236,13 @@ class SchedulerState:
             self.aliases[ws.name] = ws
         for name in ws.resources:
             self.resource_index.setdefault(name, {})[ws] = None
+        self.total_nthreads += ws.nthreads
         self.pool.add(ws)
+        self.workload_changed(ws)
 
     def drop_worker(self, ws: WorkerInfo) -> None:
         """Unregister ``ws``: from now on nothing is decided for it or sent to it."""
-        ws.alive = False
+        ws.alive = ws.accepting = False
         del self.workers[ws.address]
         if self.aliases.get(ws.name) is ws:
             del self.aliases[ws.name]
@@ -156,7 +251,9 @@ class SchedulerState:
             del holders[ws]
             if not holders:
                 del self.resource_index[name]
+        self.total_nthreads -= ws.nthreads
         self.pool.remove(ws)
+        self.open_workers.pop(ws, None)
 
     def next_worker_serial(self) -> int:
         """A number ordering workers by when they joined."""

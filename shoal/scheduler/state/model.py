@@ -21,18 +21,65 @@ from shoal.protocol.opaque import Opaque
 from shoal.scheduler.state.outgoing import Outbox
 
 TaskStateName = Literal[
-    "released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten"
+    "released", "waiting", "queued", "no-worker", "processing", "memory", "erred", "forgotten"
 ]
 
 #: Every state a task in ``SchedulerState.tasks`` can be in (``forgotten`` ones are gone).
 LIVE_STATES: tuple[TaskStateName, ...] = (
     "released",
     "waiting",
+    "queued",
     "no-worker",
     "processing",
     "memory",
     "erred",
 )
+
+#: States of a task that still needs its dependencies' values.
+ACTIVE_STATES: tuple[TaskStateName, ...] = ("waiting", "queued", "no-worker", "processing")
+
+#: States of a task whose dependencies are all in memory, waiting for (or on) a worker.
+READY_STATES: tuple[TaskStateName, ...] = ("queued", "no-worker", "processing")
+
+
+class TaskPrefix:
+    """Tasks sharing a name prefix (``"inc"`` for ``"inc-<token>"``): how long they run.
+
+    ``duration`` is an exponential moving average of measured run times, in seconds;
+    negative while none has finished.
+    """
+
+    __slots__ = ("duration", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.duration = -1.0
+
+    def record(self, seconds: float) -> None:
+        """Fold in one measured run time."""
+        seconds = max(seconds, 0.0)
+        self.duration = seconds if self.duration < 0 else 0.5 * (self.duration + seconds)
+
+    def __repr__(self) -> str:
+        return f"<TaskPrefix {self.name} {self.duration:.3g}s>"
+
+
+class TaskGroup:
+    """Tasks of one layer of a graph (``"x-<token>"`` for ``("x-<token>", i)`` keys).
+
+    ``size`` counts its tasks the scheduler still knows; queuing uses it to tell root
+    layers (many tasks, few small dependencies) from the rest.
+    """
+
+    __slots__ = ("name", "prefix", "size")
+
+    def __init__(self, name: str, prefix: TaskPrefix) -> None:
+        self.name = name
+        self.prefix = prefix
+        self.size = 0
+
+    def __repr__(self) -> str:
+        return f"<TaskGroup {self.name} size={self.size}>"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -86,6 +133,7 @@ class TaskState:
         "dependencies",
         "dependents",
         "failure",
+        "group",
         "key",
         "lost_dependency",
         "nbytes",
@@ -104,8 +152,9 @@ class TaskState:
         "worker_restrictions",
     )
 
-    def __init__(self, key: Key) -> None:
+    def __init__(self, key: Key, group: TaskGroup) -> None:
         self.key: Key = key
+        self.group = group
         self.state: TaskStateName = "released"
         #: the pickled callable and arguments; ``None`` for scattered data (no lineage)
         self.run_spec: Opaque | None = None
@@ -146,6 +195,7 @@ class WorkerInfo:
     """A live worker: its capacity, the tasks it runs and the keys it holds."""
 
     __slots__ = (
+        "accepting",
         "address",
         "alive",
         "has_what",
@@ -154,10 +204,12 @@ class WorkerInfo:
         "name",
         "nbytes",
         "nthreads",
+        "occupancy",
         "pool_version",
         "processing",
         "resources",
         "serial",
+        "used_resources",
     )
 
     def __init__(
@@ -177,7 +229,12 @@ class WorkerInfo:
         self.resources = resources
         #: join order, the last tie-breaker of placement
         self.serial = serial
-        self.processing: dict[TaskState, None] = {}
+        #: tasks assigned here, each with the run time it was expected to take
+        self.processing: dict[TaskState, float] = {}
+        #: sum of the expected run times in ``processing``, in seconds
+        self.occupancy = 0.0
+        #: resources held by the tasks in ``processing``
+        self.used_resources: dict[str, float] = {}
         self.has_what: dict[TaskState, None] = {}
         #: total bytes of the keys in ``has_what``
         self.nbytes = 0
@@ -186,11 +243,14 @@ class WorkerInfo:
         #: bumped whenever this worker's entry in the placement heap is refreshed
         self.pool_version = 0
         self.alive = True
+        #: alive and not retiring: new tasks and copies may be sent here
+        self.accepting = True
 
-    def occupancy(self) -> tuple[float, int, int, int]:
-        """Placement order: busy threads ratio, bytes held, least recently assigned, join order."""
+    def load(self) -> tuple[float, int, int, int]:
+        """Placement order: expected work per thread, bytes held, least recently
+        assigned, join order (lowest first)."""
         return (
-            len(self.processing) / max(self.nthreads, 1),
+            self.occupancy / max(self.nthreads, 1),
             self.nbytes,
             self.last_assigned,
             self.serial,

@@ -19,6 +19,13 @@ Messages to clients (:class:`ToClient`):
 - ``KeyLost``: a wanted key is pending again: its last copy is gone, or it erred and
   is being retried (resubmitted); it is being recomputed.
 - ``KeysCancelled``: the futures for these keys must fail as cancelled (``reason`` says why).
+
+To the server itself:
+
+- :class:`RequestDone`: a request made as an event (retire, replicate, rebalance) is
+  complete; its reply carries ``value``.
+- :class:`CloseWorker`: a worker was retired; shut its process down (``close``) or just
+  stop talking to it.
 """
 
 from __future__ import annotations
@@ -46,8 +53,24 @@ class ToClient:
     msg: Message
 
 
+@dataclass(frozen=True, slots=True)
+class RequestDone:
+    """The request named ``request`` is complete; answer it with ``value``."""
+
+    request: str
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWorker:
+    """``worker`` was retired and removed; shut it down if ``close``."""
+
+    worker: Address
+    close: bool
+
+
 #: One output of ``SchedulerState.handle``.
-Outgoing: TypeAlias = ToWorker | ToClient
+Outgoing: TypeAlias = ToWorker | ToClient | RequestDone | CloseWorker
 
 
 class Outbox:
@@ -81,6 +104,10 @@ class Outbox:
     def to_client(self, client: ClientId, msg: Message) -> None:
         """Queue ``msg`` for ``client``."""
         self._out.append(ToClient(client, msg))
+
+    def to_server(self, item: RequestDone | CloseWorker) -> None:
+        """Queue an instruction for the server itself."""
+        self._out.append(item)
 
     def cancelled(self, client: ClientId, key: Key, reason: str) -> None:
         """Queue ``key`` in this call's ``KeysCancelled`` for ``client`` with ``reason``."""

@@ -1,32 +1,34 @@
-"""Where a ready task runs: restrictions, resources, locality, then the least busy worker.
+"""Where a ready task runs: restrictions, resources, locality, queuing, least busy worker.
 
-``decide_worker`` is called once per task that becomes ready (and per ``no-worker`` task
-when a suitable worker joins). Its cost never depends on the number of tasks:
+:func:`place` is called once per task whose dependencies are all in memory (and again
+for ``no-worker`` and ``queued`` tasks when a worker frees up or joins). Its cost never
+depends on the number of tasks:
 
 1. *Valid workers*: ``workers=`` restrictions (addresses or names; with
    ``allow_other_workers`` they are a preference, used only if one of them is there) and
-   ``resources=`` (a worker must declare at least that much of each). None of them:
-   every worker is valid.
-2. *Locality*: among valid workers, the one holding the most bytes of the task's
+   ``resources=`` (a worker must declare at least that much of each). Retiring workers
+   are never valid. None of them: every accepting worker is valid.
+2. *Root tasks are queued*: a task of a large layer with few, small dependencies
+   (:func:`is_rootish`) goes to the least busy worker that has a free *slot*
+   (``ceil(worker_saturation * nthreads)`` tasks at once); when none has, it waits in
+   ``SchedulerState.queued`` (state ``queued``) until a slot frees up, so a huge graph
+   never floods the workers' memory with root tasks. ``worker_saturation=inf`` turns
+   queuing off.
+3. *Locality*: among valid workers, the one holding the most bytes of the task's
    dependencies. Cost: the number of replicas of its dependencies.
-3. *Least occupied*: ties, and tasks without dependencies held by a valid worker, go to
-   the worker with the lowest :meth:`WorkerInfo.occupancy` (running tasks per thread,
-   then bytes held, then least recently assigned, then join order), so root tasks are
-   dealt out round-robin. Unrestricted tasks read it from :class:`WorkerPool` in
-   O(log workers); restricted ones scan their (usually few) valid workers.
-
-Seams for later issues:
-
-- *root-task queuing*: ``queued`` tasks will be withheld in
-  ``transitions._waiting_processing`` before ``decide_worker`` is called, when every
-  thread is busy; nothing here needs to change except feeding ``WorkerPool`` to it.
-- *resource consumption*: :func:`available_resources` returns a worker's declared
-  capacity; tracking what running tasks use means subtracting it there.
+4. *Least busy*: ties, and tasks whose dependencies no valid worker holds, go to the
+   worker with the lowest :meth:`WorkerInfo.load` (expected seconds of work per thread,
+   learned per task prefix, then bytes held, then least recently assigned, then join
+   order). Unrestricted tasks read it from :class:`WorkerPool` in O(log workers);
+   restricted ones scan their (usually few) valid workers, those whose resources are
+   free right now first.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from shoal.scheduler.state.model import TaskState, WorkerInfo
@@ -34,14 +36,19 @@ from shoal.scheduler.state.model import TaskState, WorkerInfo
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
 
+#: A root layer has more tasks than this many times the cluster's threads...
+ROOTISH_GROUP_FACTOR = 2
+#: ...and each of its tasks fewer dependencies than this, from layers this small.
+ROOTISH_MAX_DEPENDENCIES = 5
+
 
 class WorkerPool:
-    """Live workers in a heap ordered by occupancy, refreshed lazily.
+    """Accepting workers in a heap ordered by load, refreshed lazily.
 
-    A worker whose occupancy changes is marked dirty (O(1)); the next pick pushes a
-    fresh entry for each dirty worker and discards stale entries as they surface. The
-    heap is rebuilt when stale entries outnumber live ones, so every change costs
-    O(log workers) amortized.
+    A worker whose load changes is marked dirty (O(1)); the next pick pushes a fresh
+    entry for each dirty worker and discards stale entries as they surface. The heap is
+    rebuilt when stale entries outnumber live ones, so every change costs O(log workers)
+    amortized.
     """
 
     __slots__ = ("_dirty", "_heap", "_live")
@@ -62,21 +69,21 @@ class WorkerPool:
         self._dirty.pop(ws, None)
 
     def touch(self, ws: WorkerInfo) -> None:
-        """``ws``'s occupancy changed."""
+        """``ws``'s load (or whether it accepts work) changed."""
         self._dirty[ws] = None
 
-    def least_occupied(self) -> WorkerInfo | None:
-        """The live worker with the lowest occupancy, or None when there is none."""
+    def least_loaded(self) -> WorkerInfo | None:
+        """The accepting worker with the lowest load, or None when there is none."""
         heap = self._heap
         if len(heap) + len(self._dirty) > 2 * self._live + 32:
             self._rebuild()
         for ws in self._dirty:
             ws.pool_version += 1
-            heapq.heappush(heap, (ws.occupancy(), ws.pool_version, ws))
+            heapq.heappush(heap, (ws.load(), ws.pool_version, ws))
         self._dirty.clear()
         while heap:
             _, version, ws = heap[0]
-            if ws.alive and version == ws.pool_version:
+            if ws.accepting and version == ws.pool_version:
                 return ws
             heapq.heappop(heap)
         return None
@@ -88,59 +95,149 @@ class WorkerPool:
         self._heap = []
         for ws in live:
             ws.pool_version += 1
-            self._heap.append((ws.occupancy(), ws.pool_version, ws))
+            self._heap.append((ws.load(), ws.pool_version, ws))
         heapq.heapify(self._heap)
 
 
+class TaskQueue:
+    """Queued root tasks, most urgent (lowest priority tuple) first.
+
+    Removal is lazy: a task taken out of the middle stays in the heap until it surfaces
+    and is skipped, so every operation is O(log queued) amortized.
+    """
+
+    __slots__ = ("_heap", "_members", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[tuple[int | float, ...], int, TaskState]] = []
+        self._members: dict[TaskState, int] = {}
+        self._seq = 0
+
+    def push(self, ts: TaskState) -> None:
+        """Queue ``ts`` (after tasks of equal priority already queued)."""
+        self._seq += 1
+        self._members[ts] = self._seq
+        heapq.heappush(self._heap, (ts.priority, self._seq, ts))
+
+    def discard(self, ts: TaskState) -> None:
+        """Take ``ts`` out if it is queued."""
+        self._members.pop(ts, None)
+
+    def pop(self) -> TaskState | None:
+        """Remove and return the most urgent task, or None when empty."""
+        heap, members = self._heap, self._members
+        while heap:
+            _, seq, ts = heapq.heappop(heap)
+            if members.get(ts) == seq:
+                del members[ts]
+                return ts
+        return None
+
+    def __contains__(self, ts: object) -> bool:
+        return ts in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[TaskState]:
+        return iter(list(self._members))
+
+
+def task_slots(s: SchedulerState, ws: WorkerInfo) -> int:
+    """How many more tasks ``ws`` may take before root tasks are queued for it."""
+    if not ws.accepting:
+        return 0
+    if math.isinf(s.worker_saturation):
+        return max(ws.nthreads - len(ws.processing), 0)
+    limit = max(math.ceil(s.worker_saturation * ws.nthreads), 1)
+    return max(limit - len(ws.processing), 0)
+
+
+def is_rootish(s: SchedulerState, ts: TaskState) -> bool:
+    """Whether ``ts`` belongs to a large layer with few, small dependencies: such tasks
+    are spread over the workers by load and queued when every worker is saturated."""
+    if math.isinf(s.worker_saturation):
+        return False
+    if ts.resources or ts.worker_restrictions is not None:
+        return False
+    if ts.group.size <= ROOTISH_GROUP_FACTOR * s.total_nthreads:
+        return False
+    deps = ts.dependencies
+    if len(deps) >= ROOTISH_MAX_DEPENDENCIES:
+        return False
+    return all(dts.group.size < ROOTISH_MAX_DEPENDENCIES for dts in deps)
+
+
 def available_resources(ws: WorkerInfo) -> dict[str, float]:
-    """What ``ws`` can still give to tasks; for now its declared capacity (see module doc)."""
-    return ws.resources
+    """What ``ws`` can still give to tasks: its capacity minus what its tasks hold."""
+    used = ws.used_resources
+    return {name: total - used.get(name, 0.0) for name, total in ws.resources.items()}
 
 
-def _fits(ws: WorkerInfo, needs: dict[str, float]) -> bool:
+def _declares(ws: WorkerInfo, needs: dict[str, float]) -> bool:
+    have = ws.resources
+    return all(have.get(name, 0.0) >= amount for name, amount in needs.items())
+
+
+def _free_now(ws: WorkerInfo, needs: dict[str, float]) -> bool:
     have = available_resources(ws)
     return all(have.get(name, 0.0) >= amount for name, amount in needs.items())
 
 
-def valid_workers(state: SchedulerState, ts: TaskState) -> dict[WorkerInfo, None] | None:
-    """The workers allowed to run ``ts``, or None when every worker is."""
+def valid_workers(s: SchedulerState, ts: TaskState) -> dict[WorkerInfo, None] | None:
+    """The workers allowed to run ``ts``, or None when every accepting worker is."""
     out: dict[WorkerInfo, None] | None = None
     if ts.resources:
         # Start from the workers declaring the rarest resource, then check capacity.
-        pools = [state.resource_index.get(name, {}) for name in ts.resources]
+        pools = [s.resource_index.get(name, {}) for name in ts.resources]
         smallest = min(pools, key=len)
-        out = {ws: None for ws in smallest if _fits(ws, ts.resources)}
+        out = {ws: None for ws in smallest if ws.accepting and _declares(ws, ts.resources)}
     if ts.worker_restrictions is not None:
         named: dict[WorkerInfo, None] = {}
         for ref in ts.worker_restrictions:
-            ws = state.workers.get(ref) or state.aliases.get(ref)
-            if ws is not None and (out is None or ws in out):
+            ws = s.workers.get(ref) or s.aliases.get(ref)
+            if ws is not None and ws.accepting and (out is None or ws in out):
                 named[ws] = None
         if named or not ts.allow_other_workers:
             out = named
+        elif out is None:
+            out = None  # a preference for workers that aren't there: any worker will do
     return out
 
 
-def worker_fits(state: SchedulerState, ts: TaskState, ws: WorkerInfo) -> bool:
+def worker_fits(s: SchedulerState, ts: TaskState, ws: WorkerInfo) -> bool:
     """Whether ``ws`` may run ``ts``."""
-    valid = valid_workers(state, ts)
+    if not ws.accepting:
+        return False
+    valid = valid_workers(s, ts)
     return valid is None or ws in valid
 
 
-def decide_worker(state: SchedulerState, ts: TaskState) -> WorkerInfo | None:
-    """The worker that should run the ready task ``ts``, or None if none may."""
-    valid = valid_workers(state, ts)
+def decide_worker(s: SchedulerState, ts: TaskState) -> WorkerInfo | None:
+    """The worker that should run ``ts`` by locality then load, or None if none may."""
+    valid = valid_workers(s, ts)
     if valid is not None and not valid:
         return None
     if ts.dependencies:
         held: dict[WorkerInfo, int] = {}
         for dts in ts.dependencies:
             for ws in dts.who_has:
-                if valid is None or ws in valid:
+                if ws.accepting and (valid is None or ws in valid):
                     held[ws] = held.get(ws, 0) + dts.nbytes
         if held:
             most = max(held.values())
-            return min((ws for ws, n in held.items() if n == most), key=WorkerInfo.occupancy)
+            return min((ws for ws, n in held.items() if n == most), key=WorkerInfo.load)
     if valid is None:
-        return state.pool.least_occupied()
-    return min(valid, key=WorkerInfo.occupancy)
+        return s.pool.least_loaded()
+    if ts.resources:
+        needs = ts.resources
+        return min(valid, key=lambda ws: (not _free_now(ws, needs), ws.load()))
+    return min(valid, key=WorkerInfo.load)
+
+
+def decide_root_worker(s: SchedulerState) -> WorkerInfo | None:
+    """The least loaded worker with a free slot, or None when all are saturated."""
+    ws = s.pool.least_loaded()
+    if ws is None or task_slots(s, ws) > 0:
+        return ws
+    return min(s.open_workers, key=WorkerInfo.load) if s.open_workers else None

@@ -7,6 +7,7 @@ them as ``"forgotten"``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,8 @@ def identity(state: SchedulerState) -> dict[str, Any]:
                 "resources": dict(ws.resources),
                 "nbytes": ws.nbytes,
                 "processing": len(ws.processing),
+                "occupancy": ws.occupancy,
+                "status": "running" if ws.accepting else "closing_gracefully",
                 "keys": len(ws.has_what),
             }
             for ws in state.workers.values()
@@ -116,3 +119,41 @@ def story(state: SchedulerState, *keys: Key) -> list[tuple[str, Event] | Transit
         rec for recs in by_stimulus.values() for rec in recs
     ]
     return orphans + events
+
+
+def adaptive_target(state: SchedulerState, target_duration: float = 5.0) -> dict[str, Any]:
+    """How many workers the load wants, and which idle workers could go.
+
+    Enough threads to finish the work assigned and waiting (queued and no-worker tasks,
+    at their expected durations) within ``target_duration`` seconds, never more than
+    there are tasks to run; twice the workers when they hold more than 60% of their
+    memory limit. ``workers_to_close`` lists idle workers, fewest bytes first, that the
+    others could hold the data of.
+    """
+    workers = list(state.workers.values())
+    waiting = [*state.queued, *state.unrunnable]
+    pending = sum(state.expected_duration(ts) for ts in waiting[:100])
+    if len(waiting) > 100:
+        pending *= len(waiting) / 100
+    occupancy = sum(ws.occupancy for ws in workers) + pending
+    runnable = len(waiting) + sum(len(ws.processing) for ws in workers)
+    threads_per_worker = state.total_nthreads / len(workers) if workers else 1.0
+    cores = min(math.ceil(occupancy / target_duration), runnable)
+    target = math.ceil(cores / max(threads_per_worker, 1.0))
+    if waiting and not workers:
+        target = max(target, 1)
+    limit = sum(ws.memory_limit for ws in workers)
+    if limit and sum(ws.nbytes for ws in workers) > 0.6 * limit:
+        target = max(target, 2 * len(workers))
+    idle = sorted(
+        (ws for ws in workers if ws.accepting and not ws.processing),
+        key=lambda ws: (ws.nbytes, -ws.serial),
+    )
+    to_close = []
+    spare = sum(ws.memory_limit - ws.nbytes for ws in workers)
+    for ws in idle[: max(len(workers) - target, 0)]:
+        if ws.memory_limit and spare - (ws.memory_limit - ws.nbytes) < ws.nbytes:
+            break  # the others could not hold its data
+        spare -= ws.memory_limit - ws.nbytes
+        to_close.append(ws.address)
+    return {"target": max(target, len(workers) - len(to_close)), "workers_to_close": to_close}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shoal.errors import KilledWorker
+from shoal.errors import KilledWorker, NoValidWorker
 from shoal.scheduler.state.events import DataMissing, RescheduleRequested, WorkerRemoved
 from shoal.scheduler.state.model import Context, Failure, TaskState, WorkerInfo
 from shoal.scheduler.state.transitions import transition
@@ -82,3 +82,30 @@ def reschedule_requested(s: SchedulerState, ev: RescheduleRequested, ctx: Contex
     ws = s.workers.get(ev.worker)
     if ts is not None and ws is not None and ts.processing_on is ws:
         transition(s, ts, "waiting", ctx)
+
+
+def _unrunnable_failure(s: SchedulerState, ts: TaskState, waited: float) -> Failure:
+    needs = []
+    if ts.resources:
+        needs.append(f"resources {ts.resources}")
+    if ts.worker_restrictions is not None:
+        needs.append(f"one of the workers {list(ts.worker_restrictions)}")
+    offers = {ws.name or ws.address: ws.resources for ws in s.workers.values()}
+    err = NoValidWorker(
+        f"task {ts.key!r} needs {' and '.join(needs) or 'a worker'}, and none of the "
+        f"{len(s.workers)} connected workers could run it for {waited:.0f} s "
+        f"(their resources: {offers}). Start a worker that has them (for example "
+        "`shoal worker ... --resources NAME=AMOUNT`) or relax the task's restrictions."
+    )
+    return Failure(None, None, f"NoValidWorker: {err}", "", blame=ts.key)
+
+
+def expire_unrunnable(s: SchedulerState, ctx: Context) -> None:
+    """Err the tasks that no connected worker could run for ``no_workers_timeout``."""
+    timeout = s.no_workers_timeout
+    if timeout is None or not s.unrunnable or not s.workers:
+        return
+    for ts, since in list(s.unrunnable.items()):
+        if ctx.now - since >= timeout:
+            ts.failure = _unrunnable_failure(s, ts, ctx.now - since)
+            transition(s, ts, "erred", ctx)

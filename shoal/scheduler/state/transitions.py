@@ -3,11 +3,15 @@
 ::
 
     released ──▶ waiting ──▶ processing ──▶ memory
-       │  ▲         │  ▲          │           │
-       │  │         ▼  │          ▼           │
-       │  │      no-worker      erred         │
+       │  ▲         │  ▲  ▲       │           │
+       │  │         ▼  │  │       ▼           │
+       │  │  no-worker / queued  erred        │
        ▼  └───────────── (back to released) ◀─┘
     forgotten
+
+A task whose dependencies are all in memory is *placed* (:func:`place`): it goes to a
+worker (``processing``), waits for a free worker slot (``queued``, root tasks only), or
+waits for a worker it may run on (``no-worker``).
 
 A transition function moves one task and *recommends* moves for others (``ctx.recs``);
 :func:`run_recommendations` applies them until none is left, last in first out. Each
@@ -34,6 +38,8 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.protocol.messages import ComputeTask, KeyInMemory, KeyLost
 from shoal.scheduler.state.model import (
+    ACTIVE_STATES,
+    READY_STATES,
     Arrival,
     Context,
     Failure,
@@ -41,7 +47,12 @@ from shoal.scheduler.state.model import (
     TaskStateName,
     WorkerInfo,
 )
-from shoal.scheduler.state.placement import decide_worker
+from shoal.scheduler.state.placement import (
+    decide_root_worker,
+    decide_worker,
+    is_rootish,
+    task_slots,
+)
 
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
@@ -150,12 +161,36 @@ def _enter_released(ts: TaskState, ctx: Context) -> None:
     _drop_dependencies(ts, ctx)
 
 
-def _assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> None:
+def place(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
+    """Send the ready task ``ts`` to a worker, queue it, or park it as ``no-worker``."""
+    if is_rootish(s, ts):
+        ws = decide_root_worker(s)
+        if ws is None and s.pool.least_loaded() is not None:
+            ts.state = "queued"
+            s.queued.push(ts)
+            return
+    else:
+        ws = decide_worker(s, ts)
+    if ws is None:
+        ts.state = "no-worker"
+        s.unrunnable[ts] = ctx.now
+        return
+    assign(s, ts, ws, ctx)
+
+
+def assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> None:
+    """Make ``ts`` processing on ``ws`` and tell ``ws`` to compute it."""
     ts.state = "processing"
     ts.processing_on = ws
-    ws.processing[ts] = None
+    duration = s.expected_duration(ts)
+    ws.processing[ts] = duration
+    ws.occupancy += duration
+    if ts.resources:
+        used = ws.used_resources
+        for name, amount in ts.resources.items():
+            used[name] = used.get(name, 0.0) + amount
     ws.last_assigned = s.next_assignment()
-    s.pool.touch(ws)
+    s.workload_changed(ws)
     deps = ts.dependencies
     ctx.to_worker(
         ws,
@@ -170,13 +205,32 @@ def _assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> N
     )
 
 
-def _exit_processing(s: SchedulerState, ts: TaskState) -> WorkerInfo:
+def exit_processing(s: SchedulerState, ts: TaskState, ctx: Context) -> WorkerInfo:
+    """Take ``ts`` off its worker's books; offer the freed slot to queued tasks."""
     ws = ts.processing_on
     assert ws is not None
     ts.processing_on = None
-    del ws.processing[ts]
-    s.pool.touch(ws)
+    ws.occupancy -= ws.processing.pop(ts)
+    if not ws.processing:
+        ws.occupancy = 0.0  # no drift from float sums
+    if ts.resources:
+        used = ws.used_resources
+        for name, amount in ts.resources.items():
+            used[name] -= amount
+    s.steals.pop(ts, None)
+    s.workload_changed(ws)
+    fill_slots(s, ws, ctx)
     return ws
+
+
+def fill_slots(s: SchedulerState, ws: WorkerInfo, ctx: Context) -> None:
+    """Recommend queued tasks for the free slots of ``ws``."""
+    if s.queued:
+        for _ in range(task_slots(s, ws)):
+            qts = s.queued.pop()
+            if qts is None:
+                break
+            ctx.recs[qts] = "processing"
 
 
 def in_memory_message(ts: TaskState) -> KeyInMemory:
@@ -240,7 +294,7 @@ def _forget(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
         dts.waiting_on.pop(ts, None)
         if dts.lost_dependency is None:
             dts.lost_dependency = key
-        if dts.state in ("waiting", "processing", "no-worker") or (
+        if dts.state in ACTIVE_STATES or (
             dts.state == "released" and (dts.who_wants or dts.waiters)
         ):
             # Needed, even if only on its way back to waiting: it can never run now.
@@ -260,7 +314,7 @@ def _forget(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
         ctx.cancelled(cs.client, key, DATA_LOST)
     ts.who_wants.clear()
     ts.state = "forgotten"
-    del s.tasks[key]
+    s.forget_task(ts)
 
 
 # ------------------------------------------------------------------------ edges
@@ -304,23 +358,10 @@ def _released_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arriv
 
 
 def _waiting_processing(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
-    # All dependencies of a waiting task are in memory: send it to a worker.
-    # (Root-task queuing, a later issue, will withhold tasks here as "queued".)
+    # All dependencies of a waiting task are in memory: place it.
     if ts.waiting_on:
         return  # stale recommendation: a dependency was lost meanwhile
-    ws = decide_worker(s, ts)
-    if ws is None:
-        ctx.recs[ts] = "no-worker"
-        return
-    _assign(s, ts, ws, ctx)
-
-
-def _waiting_no_worker(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
-    # A ready task that no current worker may run (none at all, or restrictions).
-    if ts.waiting_on:
-        return
-    ts.state = "no-worker"
-    s.unrunnable[ts] = None
+    place(s, ts, ctx)
 
 
 def _waiting_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
@@ -345,10 +386,35 @@ def _no_worker_processing(
     s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None
 ) -> None:
     # A worker that may run a no-worker task joined.
-    ws = decide_worker(s, ts)
-    if ws is not None:
-        del s.unrunnable[ts]
-        _assign(s, ts, ws, ctx)
+    since = s.unrunnable.pop(ts)
+    place(s, ts, ctx)
+    if ts.state == "no-worker":
+        s.unrunnable[ts] = since  # still nowhere to go: keep its waiting time
+
+
+def _no_worker_erred(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # No connected worker could run it for too long (``no_workers_timeout``).
+    del s.unrunnable[ts]
+    _enter_erred(ts, ctx)
+
+
+def _queued_processing(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # A worker slot freed up (or a worker joined): place the queued task again.
+    s.queued.discard(ts)
+    place(s, ts, ctx)  # back in the queue if every slot is taken again
+
+
+def _queued_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
+    # Nobody needs it any more, or a dependency was lost (then on to waiting).
+    s.queued.discard(ts)
+    _enter_released(ts, ctx)
+
+
+def _queued_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
+    # Its value was scattered, or delivered by a worker it ran on before.
+    s.queued.discard(ts)
+    _drop_dependencies(ts, ctx)
+    _enter_memory(s, ts, ctx, data)
 
 
 def _no_worker_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
@@ -369,7 +435,7 @@ def _processing_memory(
 ) -> None:
     # Its worker finished it (or another worker delivered the value: then the
     # assigned worker is told to drop the redundant run).
-    ws = _exit_processing(s, ts)
+    ws = exit_processing(s, ts, ctx)
     if data is not None and ws not in data.holders:
         ctx.free(ws, ts.key)
     _drop_dependencies(ts, ctx)
@@ -379,14 +445,14 @@ def _processing_memory(
 def _processing_erred(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # It raised with no retries left, it killed too many workers, or a dependency was
     # lost for good. The worker drops its copy of the error (or stops the run).
-    ctx.free(_exit_processing(s, ts), ts.key)
+    ctx.free(exit_processing(s, ts, ctx), ts.key)
     _enter_erred(ts, ctx)
 
 
 def _processing_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # Nobody needs it any more; or its worker died, asked to reschedule it, or it
     # failed with retries left, or a dependency was lost: then on to waiting.
-    ctx.free(_exit_processing(s, ts), ts.key)
+    ctx.free(exit_processing(s, ts, ctx), ts.key)
     _enter_released(ts, ctx)
 
 
@@ -402,7 +468,7 @@ def _memory_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival 
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
     for dts in ts.dependents:
-        if dts.state in ("processing", "no-worker"):
+        if dts.state in READY_STATES:
             ctx.recs[dts] = "waiting"
         elif dts.state == "waiting":
             dts.waiting_on[ts] = None
@@ -431,13 +497,16 @@ TRANSITIONS: dict[tuple[TaskStateName, TaskStateName], Transition] = {
     ("released", "erred"): _released_erred,
     ("released", "memory"): _released_memory,
     ("waiting", "processing"): _waiting_processing,
-    ("waiting", "no-worker"): _waiting_no_worker,
     ("waiting", "released"): _waiting_released,
     ("waiting", "erred"): _waiting_erred,
     ("waiting", "memory"): _waiting_memory,
     ("no-worker", "processing"): _no_worker_processing,
     ("no-worker", "released"): _no_worker_released,
     ("no-worker", "memory"): _no_worker_memory,
+    ("no-worker", "erred"): _no_worker_erred,
+    ("queued", "processing"): _queued_processing,
+    ("queued", "released"): _queued_released,
+    ("queued", "memory"): _queued_memory,
     ("processing", "memory"): _processing_memory,
     ("processing", "erred"): _processing_erred,
     ("processing", "released"): _processing_released,

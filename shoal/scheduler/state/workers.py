@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shoal.scheduler.state import recovery
+from shoal.scheduler.state import moves, recovery
 from shoal.scheduler.state.events import (
     ReplicasAdded,
     TaskFailedEvent,
@@ -20,6 +20,7 @@ from shoal.scheduler.state.events import (
 from shoal.scheduler.state.model import Arrival, Context, Failure, WorkerInfo
 from shoal.scheduler.state.placement import worker_fits
 from shoal.scheduler.state.transitions import (
+    fill_slots,
     recommend_in_order,
     run_recommendations,
     transition,
@@ -51,8 +52,14 @@ def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
             s.add_replica(ts, ws)
         else:
             ctx.free(ws, key)
-    ready = [ts for ts in s.unrunnable if worker_fits(s, ts, ws)]
+    ready = []
+    for ts in s.unrunnable:
+        if worker_fits(s, ts, ws):
+            ready.append(ts)
+        else:
+            s.unrunnable[ts] = ctx.now  # the wait for a fitting worker starts again
     recommend_in_order(ready, "processing", ctx)
+    fill_slots(s, ws, ctx)
 
 
 def task_finished(s: SchedulerState, ev: TaskFinishedEvent, ctx: Context) -> None:
@@ -61,6 +68,8 @@ def task_finished(s: SchedulerState, ev: TaskFinishedEvent, ctx: Context) -> Non
     if ws is None:
         return  # the worker is gone, and its value with it
     ts = s.tasks.get(ev.key)
+    if ts is not None and ev.stop > ev.start:
+        ts.group.prefix.record(ev.stop - ev.start)
     if ts is None or ts.state in ("released", "erred"):
         ctx.free(ws, ev.key)  # nobody needs it (any more)
     elif ts.state == "memory":
@@ -96,9 +105,13 @@ def replicas_added(s: SchedulerState, ev: ReplicasAdded, ctx: Context) -> None:
     ws = s.workers.get(ev.worker)
     if ws is None:
         return
+    added = []
     for key in ev.keys:
         ts = s.tasks.get(key)
         if ts is not None and ts.state == "memory":
             s.add_replica(ts, ws)
+            added.append(ts)
         else:
             ctx.free(ws, key)
+    if s.pending_copies:
+        moves.copies_arrived(s, ws, added, ctx)

@@ -52,6 +52,8 @@ def test_identity_is_shaped_like_scheduler_info() -> None:
         "resources": {},
         "nbytes": 40,
         "processing": 1,
+        "occupancy": 0.5,  # one task of a kind never seen: the default 0.5 s
+        "status": "running",
         "keys": 1,
     }
     assert info["workers"][B]["resources"] == {"GPU": 1.0}
@@ -63,6 +65,7 @@ def test_task_counts() -> None:
     assert queries.task_counts(s) == {
         "released": 0,
         "waiting": 0,
+        "queued": 0,
         "no-worker": 0,
         "processing": 2,
         "memory": 1,
