@@ -24,6 +24,7 @@ from shoal import config
 from shoal._context import current_worker
 from shoal._types import Key
 from shoal.client.collections import TASK_BASED_METHODS, CollectionsMixin
+from shoal.client.control import ClusterControl
 from shoal.client.data import DataMixin
 from shoal.client.diagnostics import ClusterQueries
 from shoal.client.futures import (
@@ -96,7 +97,7 @@ def default_client(c: Client | None = None) -> Client:
     raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
 
 
-class Client(DataMixin, CollectionsMixin, ClusterQueries):
+class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
     """Connect to a shoal cluster (``distributed.Client``'s API).
 
     ``Client()`` starts a :class:`~shoal.LocalCluster` sized to this machine;
