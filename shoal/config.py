@@ -126,3 +126,36 @@ def refresh() -> None:
     """Forget the cached configuration (tests, or after changing the environment)."""
     global _cached
     _cached = None
+
+
+_TIME_UNITS = {
+    "ms": 1e-3,
+    "millisecond": 1e-3,
+    "milliseconds": 1e-3,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+}
+
+
+def parse_seconds(value: str | float) -> float:
+    """A duration in seconds from a number or a string such as ``"500ms"`` or ``"2 min"``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number) :].strip() or "s"
+    if unit not in _TIME_UNITS:
+        raise ValueError(f"cannot read {value!r} as a duration (use e.g. '500ms', '2s', '1min')")
+    try:
+        return float(number) * _TIME_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"cannot read {value!r} as a duration") from None

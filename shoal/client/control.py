@@ -36,8 +36,8 @@ class ClusterControl:
         least data are chosen. Each leaving worker first hands the tasks it has not
         started to the others and copies the keys only it holds to them; nothing is
         lost or recomputed. Then it shuts down (unless ``close_workers=False``, which
-        only removes it from the scheduler). Retirement is refused, with ``{}``, when no
-        other worker would remain to take the data.
+        only removes it from the scheduler). When no other worker would remain, only
+        workers that run nothing and hold no data alone are retired.
         """
         msg = RetireWorkers(workers=_names(workers), n=n, close_workers=close_workers)
         return self._sync(self._request, msg)

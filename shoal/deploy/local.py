@@ -7,11 +7,14 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 from shoal.client.sync import LoopThread, acquire_loop, release_loop
+from shoal.config import parse_seconds
+from shoal.deploy.adaptive import Adaptive
 from shoal.deploy.process import WorkerProcess
+from shoal.scheduler import handlers
 from shoal.scheduler.server import Scheduler
 from shoal.worker.memory import parse_memory_limit, system_memory
 from shoal.worker.server import Worker
@@ -93,6 +96,7 @@ class LocalCluster:
         self.status = "created"
         self._loop_thread: LoopThread | None = None
         self._lock: asyncio.Lock | None = None
+        self._adaptive: Adaptive | None = None
         if not asynchronous:
             self._loop_thread = acquire_loop()
             try:
@@ -157,6 +161,8 @@ class LocalCluster:
         if self.status == "closed":
             return
         self.status = "closing"
+        if self._adaptive is not None:
+            await self._adaptive.stop()
         await asyncio.gather(*(self._stop_worker(n) for n in list(self.workers)))
         if self.scheduler is not None:
             await self.scheduler.close()
@@ -190,12 +196,65 @@ class LocalCluster:
         return self._loop_thread.run(lambda: self._scale(n))
 
     async def _scale(self, n: int) -> None:
-        assert self._lock is not None
+        assert self._lock is not None and self.scheduler is not None
         async with self._lock:
-            while len(self.workers) > n:
-                await self._stop_worker(list(self.workers)[-1])
+            excess = len(self.workers) - n
+            if excess > 0:
+                # Gracefully first: the scheduler picks the workers cheapest to retire
+                # and moves their data away; whatever it refuses is stopped anyway.
+                retired = await handlers.retire_workers(self.scheduler, None, n=excess)
+                await self._stop_named(info["name"] for info in retired.values())
+                while len(self.workers) > n:
+                    await self._stop_worker(list(self.workers)[-1])
             new = [str(next(self._names)) for _ in range(n - len(self.workers))]
             await asyncio.gather(*(self._start_worker(name) for name in new))
+
+    async def _retire(self, addresses: list[str]) -> None:
+        """Retire the workers at ``addresses`` gracefully, then stop them."""
+        assert self._lock is not None and self.scheduler is not None
+        async with self._lock:
+            retired = await handlers.retire_workers(self.scheduler, addresses)
+            await self._stop_named(info["name"] for info in retired.values())
+
+    async def _stop_named(self, names: Iterable[object]) -> None:
+        await asyncio.gather(*(self._stop_worker(str(name)) for name in names))
+
+    def adapt(
+        self,
+        minimum: int = 0,
+        maximum: float = math.inf,
+        interval: str | float = "1s",
+        wait_count: int = 3,
+        target_duration: str | float = "5s",
+        **kwargs: Any,
+    ) -> Adaptive:
+        """Scale between ``minimum`` and ``maximum`` workers with the load.
+
+        Workers are added as soon as tasks queue up, and idle ones are retired
+        gracefully after ``wait_count`` checks in a row found too many. Calling ``adapt``
+        again replaces the previous policy; ``scale(n)`` does not stop it.
+        """
+        adaptive = Adaptive(
+            self,
+            minimum=minimum,
+            maximum=maximum,
+            interval=parse_seconds(interval),
+            wait_count=wait_count,
+            target_duration=parse_seconds(target_duration),
+        )
+
+        async def install() -> Adaptive:
+            if self._adaptive is not None:
+                await self._adaptive.stop()
+            self._adaptive = adaptive
+            adaptive.start()
+            return adaptive
+
+        if self._asynchronous:
+            asyncio.get_running_loop().create_task(install())
+            return adaptive
+        assert self._loop_thread is not None
+        return self._loop_thread.run(install)  # type: ignore[no-any-return]
 
     async def _start_worker(self, name: str) -> None:
         assert self.scheduler is not None

@@ -107,13 +107,17 @@ async def test_retiring_hands_unstarted_tasks_to_the_other_workers() -> None:
                 assert transitions_to(s, f.key, "memory") == 1
 
 
-async def test_retiring_the_last_worker_is_refused() -> None:
+async def test_retiring_the_last_worker_is_refused_while_it_holds_data() -> None:
     async with cluster(n_workers=1, nthreads=1) as (s, (a,)):
         async with Client(s.address, asynchronous=True) as c:
             x = await c.scatter(1)
             assert await c.retire_workers([a.address]) == {}
             assert a.status == "running"
             assert await x == 1
+            del x
+            while s.state.tasks:
+                await asyncio.sleep(0.01)
+            assert list(await c.retire_workers([a.address])) == [a.address]
 
 
 async def test_retire_by_name_and_by_count() -> None:

@@ -13,7 +13,8 @@ finish); every key whose only holders are leaving is copied to the accepting wor
 holding the fewest bytes. Once a leaving worker runs nothing and holds nothing that
 isn't also elsewhere, it is removed from the state (``safe``: nothing is recomputed)
 and the server is told to close it (:class:`~.outgoing.CloseWorker`). When no accepting
-worker would remain, retirement is refused: the data would have nowhere to go.
+worker would remain, only the leaving workers that run nothing and hold no key alone
+are retired: the rest would have nowhere to put their work.
 
 *Replicate*: copies are added to (or extra copies dropped from) the least loaded
 candidate workers until each key has ``n`` holders among them.
@@ -163,7 +164,15 @@ def retirement_requested(s: SchedulerState, ev: RetirementRequested, ctx: Contex
     else:
         targets = workers_to_close(s, ev.n or 0)
     leaving = set(targets)
-    if not targets or not any(ws.accepting and ws not in leaving for ws in s.workers.values()):
+    if not any(ws.accepting and ws not in leaving for ws in s.workers.values()):
+        # Nowhere to move tasks or data: only workers with neither may go.
+        targets = [
+            ws
+            for ws in targets
+            if not ws.processing
+            and not any(all(h in leaving for h in ts.who_has) for ts in ws.has_what)
+        ]
+    if not targets:
         ctx.out.to_server(RequestDone(ev.request, {}))
         return
     r = Retirement(ev.request, ev.close, {ws: None for ws in targets})
