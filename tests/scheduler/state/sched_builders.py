@@ -6,6 +6,7 @@ from typing import Any
 
 from shoal._types import Key
 from shoal.protocol.messages import (
+    AcquireReplicas,
     ComputeTask,
     FreeKeys,
     KeyErred,
@@ -13,10 +14,12 @@ from shoal.protocol.messages import (
     KeyLost,
     KeysCancelled,
     Message,
+    StealRequest,
     TaskSpec,
 )
 from shoal.protocol.opaque import Opaque
 from shoal.scheduler.state import (
+    DataScattered,
     GraphSubmitted,
     Outgoing,
     SchedulerState,
@@ -126,3 +129,32 @@ def assigned(out: list[Outgoing]) -> list[tuple[str, Key]]:
 def states(state: SchedulerState) -> dict[Key, str]:
     """The state of every task."""
     return {k: ts.state for k, ts in state.tasks.items()}
+
+
+def scatter(data: dict[Key, tuple[int, tuple[str, ...]]], client: str = "c") -> DataScattered:
+    """``client`` scatters ``{key: (nbytes, holders)}``."""
+    return DataScattered(
+        client,
+        {k: holders for k, (_, holders) in data.items()},
+        {k: n for k, (n, _) in data.items()},
+    )
+
+
+def steal_request(address: str, key: Key) -> ToWorker:
+    """StealRequest to ``address`` for ``key``."""
+    return ToWorker(address, StealRequest(key))
+
+
+def acquire(address: str, data: dict[Key, tuple[int, tuple[str, ...]]]) -> ToWorker:
+    """AcquireReplicas to ``address``: fetch ``{key: (nbytes, holders)}``."""
+    return ToWorker(
+        address,
+        AcquireReplicas(
+            {k: holders for k, (_, holders) in data.items()}, {k: n for k, (n, _) in data.items()}
+        ),
+    )
+
+
+def queued_keys(state: SchedulerState) -> list[Key]:
+    """The queued tasks, most urgent first."""
+    return [ts.key for ts in sorted(state.queued, key=lambda ts: ts.priority)]
