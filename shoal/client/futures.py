@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -346,7 +348,6 @@ async def _wait(
             f"return_when must be one of ALL_COMPLETED, FIRST_COMPLETED, "
             f"FIRST_EXCEPTION, not {return_when!r}"
         )
-    pending = {asyncio.ensure_future(f._state.wait()): f for f in futures if not f.done()}
 
     def condition_met() -> bool:
         if return_when == ALL_COMPLETED:
@@ -355,9 +356,30 @@ async def _wait(
             return any(f.done() for f in futures) or not futures
         return any(f.status == "error" for f in futures) or all(f.done() for f in futures)
 
+    # Each state wakes us through a counted callback, so that waiting on n futures costs
+    # O(n) however the completions trickle in; the full condition is checked again only
+    # when the counts say it may hold (a lost key may have become pending meanwhile).
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    wake = asyncio.Event()
+    registered: list[tuple[FutureState, Callable[[], None]]] = []
+
+    def watch() -> None:
+        states = {id(f._state): f._state for f in futures if not f.done()}
+        left = len(states)
+
+        def on_done(state: FutureState) -> None:
+            nonlocal left
+            left -= 1
+            if return_when != ALL_COMPLETED or state.status == "error" or not left:
+                wake.set()
+
+        for state in states.values():
+            cb = functools.partial(on_done, state)
+            state.callbacks.append(cb)
+            registered.append((state, cb))
+
     try:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         while not condition_met():
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -365,13 +387,22 @@ async def _wait(
                     f"{sum(not f.done() for f in futures)} of {len(futures)} futures "
                     f"were not done after {timeout} s"
                 )
-            waiting = [t for t in pending if not t.done()]
-            await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            wake.clear()
+            _unwatch(registered)
+            watch()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), remaining)
     finally:
-        for t in pending:
-            t.cancel()
+        _unwatch(registered)
     done = {f for f in futures if f.done()}
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
+
+
+def _unwatch(registered: list[tuple[FutureState, Callable[[], None]]]) -> None:
+    for state, cb in registered:
+        with contextlib.suppress(ValueError):
+            state.callbacks.remove(cb)
+    registered.clear()
 
 
 def fire_and_forget(obj: Any) -> None:

@@ -35,7 +35,10 @@ def test_threaded_cluster_sync_client() -> None:
             assert client.submit(submit_from_task, 10).result() == sum(range(1, 11))
             assert sum(client.nthreads().values()) == 2
     gc.collect()
-    time.sleep(0.1)
+    # Task threads exit after their last task, without being joined: give them time.
+    deadline = time.monotonic() + 10
+    while shoal_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert shoal_threads() == []
 
 

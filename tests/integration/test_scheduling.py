@@ -158,3 +158,29 @@ async def test_rebalance_evens_out_the_bytes_held() -> None:
             assert 3 <= len(has[b.address]) <= 7
             assert len(has[a.address]) + len(has[b.address]) == 10  # moved, not copied
             assert await c.gather(futures) == values
+
+
+ORDER: list[str] = []
+
+
+def record(name: str, delay: float = 0.0) -> None:
+    time.sleep(delay)
+    ORDER.append(name)
+
+
+@pytest.mark.parametrize("saturation", [1.1, float("inf")])
+async def test_priorities_decide_the_order_fifo_otherwise(saturation: float) -> None:
+    ORDER.clear()
+    kwargs = {"worker_saturation": saturation}
+    async with cluster(n_workers=1, nthreads=1, scheduler_kwargs=kwargs) as (s, _):
+        async with Client(s.address, asynchronous=True) as c:
+            blocker = c.submit(record, "blocker", 0.3)
+            while not s.state.workers or not next(iter(s.state.workers.values())).processing:
+                await asyncio.sleep(0.001)
+            lows = [c.submit(record, f"low{i}", pure=False) for i in range(5)]
+            high = c.submit(record, "high", priority=10)
+            await c.gather([blocker, *lows, high])
+    assert ORDER[0] == "blocker"
+    # With queuing one low task may already sit on the worker when "high" arrives.
+    assert ORDER.index("high") <= (1 if saturation == float("inf") else 2)
+    assert [n for n in ORDER if n.startswith("low")] == [f"low{i}" for i in range(5)]

@@ -12,6 +12,7 @@ invariant is checked (:mod:`.invariants`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +104,8 @@ class SchedulerState:
     between workers (work stealing). ``no_workers_timeout``: seconds a task may wait
     while no connected worker can run it before it errs (``None``: forever).
     ``work_stealing``: let idle workers take tasks from busy ones at each ``Tick``.
+    ``pipeline``: seconds of expected work per thread a worker may hold beyond its
+    saturation limit, so tiny root tasks are not sent one round trip at a time.
     """
 
     def __init__(
@@ -116,16 +119,20 @@ class SchedulerState:
         bandwidth: float = 100e6,
         no_workers_timeout: float | None = None,
         work_stealing: bool = True,
+        pipeline: float = 0.02,
     ) -> None:
         if not worker_saturation > 0:
             raise ValueError(f"worker_saturation must be > 0, got {worker_saturation}")
         self.allowed_failures = allowed_failures
         self.validate = validate
         self.worker_saturation = float(worker_saturation)
+        #: whether root tasks are queued (``worker_saturation`` is finite)
+        self.queuing = not math.isinf(self.worker_saturation)
         self.unknown_duration = unknown_duration
         self.bandwidth = bandwidth
         self.no_workers_timeout = no_workers_timeout
         self.work_stealing = work_stealing
+        self.pipeline = pipeline
         #: every task not forgotten, by key
         self.tasks: dict[Key, TaskState] = {}
         #: live workers by address, and by name
@@ -237,6 +244,8 @@ class SchedulerState:
         for name in ws.resources:
             self.resource_index.setdefault(name, {})[ws] = None
         self.total_nthreads += ws.nthreads
+        if self.queuing:
+            ws.slot_limit = max(math.ceil(self.worker_saturation * ws.nthreads), 1)
         self.pool.add(ws)
         self.workload_changed(ws)
 

@@ -209,6 +209,7 @@ class WorkerInfo:
         "processing",
         "resources",
         "serial",
+        "slot_limit",
         "used_resources",
     )
 
@@ -245,6 +246,8 @@ class WorkerInfo:
         self.alive = True
         #: alive and not retiring: new tasks and copies may be sent here
         self.accepting = True
+        #: root tasks it may run or hold at once (set by the state when it joins)
+        self.slot_limit = nthreads
 
     def load(self) -> tuple[float, int, int, int]:
         """Placement order: expected work per thread, bytes held, least recently

@@ -10,7 +10,9 @@ depends on the number of tasks:
    are never valid. None of them: every accepting worker is valid.
 2. *Root tasks are queued*: a task of a large layer with few, small dependencies
    (:func:`is_rootish`) goes to the least busy worker that has a free *slot*
-   (``ceil(worker_saturation * nthreads)`` tasks at once); when none has, it waits in
+   (``ceil(worker_saturation * nthreads)`` tasks at once, or more while they add up to
+   less than ``pipeline`` seconds of expected work per thread, so that tiny tasks don't
+   wait for a round trip each); when none has, it waits in
    ``SchedulerState.queued`` (state ``queued``) until a slot frees up, so a huge graph
    never floods the workers' memory with root tasks. ``worker_saturation=inf`` turns
    queuing off.
@@ -27,7 +29,6 @@ depends on the number of tasks:
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 ROOTISH_GROUP_FACTOR = 2
 #: ...and each of its tasks fewer dependencies than this, from layers this small.
 ROOTISH_MAX_DEPENDENCIES = 5
+#: Root tasks per thread a worker may hold at most, however tiny they are.
+MAX_PIPELINED = 1000
 
 
 class WorkerPool:
@@ -74,9 +77,9 @@ class WorkerPool:
 
     def least_loaded(self) -> WorkerInfo | None:
         """The accepting worker with the lowest load, or None when there is none."""
-        heap = self._heap
-        if len(heap) + len(self._dirty) > 2 * self._live + 32:
+        if len(self._heap) + len(self._dirty) > 2 * self._live + 32:
             self._rebuild()
+        heap = self._heap
         for ws in self._dirty:
             ws.pool_version += 1
             heapq.heappush(heap, (ws.load(), ws.pool_version, ws))
@@ -147,22 +150,30 @@ def task_slots(s: SchedulerState, ws: WorkerInfo) -> int:
     """How many more tasks ``ws`` may take before root tasks are queued for it."""
     if not ws.accepting:
         return 0
-    if math.isinf(s.worker_saturation):
-        return max(ws.nthreads - len(ws.processing), 0)
-    limit = max(math.ceil(s.worker_saturation * ws.nthreads), 1)
-    return max(limit - len(ws.processing), 0)
+    free = ws.slot_limit - len(ws.processing)
+    if free > 0:
+        return free
+    if not s.queuing:
+        return 0
+    # Tiny tasks: a round trip to the scheduler per task would leave the threads idle,
+    # so keep up to ``pipeline`` seconds of expected work per thread on the worker.
+    spare = s.pipeline * ws.nthreads - ws.occupancy
+    if spare <= 0:
+        return 0
+    average = ws.occupancy / len(ws.processing)
+    return min(int(spare / average), MAX_PIPELINED * ws.nthreads) if average > 0 else 0
 
 
 def is_rootish(s: SchedulerState, ts: TaskState) -> bool:
     """Whether ``ts`` belongs to a large layer with few, small dependencies: such tasks
     are spread over the workers by load and queued when every worker is saturated."""
-    if math.isinf(s.worker_saturation):
+    if ts.group.size <= ROOTISH_GROUP_FACTOR * s.total_nthreads or not s.queuing:
         return False
     if ts.resources or ts.worker_restrictions is not None:
         return False
-    if ts.group.size <= ROOTISH_GROUP_FACTOR * s.total_nthreads:
-        return False
     deps = ts.dependencies
+    if not deps:
+        return True
     if len(deps) >= ROOTISH_MAX_DEPENDENCIES:
         return False
     return all(dts.group.size < ROOTISH_MAX_DEPENDENCIES for dts in deps)
@@ -233,11 +244,3 @@ def decide_worker(s: SchedulerState, ts: TaskState) -> WorkerInfo | None:
         needs = ts.resources
         return min(valid, key=lambda ws: (not _free_now(ws, needs), ws.load()))
     return min(valid, key=WorkerInfo.load)
-
-
-def decide_root_worker(s: SchedulerState) -> WorkerInfo | None:
-    """The least loaded worker with a free slot, or None when all are saturated."""
-    ws = s.pool.least_loaded()
-    if ws is None or task_slots(s, ws) > 0:
-        return ws
-    return min(s.open_workers, key=WorkerInfo.load) if s.open_workers else None

@@ -48,7 +48,6 @@ from shoal.scheduler.state.model import (
     WorkerInfo,
 )
 from shoal.scheduler.state.placement import (
-    decide_root_worker,
     decide_worker,
     is_rootish,
     task_slots,
@@ -164,18 +163,29 @@ def _enter_released(ts: TaskState, ctx: Context) -> None:
 def place(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
     """Send the ready task ``ts`` to a worker, queue it, or park it as ``no-worker``."""
     if is_rootish(s, ts):
-        ws = decide_root_worker(s)
-        if ws is None and s.pool.least_loaded() is not None:
-            ts.state = "queued"
-            s.queued.push(ts)
-            return
-    else:
-        ws = decide_worker(s, ts)
+        place_root(s, ts, ctx)
+        return
+    ws = decide_worker(s, ts)
     if ws is None:
         ts.state = "no-worker"
         s.unrunnable[ts] = ctx.now
         return
     assign(s, ts, ws, ctx)
+
+
+def place_root(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
+    """Send the root task ``ts`` to a worker with a free slot, else queue it."""
+    ws = s.pool.least_loaded()
+    if ws is None:
+        ts.state = "no-worker"
+        s.unrunnable[ts] = ctx.now
+    elif ws in s.open_workers:
+        assign(s, ts, ws, ctx)
+    elif s.open_workers:
+        assign(s, ts, min(s.open_workers, key=WorkerInfo.load), ctx)
+    else:
+        ts.state = "queued"
+        s.queued.push(ts)
 
 
 def assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> None:
@@ -401,7 +411,7 @@ def _no_worker_erred(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival 
 def _queued_processing(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # A worker slot freed up (or a worker joined): place the queued task again.
     s.queued.discard(ts)
-    place(s, ts, ctx)  # back in the queue if every slot is taken again
+    place_root(s, ts, ctx)  # back in the queue if every slot is taken again
 
 
 def _queued_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
