@@ -41,6 +41,8 @@ def validate(state: SchedulerState) -> None:
         _check(ts.state == "no-worker", ts, "is unrunnable but not no-worker")
     for ts in state.queued:
         _check(ts.state == "queued", ts, "is in the queue but not queued")
+    for ts in state.unstealable:
+        _check(ts.state == "processing", ts, "marked unstealable but not processing")
     for ts, steal in state.steals.items():
         _check(ts.processing_on is steal.victim, ts, "steal requested from a worker not running it")
     groups: dict[str, int] = {}

@@ -155,6 +155,8 @@ class SchedulerState:
         self.prefixes: dict[str, TaskPrefix] = {}
         #: steal requests in flight, by task (see :mod:`.stealing`)
         self.steals: dict[TaskState, stealing.Steal] = {}
+        #: processing tasks whose worker said they already run: not worth asking again
+        self.unstealable: dict[TaskState, None] = {}
         #: copies asked for by retirements, replicate and rebalance (see :mod:`.moves`)
         self.pending_copies: dict[TaskState, dict[moves.Copy, None]] = {}
         self.moves: dict[str, moves.MoveRequest] = {}
@@ -245,7 +247,8 @@ class SchedulerState:
             self.resource_index.setdefault(name, {})[ws] = None
         self.total_nthreads += ws.nthreads
         if self.queuing:
-            ws.slot_limit = max(math.ceil(self.worker_saturation * ws.nthreads), 1)
+            # (the small epsilon keeps 1.1 * 50 = 55.000000000000007 from rounding up to 56)
+            ws.slot_limit = max(math.ceil(self.worker_saturation * ws.nthreads - 1e-9), 1)
         self.pool.add(ws)
         self.workload_changed(ws)
 

@@ -40,6 +40,7 @@ from shoal.scheduler.state.events import (
 from shoal.scheduler.state.model import Context, TaskState, WorkerInfo
 from shoal.scheduler.state.outgoing import CloseWorker, RequestDone
 from shoal.scheduler.state.stealing import request_steal
+from shoal.scheduler.state.transitions import offer_worker
 
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
@@ -60,6 +61,8 @@ class Copy:
     drop_from: WorkerInfo | None = None
     asked_at: float = 0.0
     attempts: int = 1
+    #: the retiring worker this copy is made for
+    leaver: WorkerInfo | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -201,16 +204,17 @@ def _advance_retirement(s: SchedulerState, r: Retirement, ctx: Context) -> None:
             del r.workers[ws]
             r.retired[ws.address] = _info(ws)
             continue
-        if ws.processing or r.pending:
+        if ws.processing or any(c.leaver is ws for c in r.pending):
             continue
-        unique = _only_on_leaving(ws)
+        unique = [ts for ts in _only_on_leaving(ws) if ts not in s.pending_copies]
         if unique:
-            _plan_copies(s, r, unique, ctx)
-            if r.pending:
+            _plan_copies(s, r, ws, unique, ctx)
+            if any(c.leaver is ws for c in r.pending):
                 continue
             # No accepting worker is left to take them: give up on this worker.
             ws.accepting = True
             s.workload_changed(ws)
+            offer_worker(s, ws, ctx)
             del r.workers[ws]
             continue
         del r.workers[ws]
@@ -222,7 +226,9 @@ def _advance_retirement(s: SchedulerState, r: Retirement, ctx: Context) -> None:
         ctx.out.to_server(RequestDone(r.request, r.retired))
 
 
-def _plan_copies(s: SchedulerState, r: Retirement, tasks: list[TaskState], ctx: Context) -> None:
+def _plan_copies(
+    s: SchedulerState, r: Retirement, leaver: WorkerInfo, tasks: list[TaskState], ctx: Context
+) -> None:
     recipients = [ws for ws in s.workers.values() if ws.accepting]
     if not recipients:
         return
@@ -230,7 +236,7 @@ def _plan_copies(s: SchedulerState, r: Retirement, tasks: list[TaskState], ctx: 
     copies = []
     for ts in sorted(tasks, key=lambda t: -t.nbytes):
         load, serial, ws = heapq.heappop(heap)
-        copies.append(Copy(ts, ws, r))
+        copies.append(Copy(ts, ws, r, leaver=leaver))
         heapq.heappush(heap, (load + ts.nbytes, serial, ws))
     _ask(s, copies, ctx)
 
@@ -350,5 +356,7 @@ def tick(s: SchedulerState, ctx: Context) -> None:
             elif ctx.now - c.asked_at >= COPY_TIMEOUT:
                 _settle(s, c, ctx, arrived=False)
                 if c.attempts < COPY_ATTEMPTS:
-                    retry.append(Copy(c.ts, c.recipient, c.owner, c.drop_from, 0.0, c.attempts + 1))
+                    retry.append(
+                        Copy(c.ts, c.recipient, c.owner, c.drop_from, 0.0, c.attempts + 1, c.leaver)
+                    )
     _ask(s, retry, ctx)

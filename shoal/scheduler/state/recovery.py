@@ -43,7 +43,9 @@ def remove_worker(s: SchedulerState, ws: WorkerInfo, ctx: Context, *, safe: bool
         s.remove_replica(ts, ws)
         if not ts.who_has:
             lost.append(ts)
-    for ts in list(ws.processing):
+    # Least urgent first: recommendations run last in, first out, so the most urgent
+    # task is placed first and gets the first free slot.
+    for ts in sorted(ws.processing, key=lambda t: t.priority, reverse=True):
         if not safe:
             ts.suspicious.append(ws.address)
         if len(ts.suspicious) > s.allowed_failures:

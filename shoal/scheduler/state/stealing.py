@@ -72,7 +72,8 @@ def steal_responded(s: SchedulerState, ev: StealResponded, ctx: Context) -> None
         return  # the task moved on meanwhile; the victim reports its outcome as usual
     del s.steals[ts]
     if ev.state not in DROPPED_STATES:
-        return  # already running (or done): it stays where it is
+        s.unstealable[ts] = None  # running already: don't ask again while it runs there
+        return
     thief = steal.thief
     if thief is not None and thief.alive and worker_fits(s, ts, thief):
         exit_processing(s, ts, ctx)
@@ -89,7 +90,7 @@ def transfer_seconds(s: SchedulerState, ts: TaskState, thief: WorkerInfo) -> flo
 
 
 def _worth_stealing(s: SchedulerState, ts: TaskState, thief: WorkerInfo) -> bool:
-    if ts in s.steals or not worker_fits(s, ts, thief):
+    if ts in s.steals or ts in s.unstealable or not worker_fits(s, ts, thief):
         return False
     return transfer_seconds(s, ts, thief) <= s.expected_duration(ts)
 

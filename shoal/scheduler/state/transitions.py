@@ -51,6 +51,7 @@ from shoal.scheduler.state.placement import (
     decide_worker,
     is_rootish,
     task_slots,
+    worker_fits,
 )
 
 if TYPE_CHECKING:
@@ -228,9 +229,23 @@ def exit_processing(s: SchedulerState, ts: TaskState, ctx: Context) -> WorkerInf
         for name, amount in ts.resources.items():
             used[name] -= amount
     s.steals.pop(ts, None)
+    s.unstealable.pop(ts, None)
     s.workload_changed(ws)
     fill_slots(s, ws, ctx)
     return ws
+
+
+def offer_worker(s: SchedulerState, ws: WorkerInfo, ctx: Context) -> None:
+    """``ws`` joined or accepts work again: give it the no-worker tasks it may run and
+    queued root tasks for its free slots."""
+    ready = []
+    for ts in s.unrunnable:
+        if worker_fits(s, ts, ws):
+            ready.append(ts)
+        else:
+            s.unrunnable[ts] = ctx.now  # the wait for a fitting worker starts again
+    recommend_in_order(ready, "processing", ctx)
+    fill_slots(s, ws, ctx)
 
 
 def fill_slots(s: SchedulerState, ws: WorkerInfo, ctx: Context) -> None:

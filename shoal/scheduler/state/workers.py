@@ -18,10 +18,8 @@ from shoal.scheduler.state.events import (
     WorkerAdded,
 )
 from shoal.scheduler.state.model import Arrival, Context, Failure, WorkerInfo
-from shoal.scheduler.state.placement import worker_fits
 from shoal.scheduler.state.transitions import (
-    fill_slots,
-    recommend_in_order,
+    offer_worker,
     run_recommendations,
     transition,
 )
@@ -52,14 +50,7 @@ def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
             s.add_replica(ts, ws)
         else:
             ctx.free(ws, key)
-    ready = []
-    for ts in s.unrunnable:
-        if worker_fits(s, ts, ws):
-            ready.append(ts)
-        else:
-            s.unrunnable[ts] = ctx.now  # the wait for a fitting worker starts again
-    recommend_in_order(ready, "processing", ctx)
-    fill_slots(s, ws, ctx)
+    offer_worker(s, ws, ctx)
 
 
 def task_finished(s: SchedulerState, ev: TaskFinishedEvent, ctx: Context) -> None:
@@ -108,10 +99,16 @@ def replicas_added(s: SchedulerState, ev: ReplicasAdded, ctx: Context) -> None:
     added = []
     for key in ev.keys:
         ts = s.tasks.get(key)
-        if ts is not None and ts.state == "memory":
+        if ts is None or ts.state in ("released", "erred"):
+            ctx.free(ws, key)  # nobody needs it (any more)
+        elif ts.state == "memory":
             s.add_replica(ts, ws)
             added.append(ts)
         else:
-            ctx.free(ws, key)
+            # Being computed again (its last copy was lost) while a copy arrived late:
+            # the copy is the value, as if a worker had finished it.
+            nbytes = ev.nbytes.get(key, ts.nbytes)
+            transition(s, ts, "memory", ctx, Arrival((ws,), nbytes, None))
+            added.append(ts)
     if s.pending_copies:
         moves.copies_arrived(s, ws, added, ctx)

@@ -5,7 +5,6 @@ Placement, queuing and stealing are in test_sched_policies.py.
 
 from __future__ import annotations
 
-import pytest
 from sched_builders import (
     A,
     B,
@@ -207,14 +206,6 @@ def test_retiring_a_worker_that_dies_meanwhile() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers.replicas_added frees a reported copy unless the key is in memory: "
-    "here x is processing on B (recomputed after A died), so B is told FreeKeys(x) "
-    "right after ComputeTask(x). B, already holding x, answers ComputeTask with "
-    "TaskFinished, then drops x on FreeKeys: the scheduler ends up believing B holds "
-    "a value B no longer has (or, had B not answered yet, waits forever for x)",
-)
 def test_a_late_copy_of_a_key_being_recomputed_is_not_freed_on_its_worker() -> None:
     s = make_state()
     s.handle(worker(A), worker(B))
@@ -227,14 +218,6 @@ def test_a_late_copy_of_a_key_being_recomputed_is_not_freed_on_its_worker() -> N
     assert free(B, "x") not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when a retirement gives up (no accepting worker left for the leaver's "
-    "unique keys) moves._advance_retirement sets accepting=True again but neither "
-    "retries no-worker tasks nor fills the worker's slots from the queue, so work "
-    "that arrived meanwhile is stranded (and errs NoValidWorker after "
-    "no_workers_timeout although the worker could run it)",
-)
 def test_a_worker_whose_retirement_is_abandoned_takes_work_again() -> None:
     s = make_state(no_workers_timeout=60.0)
     s.handle(worker(A), worker(B))

@@ -258,12 +258,6 @@ def test_slots_are_ceil_saturation_times_threads(
     assert len(s.queued) == 2 * nthreads + 10 - slots
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="task_slots computes math.ceil(1.1 * nthreads) in floats: 1.1 * 50 is "
-    "55.00000000000001, so a 50-thread worker gets 56 root tasks instead of "
-    "ceil(55) = 55 (also 90, 100, 110 threads)",
-)
 def test_slots_of_a_50_thread_worker_are_exactly_55() -> None:
     s = make_state()
     s.handle(worker(A, nthreads=50))
@@ -398,13 +392,6 @@ def test_losing_a_worker_moves_its_root_tasks_to_free_slots() -> None:
     assert sorted(queries.processing(s)[B]) == ["x-0", "x-2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remove_worker releases the dead worker's tasks one by one, each "
-    "recommending 'waiting', and the engine pops recommendations last in first out: "
-    "the least urgent task (x-2) is placed first and takes B's only free slot while "
-    "the most urgent (x-0) is queued",
-)
 def test_losing_a_worker_gives_the_last_free_slot_to_its_most_urgent_task() -> None:
     s = _b_with_free_slots(1)
     out = s.handle(WorkerRemoved(A))
