@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     # (resources, workers=) before it errs with NoValidWorker; None: forever
     "scheduler.no-workers-timeout": 60.0,
     "worker.heartbeat-interval": 1.0,
+    # seconds a worker that lost the scheduler keeps trying to register again
+    "worker.reconnect-timeout": 60.0,
     "client.heartbeat-interval": 5.0,
     # Warn when one task's pickled run spec is this large (data embedded in the graph).
     "client.large-object-warning-bytes": 10 * 2**20,

@@ -296,6 +296,8 @@ class RegisterWorker(Message):
     keys: tuple[Key, ...] = ()
     nbytes: dict[Key, int] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
+    #: address of the nanny supervising this worker ("" without one)
+    nanny: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +364,15 @@ class StealResponse(Message):
     op: ClassVar[str] = "steal-response"
     key: Key
     state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus(Message):
+    """The worker's status changed: ``"running"``, or ``"paused"`` (memory is short: it
+    runs no new task until it is ``"running"`` again; the scheduler sends it none)."""
+
+    op: ClassVar[str] = "worker-status"
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +547,26 @@ class AdaptiveTarget(Message):
     """
 
     op: ClassVar[str] = "adaptive-target"
+
+
+@dataclass(frozen=True, slots=True)
+class Restart(Message):
+    """Client → scheduler: forget every task and restart every worker (through its
+    nanny; workers without one are closed). Reply ``OK()`` once as many workers as before
+    are back, or ``ErrorReply`` after ``timeout`` seconds."""
+
+    op: ClassVar[str] = "restart"
+    timeout: float = 120.0
+    wait_for_workers: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RestartWorker(Message):
+    """Scheduler → nanny: kill the worker process and start a fresh one. Reply ``OK()``
+    once the new worker process is started."""
+
+    op: ClassVar[str] = "restart-worker"
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

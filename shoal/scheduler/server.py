@@ -30,7 +30,6 @@ from shoal.errors import CommError, ProtocolError
 from shoal.protocol.frames import Limits
 from shoal.protocol.messages import (
     ClientRegistered,
-    ErrorReply,
     Message,
     RegisterClient,
     RegisterWorker,
@@ -271,10 +270,12 @@ class Scheduler:
 
     async def _worker_stream(self, conn: Connection, reg: RegisterWorker) -> None:
         address = reg.address
-        if address in self.worker_streams:
-            await conn.write(ErrorReply(f"a worker at {address} is already registered"))
-            await conn.close()
-            return
+        old = self.worker_streams.pop(address, None)
+        if old is not None:
+            # The same worker registers again: its old connection is dead even if this
+            # side has not noticed yet. Drop it; the state forgets the old record.
+            logger.info("Worker %s registered again; dropping its old connection", address)
+            old.conn.abort()
         await conn.write(ClientRegistered(address=self.address, versions=self.versions))
         sender = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
         self.worker_streams[address] = sender
@@ -283,6 +284,7 @@ class Scheduler:
             "versions": reg.versions,
             "last_seen": time.time(),
             "metrics": {},
+            "nanny": reg.nanny,
         }
         self.handle(
             WorkerAdded(
@@ -305,21 +307,24 @@ class Scheduler:
             while True:
                 msgs = await conn.read()
                 now = time.time()
-                info = self.worker_info[address]
-                info["last_seen"] = now
+                info = self.worker_info.get(address)
+                if info is not None:
+                    info["last_seen"] = now
                 events = handlers.worker_events(self, address, msgs, now)
                 if events:
                     self.handle(*events)
         except (CommError, ProtocolError) as e:
             reason = f"{type(e).__name__}: {e}"
         finally:
-            self.worker_streams.pop(address, None)
-            self.worker_info.pop(address, None)
+            current = self.worker_streams.get(address) is sender
+            if current:
+                del self.worker_streams[address]
+                self.worker_info.pop(address, None)
             with contextlib.suppress(Exception):
                 await sender.close()
             conn.abort()
             self.pool.remove(address)
-            if self.status == "running":
+            if self.status == "running" and current:
                 logger.info("Worker %s left: %s", address, reason)
                 self.handle(
                     WorkerRemoved(

@@ -98,6 +98,7 @@ class Worker:
         validate: bool = False,
         heartbeat_interval: float | None = None,
         resources: dict[str, float] | None = None,
+        nanny: str | None = None,
     ) -> None:
         from shoal.scheduler.server import limits_from_config
 
@@ -106,6 +107,8 @@ class Worker:
         self.name = str(name) if name is not None else f"worker-{uuid.uuid4().hex[:8]}"
         self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
         self.resources = dict(resources or {})
+        #: address of the nanny supervising this process ("" without one)
+        self.nanny = nanny or os.environ.get("SHOAL_NANNY_ADDRESS", "")
         self._host = host or "127.0.0.1"
         self._port = port
         self._protocol = (protocol or parse_address(scheduler_address)[0]).removesuffix("://")
@@ -167,35 +170,11 @@ class Worker:
         )
         config.tune_gc()
         try:
-            conn = await connect(
-                self.scheduler_address,
-                role="worker",
-                timeout=float(config.get("comm.timeouts.connect")),
-                limits=self.limits,
-            )
+            await self._register()
         except BaseException:
             self._listener.stop()
             raise
-        await conn.write(
-            RegisterWorker(
-                address=self.address,
-                nthreads=self.nthreads,
-                memory_limit=self.memory_limit,
-                name=self.name,
-                versions=self.versions,
-                keys=tuple(self.data),
-                nbytes={k: nbytes_of(v) for k, v in self.data.items()},
-                resources=self.resources,
-            )
-        )
-        reply = (await conn.read())[0]
-        if isinstance(reply, ErrorReply):
-            self._listener.stop()
-            await conn.close()
-            raise RemoteError(f"the scheduler refused this worker: {reply.message}")
-        self._stream = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
         self.status = "running"
-        self._spawn(self._scheduler_loop(conn))
         self._spawn(self._heartbeat_loop())
         logger.info("Worker %s (%s) joined %s", self.address, self.name, self.scheduler_address)
         return self
@@ -400,7 +379,78 @@ class Worker:
                     self.handle(*events)
         except (CommError, ProtocolError) as e:
             if self.status == "running":
-                self._spawn(self.close(reason=f"lost the scheduler: {e}"))
+                self._spawn(self._reconnect(f"{type(e).__name__}: {e}"))
+
+    async def _register(self, timeout: float | None = None) -> None:
+        """Connect to the scheduler, register (with the keys held here), start the stream."""
+        conn = await connect(
+            self.scheduler_address,
+            role="worker",
+            timeout=timeout or float(config.get("comm.timeouts.connect")),
+            limits=self.limits,
+        )
+        await conn.write(
+            RegisterWorker(
+                address=self.address,
+                nthreads=self.nthreads,
+                memory_limit=self.memory_limit,
+                name=self.name,
+                versions=self.versions,
+                keys=tuple(self.data),
+                nbytes={k: nbytes_of(v) for k, v in self.data.items()},
+                resources=self.resources,
+                nanny=self.nanny,
+            )
+        )
+        reply = (await conn.read())[0]
+        if isinstance(reply, ErrorReply):
+            await conn.close()
+            raise RemoteError(f"the scheduler refused this worker: {reply.message}")
+        self._stream = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        self._spawn(self._scheduler_loop(conn))
+
+    async def _reconnect(self, reason: str) -> None:
+        """Try to register again for ``worker.reconnect-timeout`` seconds, then close.
+
+        The scheduler forgot this worker when the connection broke, and rescheduled what
+        it ran: the tasks known here are dropped, the data is kept and reported again.
+        """
+        timeout = float(config.get("worker.reconnect-timeout"))
+        logger.warning(
+            "Worker %s lost the scheduler (%s); reconnecting for up to %.0f s",
+            self.address,
+            reason,
+            timeout,
+        )
+        if self._stream is not None:
+            self._stream.conn.abort()
+            self._stream = None
+        kept = {key: nbytes_of(value) for key, value in self.data.items()}
+        self.state = WorkerState(
+            address=self.address,
+            nthreads=self.nthreads,
+            resources=self.resources,
+            validate=self._validate,
+            log_size=self._log_size,
+        )
+        self.handle(DataUpdated(data_nbytes=kept, stimulus_id=_sid("reconnect"), now=time.time()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.05
+        while self.status == "running":
+            try:
+                await self._register(timeout=max(deadline - loop.time(), 0.1))
+            except (CommError, ProtocolError, RemoteError, OSError) as e:
+                if loop.time() + delay > deadline:
+                    await self.close(
+                        reason=f"could not reconnect to the scheduler within {timeout:.0f} s: {e}"
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+            else:
+                logger.info("Worker %s reconnected to %s", self.address, self.scheduler_address)
+                return
 
     async def _heartbeat_loop(self) -> None:
         while self.status == "running":

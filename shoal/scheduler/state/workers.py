@@ -46,10 +46,15 @@ def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
     s.add_worker(ws)
     for key in ev.keys:
         ts = s.tasks.get(key)
-        if ts is not None and ts.state == "memory":
+        if ts is None or ts.state in ("released", "erred"):
+            ctx.free(ws, key)
+        elif ts.state == "memory":
             s.add_replica(ts, ws)
         else:
-            ctx.free(ws, key)
+            # Lost when the worker's connection broke, and being recomputed: the worker
+            # is back with the value (a reconnect), so nothing needs to run again.
+            nbytes = ev.nbytes.get(key, ts.nbytes)
+            transition(s, ts, "memory", ctx, Arrival((ws,), nbytes, None))
     offer_worker(s, ws, ctx)
 
 
