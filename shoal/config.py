@@ -48,6 +48,15 @@ DEFAULTS: dict[str, Any] = {
     "worker.heartbeat-interval": 1.0,
     # seconds a worker that lost the scheduler keeps trying to register again
     "worker.reconnect-timeout": 60.0,
+    # fractions of the memory limit (distributed's defaults): spill results to disk
+    # above `target` of it held in results, or `spill` of it used by the process; stop
+    # starting tasks above `pause`; the nanny restarts the worker above `terminate`
+    "worker.memory.target": 0.6,
+    "worker.memory.spill": 0.7,
+    "worker.memory.pause": 0.8,
+    "worker.memory.terminate": 0.95,
+    # seconds between two looks at the process's memory
+    "worker.memory.monitor-interval": 0.1,
     "client.heartbeat-interval": 5.0,
     # Warn when one task's pickled run spec is this large (data embedded in the graph).
     "client.large-object-warning-bytes": 10 * 2**20,
