@@ -45,6 +45,13 @@ DEFAULTS: dict[str, Any] = {
     # seconds a task may wait while workers are connected but none may run it
     # (resources, workers=) before it errs with NoValidWorker; None: forever
     "scheduler.no-workers-timeout": 60.0,
+    # seconds without a word from a worker (heartbeats come every second) before it is
+    # taken for dead; None: never
+    "scheduler.worker-ttl": 300.0,
+    # seconds a client whose connection broke has to come back before its keys go
+    "scheduler.client-timeout": 30.0,
+    # seconds a client that lost the scheduler keeps trying to connect again
+    "client.reconnect-timeout": 30.0,
     "worker.heartbeat-interval": 1.0,
     # seconds a worker that lost the scheduler keeps trying to register again
     "worker.reconnect-timeout": 60.0,

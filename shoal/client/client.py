@@ -148,6 +148,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         self._conn: Connection | None = None
         self._pool: ConnectionPool | None = None
         self._stream_task: asyncio.Task[Any] | None = None
+        self._reconnecting = False
+        self._reconnect_task: asyncio.Task[Any] | None = None
         self._callback_executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._generation = itertools.count()
@@ -227,18 +229,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         assert isinstance(self._address, str)
         self.scheduler_address = self._address
         self._pool = ConnectionPool(role="client", timeout=self.timeout)
-        conn = await connect(self._address, role="client", timeout=self.timeout)
-        await conn.write(RegisterClient(client=self.id, versions=collect_versions()))
-        reply = (await conn.read())[0]
-        if isinstance(reply, ErrorReply):
-            await conn.close()
-            raise RemoteError(f"the scheduler refused this client: {reply.message}")
-        self.scheduler_versions = dict(getattr(reply, "versions", {}))
-        self._conn = conn
-        self._stream = BatchedSender(
-            conn, interval=float(config.get("comm.batch-interval")), on_error=self._stream_failed
-        )
-        self._stream_task = asyncio.ensure_future(self._read_stream(conn))
+        await self._open_stream(self.timeout)
         self.status = "running"
         self._flush_outbox()
         if self._set_as_default:
@@ -250,6 +241,76 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
                 _defaults.append(self)
                 # dask.compute, x.compute() and x.persist() now run here
                 _point_dask_at(self)
+
+    async def _open_stream(self, timeout: float) -> None:
+        """Connect to the scheduler, register as this client, start reading its stream."""
+        assert self.scheduler_address is not None
+        conn = await connect(self.scheduler_address, role="client", timeout=timeout)
+        await conn.write(RegisterClient(client=self.id, versions=collect_versions()))
+        reply = (await conn.read())[0]
+        if isinstance(reply, ErrorReply):
+            await conn.close()
+            raise RemoteError(f"the scheduler refused this client: {reply.message}")
+        self.scheduler_versions = dict(getattr(reply, "versions", {}))
+        self._conn = conn
+        self._stream = BatchedSender(
+            conn, interval=float(config.get("comm.batch-interval")), on_error=self._stream_failed
+        )
+        self._stream_task = asyncio.ensure_future(self._read_stream(conn))
+
+    def _connection_lost(self, reason: str) -> None:
+        """The stream broke: reconnect for ``client.reconnect-timeout`` seconds, keeping
+        every future; what is submitted meanwhile waits in the outbox."""
+        if self.status != "running" or self._reconnecting:
+            return
+        timeout = float(config.get("client.reconnect-timeout"))
+        if self._conn is not None:
+            self._conn.abort()
+        self._stream = None
+        if timeout <= 0:
+            self._give_up(f"lost the connection to the scheduler: {reason}")
+            return
+        logger.warning(
+            "lost the connection to the scheduler at %s (%s); reconnecting for up to %.0f s",
+            self.scheduler_address,
+            reason,
+            timeout,
+        )
+        self._reconnecting = True
+        self._reconnect_task = asyncio.ensure_future(self._reconnect(reason, timeout))
+
+    async def _reconnect(self, reason: str, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.05
+        while self.status == "running":
+            try:
+                await self._open_stream(max(deadline - loop.time(), 0.1))
+            except (CommError, ProtocolError, RemoteError, OSError) as e:
+                if loop.time() + delay > deadline:
+                    self._give_up(
+                        f"lost the connection to the scheduler ({reason}) and could not "
+                        f"reconnect within {timeout:.0f} s: {e}"
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+                continue
+            self._reconnecting = False
+            logger.info("reconnected to the scheduler at %s", self.scheduler_address)
+            self._flush_outbox()  # what was submitted or released meanwhile, in order
+            with self._lock:
+                keys = tuple(self._states)
+            if keys and self._stream is not None:
+                # The scheduler re-reports each key's state (or cancels unknown ones).
+                self._stream.send(ClientDesiresKeys(keys=keys))
+            return
+
+    def _give_up(self, text: str) -> None:
+        logger.error("%s", text)
+        self._reconnecting = False
+        self._fail_pending(text)
+        self.status = "closed"
 
     # ------------------------------------------------------------------ messages out
 
@@ -270,9 +331,11 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
 
     def _flush_outbox(self) -> None:
         with self._lock:
-            msgs, self._outbox = self._outbox, []
             self._flush_pending = False
-        if msgs and self._stream is not None and not self._stream.closed:
+            if self._stream is None or self._stream.closed:
+                return  # kept until the stream is back
+            msgs, self._outbox = self._outbox, []
+        if msgs:
             self._stream.send(*msgs)
 
     # ------------------------------------------------------------------ messages in
@@ -283,12 +346,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
                 for msg in await conn.read():
                     self._on_message(msg)
         except (CommError, ProtocolError) as e:
-            if self.status == "running":
-                logger.warning(
-                    "lost the connection to the scheduler at %s: %s", self.scheduler_address, e
-                )
-                self._fail_pending(f"lost the connection to the scheduler: {e}")
-                self.status = "closed"
+            if self._conn is conn:
+                self._connection_lost(f"{type(e).__name__}: {e}")
 
     def _on_message(self, msg: Message) -> None:
         if isinstance(msg, KeyInMemory):
@@ -331,6 +390,9 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
                 "smaller parts, scatter large arguments (client.scatter) instead of "
                 "embedding them, or raise comm.max-frames / comm.max-message-bytes."
             )
+        if not hint:
+            self._connection_lost(f"could not send to the scheduler: {exc}")
+            return
         text = f"could not send to the scheduler: {exc}.{hint}"
         logger.error("%s", text)
         self._fail_pending(text)
@@ -602,10 +664,11 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
             with contextlib.suppress(Exception):
                 self._stream.send(CloseClient())
                 await self._stream.close()
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._stream_task
+        for task in (self._stream_task, self._reconnect_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()

@@ -128,6 +128,10 @@ class Scheduler:
         self._background = BackgroundTasks()
         self._worker_joined = asyncio.Condition()
         self._requests: dict[str, asyncio.Future[Any]] = {}
+        #: clients whose connection broke, with the timer that releases their keys
+        self._client_grace: dict[str, asyncio.TimerHandle] = {}
+        self.client_timeout = float(config.get("scheduler.client-timeout"))
+        self.worker_ttl = _optional_float(config.get("scheduler.worker-ttl"))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,6 +186,9 @@ class Scheduler:
                 await sender.close()
             with contextlib.suppress(Exception):
                 await sender.conn.close()
+        for timer in self._client_grace.values():
+            timer.cancel()
+        self._client_grace.clear()
         await self._background.cancel_all()
         for fut in self._requests.values():
             if not fut.done():
@@ -242,7 +249,28 @@ class Scheduler:
     async def _tick_loop(self) -> None:
         while self.status == "running":
             await asyncio.sleep(self.tick_interval)
-            self.handle(Tick(stimulus_id=stimulus_id("tick"), now=time.time()))
+            now = time.time()
+            self._check_worker_ttl(now)
+            self.handle(Tick(stimulus_id=stimulus_id("tick"), now=now))
+
+    def _check_worker_ttl(self, now: float) -> None:
+        """Drop the workers nothing was heard from for ``scheduler.worker-ttl`` seconds
+        (hung, or on the far side of a broken network): their work is redone elsewhere."""
+        if not self.worker_ttl:
+            return
+        for address, info in list(self.worker_info.items()):
+            silent = now - info["last_seen"]
+            if silent > self.worker_ttl:
+                logger.warning(
+                    "Worker %s sent nothing for %.0f s (scheduler.worker-ttl is %.0f s): "
+                    "removing it",
+                    address,
+                    silent,
+                    self.worker_ttl,
+                )
+                sender = self.worker_streams.get(address)
+                if sender is not None:
+                    sender.conn.abort()  # its stream handler removes it
 
     # ------------------------------------------------------------------ connections
 
@@ -341,16 +369,25 @@ class Scheduler:
         client = reg.client
         await conn.write(ClientRegistered(address=self.address, versions=self.versions))
         sender = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        old = self.client_streams.pop(client, None)
+        if old is not None:  # the client came back before this side saw it go
+            old.conn.abort()
+        grace = self._client_grace.pop(client, None)
+        if grace is not None:
+            grace.cancel()
+            logger.info("client %s reconnected", client)
         self.client_streams[client] = sender
         self.handle(
             ClientConnected(client=client, stimulus_id=stimulus_id("client"), now=time.time())
         )
+        goodbye = False
         try:
             msgs = list(rest)
             while True:
                 if msgs:
                     events = handlers.client_events(self, client, msgs, time.time())
                     if events is None:  # the client said goodbye
+                        goodbye = True
                         break
                     if events:
                         self.handle(*events)
@@ -360,18 +397,30 @@ class Scheduler:
         except CommError:
             pass
         finally:
-            self.client_streams.pop(client, None)
+            current = self.client_streams.get(client) is sender
+            if current:
+                del self.client_streams[client]
             with contextlib.suppress(Exception):
                 await sender.close()
             conn.abort()
-            if self.status == "running":
-                self.handle(
-                    ClientDisconnected(
-                        client=client,
-                        stimulus_id=stimulus_id("client-gone"),
-                        now=time.time(),
+            if self.status == "running" and current:
+                if goodbye or self.client_timeout <= 0:
+                    self._client_gone(client)
+                else:
+                    # It may be a blip: keep its keys for a while, in case it comes back.
+                    self._client_grace[client] = asyncio.get_running_loop().call_later(
+                        self.client_timeout, self._client_gone, client
                     )
+
+    def _client_gone(self, client: str) -> None:
+        """``client`` left (or did not come back in time): release what it held."""
+        self._client_grace.pop(client, None)
+        if self.status == "running" and client not in self.client_streams:
+            self.handle(
+                ClientDisconnected(
+                    client=client, stimulus_id=stimulus_id("client-gone"), now=time.time()
                 )
+            )
 
     async def wait_for_workers_gone(self, addresses: list[str], timeout: float = 30.0) -> None:
         """Wait until none of ``addresses`` has a connection (at most ``timeout`` s)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,6 +53,15 @@ async def cluster(
         await s.close()
 
 
-def shoal_threads() -> list[threading.Thread]:
-    """Threads started by shoal that are still alive (to check nothing leaks)."""
-    return [t for t in threading.enumerate() if t.name.startswith("shoal")]
+def shoal_threads(wait: float = 0.0) -> list[threading.Thread]:
+    """Threads started by shoal that are still alive (to check nothing leaks).
+
+    Task threads exit after their current task without being joined, so ``wait`` gives
+    them up to that many seconds to go before the survivors are listed.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [t for t in threading.enumerate() if t.name.startswith("shoal")]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)

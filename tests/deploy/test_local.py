@@ -35,11 +35,7 @@ def test_threaded_cluster_sync_client() -> None:
             assert client.submit(submit_from_task, 10).result() == sum(range(1, 11))
             assert sum(client.nthreads().values()) == 2
     gc.collect()
-    # Task threads exit after their last task, without being joined: give them time.
-    deadline = time.monotonic() + 10
-    while shoal_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert shoal_threads() == []
+    assert shoal_threads(wait=10) == []
 
 
 def test_process_cluster_leaves_nothing_behind() -> None:
@@ -66,7 +62,7 @@ def test_process_cluster_leaves_nothing_behind() -> None:
         p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
     ]
     assert alive == []
-    assert shoal_threads() == []
+    assert shoal_threads(wait=10) == []
 
 
 def test_client_without_address_starts_a_cluster() -> None:
@@ -75,7 +71,7 @@ def test_client_without_address_starts_a_cluster() -> None:
         assert client.submit(inc, 41).result() == 42
         assert list(client.nthreads().values()) == [2]
     assert client.cluster is None
-    assert shoal_threads() == []
+    assert shoal_threads(wait=10) == []
 
 
 def test_scale_up_and_down() -> None:

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from shoal import Client
+from shoal import Client, config
 from shoal.client.futures import _wait
 from shoal.errors import SerializeError
 from shoal.protocol.frames import Limits
@@ -118,20 +118,31 @@ async def test_function_that_cannot_be_unpickled_on_the_worker(c_s_ws, tmp_path)
     assert await c.submit(inc, 1) == 2
 
 
-async def test_vanished_client_has_its_keys_released() -> None:
-    async with cluster(n_workers=1) as (s, ws):
-        gone = await Client(s.address, asynchronous=True, set_as_default=False)
-        fut = gone.submit(inc, 1)
-        await fut
-        key = fut.key
-        assert key in ws[0].data
-        gone._conn.abort()  # the client disappears without saying goodbye
-        for _ in range(200):
-            if key not in ws[0].data:
-                break
-            await asyncio.sleep(0.01)
-        assert key not in ws[0].data
-        await gone.close()
-        del fut
-        gc.collect()
-        await _still_serves(s.address)
+async def test_vanished_client_has_its_keys_released_after_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOAL_SCHEDULER__CLIENT_TIMEOUT", "1.0")
+    monkeypatch.setenv("SHOAL_CLIENT__RECONNECT_TIMEOUT", "0")  # it won't come back
+    config.refresh()
+    try:
+        async with cluster(n_workers=1) as (s, ws):
+            gone = await Client(s.address, asynchronous=True, set_as_default=False)
+            fut = gone.submit(inc, 1)
+            await fut
+            key = fut.key
+            assert key in ws[0].data
+            gone._conn.abort()  # the client disappears without saying goodbye
+            await asyncio.sleep(0.3)
+            assert key in ws[0].data  # kept for a while, in case it comes back
+            for _ in range(500):
+                if key not in ws[0].data:
+                    break
+                await asyncio.sleep(0.01)
+            assert key not in ws[0].data
+            await gone.close()
+            del fut
+            gc.collect()
+            await _still_serves(s.address)
+    finally:
+        monkeypatch.undo()
+        config.refresh()

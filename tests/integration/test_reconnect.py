@@ -71,3 +71,16 @@ async def test_a_worker_reconnects_to_a_scheduler_restarted_on_the_same_port(
     finally:
         await w.close()
         await s2.close()
+
+
+async def test_a_client_whose_connection_blips_reconnects_and_its_futures_stay_valid() -> None:
+    async with cluster(n_workers=1, nthreads=1) as (s, (w,)):
+        async with Client(s.address, asynchronous=True) as c:
+            done = c.submit(inc, 1)
+            assert await done == 2
+            c._conn.abort()  # type: ignore[union-attr]
+            during = c.submit(inc, 10)  # submitted while the stream is down
+            assert await asyncio.wait_for(during, 10) == 11
+            assert await done == 2
+            assert done.key in w.data  # the scheduler kept it for the client
+            assert await c.submit(inc, 100) == 101
