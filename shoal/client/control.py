@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal.client.futures import futures_in
-from shoal.protocol.messages import Message, Rebalance, Replicate, RetireWorkers
+from shoal.protocol.messages import Message, Rebalance, Replicate, Restart, RetireWorkers
 
 
 def _names(workers: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -72,4 +72,19 @@ class ClusterControl:
         return self._sync(self._rebalance, Rebalance(keys=keys, workers=_names(workers)))
 
     async def _rebalance(self, msg: Rebalance) -> None:
+        await self._request(msg)
+
+    def restart(self, timeout: float = 120.0, wait_for_workers: bool = True) -> Any:
+        """Restart every worker and forget every task.
+
+        Each worker process is replaced through its nanny (workers without one are
+        closed, for whatever started them to start again); the futures of every client
+        are cancelled. With ``wait_for_workers`` (the default) this returns once as many
+        workers as before are back, and raises ``RemoteError`` after ``timeout`` seconds.
+        """
+        return self._sync(
+            self._restart, Restart(timeout=timeout, wait_for_workers=wait_for_workers)
+        )
+
+    async def _restart(self, msg: Restart) -> None:
         await self._request(msg)

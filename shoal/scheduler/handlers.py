@@ -31,6 +31,8 @@ from shoal.protocol.messages import (
     Rebalance,
     Replicate,
     Reschedule,
+    Restart,
+    RestartWorker,
     RetireWorkers,
     ScatteredData,
     StealResponse,
@@ -40,6 +42,7 @@ from shoal.protocol.messages import (
     Terminate,
     UpdateGraph,
     WhoHas,
+    WorkerStatus,
 )
 from shoal.scheduler.state import (
     DataMissing,
@@ -53,10 +56,12 @@ from shoal.scheduler.state import (
     ReplicasAdded,
     ReplicationRequested,
     RescheduleRequested,
+    RestartRequested,
     RetirementRequested,
     StealResponded,
     TaskFailedEvent,
     TaskFinishedEvent,
+    WorkerStatusChanged,
     queries,
 )
 
@@ -128,6 +133,10 @@ def worker_events(
                 StealResponded(
                     worker=worker, key=msg.key, state=msg.state, stimulus_id=sid, now=now
                 )
+            )
+        elif isinstance(msg, WorkerStatus):
+            events.append(
+                WorkerStatusChanged(worker=worker, status=msg.status, stimulus_id=sid, now=now)
             )
         elif isinstance(msg, Reschedule):
             events.append(RescheduleRequested(worker=worker, key=msg.key, stimulus_id=sid, now=now))
@@ -262,6 +271,8 @@ async def answer(scheduler: Scheduler, msg: Message) -> Message:
                 )
             )
         )
+    if isinstance(msg, Restart):
+        return await restart(scheduler, msg.timeout, msg.wait_for_workers)
     if isinstance(msg, AdaptiveTarget):
         return OK(queries.adaptive_target(state))
     if isinstance(msg, Broadcast):
@@ -293,6 +304,47 @@ async def retire_workers(
     if close_workers:
         await scheduler.wait_for_workers_gone(list(retired))
     return retired
+
+
+async def restart(scheduler: Scheduler, timeout: float, wait_for_workers: bool) -> Message:
+    """Forget every task, restart each worker through its nanny (close those without
+    one), and wait until as many workers as before are connected again."""
+    before = dict(scheduler.worker_info)
+    started = time.monotonic()
+    scheduler.handle(RestartRequested(stimulus_id="restart", now=time.time()))
+
+    def fresh() -> list[str]:
+        return [a for a, info in scheduler.worker_info.items() if info["joined"] >= started]
+
+    async def one(address: str, nanny: str) -> None:
+        try:
+            if nanny:
+                await scheduler.pool.request(nanny, RestartWorker(timeout=timeout))
+            else:
+                await scheduler.pool.request(address, Terminate())
+        except (CommError, RemoteError) as e:
+            logger.warning("restarting worker %s (nanny %r) failed: %s", address, nanny, e)
+
+    await asyncio.gather(*(one(a, info.get("nanny", "")) for a, info in before.items()))
+    if not wait_for_workers:
+        return OK()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if len(fresh()) >= len(before):
+            return OK()
+        await asyncio.sleep(0.05)
+    without = [a for a, info in before.items() if not info.get("nanny")]
+    hint = (
+        f" Workers without a nanny ({without}) are only closed: start them again, or run "
+        "them under a nanny (`shoal worker` does by default)."
+        if without
+        else ""
+    )
+    return ErrorReply(
+        f"only {len(fresh())} of {len(before)} workers came back within {timeout:.0f} s "
+        f"of the restart.{hint}"
+    )
 
 
 async def broadcast(scheduler: Scheduler, msg: Broadcast) -> dict[str, Any]:

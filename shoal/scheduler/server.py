@@ -313,6 +313,7 @@ class Scheduler:
             "last_seen": time.time(),
             "metrics": {},
             "nanny": reg.nanny,
+            "joined": time.monotonic(),
         }
         self.handle(
             WorkerAdded(

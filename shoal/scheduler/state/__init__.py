@@ -21,6 +21,7 @@ from shoal.scheduler.state.events import (
     ReplicasAdded,
     ReplicationRequested,
     RescheduleRequested,
+    RestartRequested,
     RetirementRequested,
     StealResponded,
     TaskFailedEvent,
@@ -28,6 +29,7 @@ from shoal.scheduler.state.events import (
     Tick,
     WorkerAdded,
     WorkerRemoved,
+    WorkerStatusChanged,
 )
 from shoal.scheduler.state.invariants import validate
 from shoal.scheduler.state.machine import SchedulerState
@@ -54,6 +56,7 @@ __all__ = [
     "ReplicationRequested",
     "RequestDone",
     "RescheduleRequested",
+    "RestartRequested",
     "RetirementRequested",
     "SchedulerState",
     "StealResponded",
@@ -66,6 +69,7 @@ __all__ = [
     "TransitionRecord",
     "WorkerAdded",
     "WorkerRemoved",
+    "WorkerStatusChanged",
     "queries",
     "validate",
 ]

@@ -281,7 +281,20 @@ class StealResponded(Event):
         return (self.key,)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerStatusChanged(Event):
+    """``worker`` paused (short of memory: it starts no new task) or runs again."""
+
+    worker: Address
+    status: str
+
+
 # ------------------------------------------------------------------ requests and time
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRequested(Event):
+    """Forget every task (their futures are cancelled): the workers are restarting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +360,7 @@ __all__ = [
     "ReplicasAdded",
     "ReplicationRequested",
     "RescheduleRequested",
+    "RestartRequested",
     "RetirementRequested",
     "StealResponded",
     "TaskFailedEvent",
@@ -354,5 +368,6 @@ __all__ = [
     "Tick",
     "WorkerAdded",
     "WorkerRemoved",
+    "WorkerStatusChanged",
     "event_types",
 ]

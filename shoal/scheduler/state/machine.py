@@ -34,6 +34,7 @@ from shoal.scheduler.state.events import (
     ReplicasAdded,
     ReplicationRequested,
     RescheduleRequested,
+    RestartRequested,
     RetirementRequested,
     StealResponded,
     TaskFailedEvent,
@@ -41,6 +42,7 @@ from shoal.scheduler.state.events import (
     Tick,
     WorkerAdded,
     WorkerRemoved,
+    WorkerStatusChanged,
 )
 from shoal.scheduler.state.invariants import validate as validate_state
 from shoal.scheduler.state.model import (
@@ -89,6 +91,8 @@ _HANDLERS: dict[type[Event], Callable[[SchedulerState, Any, Context], None]] = {
     ReplicationRequested: moves.replication_requested,
     RebalanceRequested: moves.rebalance_requested,
     Tick: _tick,
+    WorkerStatusChanged: workers.worker_status_changed,
+    RestartRequested: recovery.restart,
 }
 
 
@@ -222,6 +226,11 @@ class SchedulerState:
         """Seconds ``ts`` is expected to run: its prefix's average, else a default."""
         duration = ts.group.prefix.duration
         return duration if duration >= 0 else self.unknown_duration
+
+    def update_accepting(self, ws: WorkerInfo) -> None:
+        """Recompute whether ``ws`` takes new work (after ``paused``/``retiring`` change)."""
+        ws.accepting = ws.alive and not ws.paused and not ws.retiring
+        self.workload_changed(ws)
 
     def workload_changed(self, ws: WorkerInfo) -> None:
         """``ws``'s tasks changed, or whether it accepts work: refresh placement books."""

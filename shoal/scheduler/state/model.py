@@ -205,9 +205,11 @@ class WorkerInfo:
         "nbytes",
         "nthreads",
         "occupancy",
+        "paused",
         "pool_version",
         "processing",
         "resources",
+        "retiring",
         "serial",
         "slot_limit",
         "used_resources",
@@ -244,7 +246,11 @@ class WorkerInfo:
         #: bumped whenever this worker's entry in the placement heap is refreshed
         self.pool_version = 0
         self.alive = True
-        #: alive and not retiring: new tasks and copies may be sent here
+        #: short of memory (it says so): it starts no new task until it resumes
+        self.paused = False
+        #: being retired gracefully: its work and data are moving elsewhere
+        self.retiring = False
+        #: alive, neither paused nor retiring: new tasks and copies may be sent here
         self.accepting = True
         #: root tasks it may run or hold at once (set by the state when it joins)
         self.slot_limit = nthreads

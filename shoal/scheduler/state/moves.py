@@ -155,7 +155,7 @@ def _resolve(s: SchedulerState, refs: tuple[str, ...]) -> list[WorkerInfo]:
 
 def workers_to_close(s: SchedulerState, n: int) -> list[WorkerInfo]:
     """The ``n`` accepting workers cheapest to retire: fewest bytes held, least work."""
-    candidates = [ws for ws in s.workers.values() if ws.accepting]
+    candidates = [ws for ws in s.workers.values() if not ws.retiring]
     candidates.sort(key=lambda ws: (ws.nbytes, len(ws.processing), -ws.serial))
     return candidates[: max(n, 0)]
 
@@ -163,7 +163,7 @@ def workers_to_close(s: SchedulerState, n: int) -> list[WorkerInfo]:
 def retirement_requested(s: SchedulerState, ev: RetirementRequested, ctx: Context) -> None:
     """Start retiring the named (or ``n`` chosen) workers."""
     if ev.workers is not None:
-        targets = [ws for ws in _resolve(s, ev.workers) if ws.accepting]
+        targets = [ws for ws in _resolve(s, ev.workers) if not ws.retiring]
     else:
         targets = workers_to_close(s, ev.n or 0)
     leaving = set(targets)
@@ -181,8 +181,8 @@ def retirement_requested(s: SchedulerState, ev: RetirementRequested, ctx: Contex
     r = Retirement(ev.request, ev.close, {ws: None for ws in targets})
     s.retirements[ev.request] = r
     for ws in targets:
-        ws.accepting = False
-        s.workload_changed(ws)
+        ws.retiring = True
+        s.update_accepting(ws)
         for ts in list(ws.processing):
             request_steal(s, ts, None, ctx)
 
@@ -192,7 +192,7 @@ def _info(ws: WorkerInfo) -> dict[str, object]:
 
 
 def _only_on_leaving(ws: WorkerInfo) -> list[TaskState]:
-    return [ts for ts in ws.has_what if not any(h.accepting for h in ts.who_has)]
+    return [ts for ts in ws.has_what if all(h.retiring for h in ts.who_has)]
 
 
 def _advance_retirement(s: SchedulerState, r: Retirement, ctx: Context) -> None:
@@ -212,9 +212,10 @@ def _advance_retirement(s: SchedulerState, r: Retirement, ctx: Context) -> None:
             if any(c.leaver is ws for c in r.pending):
                 continue
             # No accepting worker is left to take them: give up on this worker.
-            ws.accepting = True
-            s.workload_changed(ws)
-            offer_worker(s, ws, ctx)
+            ws.retiring = False
+            s.update_accepting(ws)
+            if ws.accepting:
+                offer_worker(s, ws, ctx)
             del r.workers[ws]
             continue
         del r.workers[ws]

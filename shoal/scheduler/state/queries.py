@@ -82,7 +82,9 @@ def identity(state: SchedulerState) -> dict[str, Any]:
                 "nbytes": ws.nbytes,
                 "processing": len(ws.processing),
                 "occupancy": ws.occupancy,
-                "status": "running" if ws.accepting else "closing_gracefully",
+                "status": (
+                    "closing_gracefully" if ws.retiring else "paused" if ws.paused else "running"
+                ),
                 "keys": len(ws.has_what),
             }
             for ws in state.workers.values()

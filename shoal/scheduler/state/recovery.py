@@ -19,7 +19,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shoal.errors import KilledWorker, NoValidWorker
-from shoal.scheduler.state.events import DataMissing, RescheduleRequested, WorkerRemoved
+from shoal.scheduler.state.events import (
+    DataMissing,
+    RescheduleRequested,
+    RestartRequested,
+    WorkerRemoved,
+)
 from shoal.scheduler.state.model import Context, Failure, TaskState, WorkerInfo
 from shoal.scheduler.state.transitions import transition
 
@@ -111,3 +116,44 @@ def expire_unrunnable(s: SchedulerState, ctx: Context) -> None:
         if ctx.now - since >= timeout:
             ts.failure = _unrunnable_failure(s, ts, ctx.now - since)
             transition(s, ts, "erred", ctx)
+
+
+#: KeysCancelled reason of every key when the cluster restarts.
+RESTARTED = "the cluster was restarted (client.restart())"
+
+
+def restart(s: SchedulerState, ev: RestartRequested, ctx: Context) -> None:
+    """Forget every task at once: clients hear their keys are cancelled; workers, which
+    are restarting, are told nothing. Pending requests finish with what they did."""
+    from shoal.scheduler.state.outgoing import RequestDone
+    from shoal.scheduler.state.placement import TaskQueue
+
+    for cs in s.clients.values():
+        for ts in cs.wants_what:
+            ctx.cancelled(cs.client, ts.key, RESTARTED)
+        cs.wants_what.clear()
+    s.tasks.clear()
+    s.groups.clear()
+    for name in s.counts:
+        s.counts[name] = 0
+    s.queued = TaskQueue()
+    s.unrunnable.clear()
+    s.steals.clear()
+    s.unstealable.clear()
+    s.pending_copies.clear()
+    for ws in s.workers.values():
+        ws.processing.clear()
+        ws.occupancy = 0.0
+        ws.used_resources.clear()
+        ws.has_what.clear()
+        ws.nbytes = 0
+        s.workload_changed(ws)
+    for req in s.moves.values():
+        ctx.out.to_server(RequestDone(req.request, {"moved": req.moved}))
+    s.moves.clear()
+    for r in s.retirements.values():
+        for ws in r.workers:
+            ws.retiring = False
+            s.update_accepting(ws)
+        ctx.out.to_server(RequestDone(r.request, r.retired))
+    s.retirements.clear()

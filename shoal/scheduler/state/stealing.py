@@ -106,7 +106,8 @@ def balance(s: SchedulerState, ctx: Context) -> None:
     thieves: list[tuple[WorkerInfo, int]] = []
     victims: list[WorkerInfo] = []
     for ws in s.workers.values():
-        backlog = len(ws.processing) - leaving.get(ws, 0) - ws.nthreads
+        # A paused worker starts nothing: everything it has not started is backlog.
+        backlog = len(ws.processing) - leaving.get(ws, 0) - (0 if ws.paused else ws.nthreads)
         if backlog > 0:
             victims.append(ws)
         elif ws.accepting:
@@ -135,7 +136,11 @@ def _steal_from(
     """Request up to ``wanted`` of ``victim``'s backlog for ``thief``; return how many."""
     taken = 0
     for examined, ts in enumerate(reversed(victim.processing)):
-        backlog = len(victim.processing) - leaving.get(victim, 0) - victim.nthreads
+        backlog = (
+            len(victim.processing)
+            - leaving.get(victim, 0)
+            - (0 if victim.paused else victim.nthreads)
+        )
         if taken == wanted or backlog <= 0 or examined == MAX_CANDIDATES:
             break
         if _worth_stealing(s, ts, thief):

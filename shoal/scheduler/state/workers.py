@@ -16,6 +16,7 @@ from shoal.scheduler.state.events import (
     TaskFailedEvent,
     TaskFinishedEvent,
     WorkerAdded,
+    WorkerStatusChanged,
 )
 from shoal.scheduler.state.model import Arrival, Context, Failure, WorkerInfo
 from shoal.scheduler.state.transitions import (
@@ -117,3 +118,15 @@ def replicas_added(s: SchedulerState, ev: ReplicasAdded, ctx: Context) -> None:
             added.append(ts)
     if s.pending_copies:
         moves.copies_arrived(s, ws, added, ctx)
+
+
+def worker_status_changed(s: SchedulerState, ev: WorkerStatusChanged, ctx: Context) -> None:
+    """A worker paused (it gets no new work; idle workers may steal what it holds) or
+    resumed (it takes work again)."""
+    ws = s.workers.get(ev.worker)
+    if ws is None:
+        return
+    ws.paused = ev.status == "paused"
+    s.update_accepting(ws)
+    if ws.accepting:
+        offer_worker(s, ws, ctx)

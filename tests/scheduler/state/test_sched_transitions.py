@@ -35,6 +35,7 @@ from shoal.scheduler.state import (
     ReplicasAdded,
     ReplicationRequested,
     RescheduleRequested,
+    RestartRequested,
     RetirementRequested,
     SchedulerState,
     StealResponded,
@@ -44,6 +45,7 @@ from shoal.scheduler.state import (
     TransitionRecord,
     WorkerAdded,
     WorkerRemoved,
+    WorkerStatusChanged,
     queries,
 )
 from shoal.scheduler.state.events import event_types
@@ -184,6 +186,8 @@ EXAMPLES: list[Event] = [
     ReplicationRequested("r2", ("a", ("b", 1)), 2, (A,)),
     RebalanceRequested("r3", None, None),
     Tick(now=3.0),
+    WorkerStatusChanged(A, "paused"),
+    RestartRequested(),
 ]
 
 
