@@ -245,14 +245,21 @@ def _plan_copies(
 # ------------------------------------------------------------------ replicate
 
 
+def _accepting(s: SchedulerState, refs: tuple[str, ...] | None) -> list[WorkerInfo]:
+    """The accepting workers among ``refs`` (addresses or names; None: all of them)."""
+    workers = _resolve(s, refs) if refs is not None else list(s.workers.values())
+    return [ws for ws in workers if ws.accepting]
+
+
+def _new_request(s: SchedulerState, request: str) -> MoveRequest:
+    req = s.moves[request] = MoveRequest(request)
+    return req
+
+
 def replication_requested(s: SchedulerState, ev: ReplicationRequested, ctx: Context) -> None:
     """Add or drop copies so that each key has ``n`` holders among the candidates."""
-    if ev.workers is not None:
-        candidates = [ws for ws in _resolve(s, ev.workers) if ws.accepting]
-    else:
-        candidates = [ws for ws in s.workers.values() if ws.accepting]
-    req = MoveRequest(ev.request)
-    s.moves[ev.request] = req
+    candidates = _accepting(s, ev.workers)
+    req = _new_request(s, ev.request)
     target = len(candidates) if ev.n is None else min(ev.n, len(candidates))
     planned: dict[WorkerInfo, int] = {}
     copies: list[Copy] = []
@@ -323,12 +330,8 @@ def plan_rebalance(
 
 def rebalance_requested(s: SchedulerState, ev: RebalanceRequested, ctx: Context) -> None:
     """Move keys from workers above the mean to workers below it."""
-    if ev.workers is not None:
-        workers = [ws for ws in _resolve(s, ev.workers) if ws.accepting]
-    else:
-        workers = [ws for ws in s.workers.values() if ws.accepting]
-    req = MoveRequest(ev.request)
-    s.moves[ev.request] = req
+    workers = _accepting(s, ev.workers)
+    req = _new_request(s, ev.request)
     keys = set(ev.keys) if ev.keys is not None else None
     plan = plan_rebalance(workers, keys)
     _ask(s, [Copy(ts, recipient, req, drop_from=sender) for ts, sender, recipient in plan], ctx)
