@@ -322,3 +322,32 @@ class DataUpdated(Event):
     def story_keys(self) -> Iterable[Key]:
         """The keys stored."""
         return self.data_nbytes.keys()
+
+
+# --------------------------------------------------------------------- from the memory monitor
+
+
+@dataclass(frozen=True, slots=True)
+class PauseEvent(Event):
+    """The worker is short of memory: start no new task until :class:`UnpauseEvent`.
+
+    Tasks already running finish; fetches go on; tasks that become ready wait. The
+    scheduler is told (``WorkerStatus("paused")``). Pausing a paused worker does nothing.
+    """
+
+    name: ClassVar[str] = "pause"
+    stimulus_id: str = ""
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UnpauseEvent(Event):
+    """Memory is back below the pause threshold: start the ready tasks again.
+
+    The scheduler is told (``WorkerStatus("running")``). Unpausing a running worker
+    does nothing.
+    """
+
+    name: ClassVar[str] = "unpause"
+    stimulus_id: str = ""
+    now: float = 0.0

@@ -108,9 +108,11 @@ def _validate_queues(ws: WorkerState) -> None:
     _check(len(ws.executing) <= ws.nthreads, None, "more tasks executing than threads")
     for ts in ws.ready:
         _check(ts.state == "ready", ts, "in the ready queue but not ready")
-    _check(not ws.ready or len(ws.executing) == ws.nthreads, None, "a thread idles with work ready")
     for ts in ws.constrained:
         _check(ts.state == "constrained", ts, "in the constrained queue but not constrained")
+    if ws.paused:
+        return  # queued tasks wait, whatever the threads do
+    _check(not ws.ready or len(ws.executing) == ws.nthreads, None, "a thread idles with work ready")
     if ws.constrained and len(ws.executing) < ws.nthreads:
         head = ws.constrained.peek()
         assert head.resources is not None

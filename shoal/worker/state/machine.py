@@ -6,7 +6,9 @@ The recommendations run through :data:`~shoal.worker.state.transitions.TRANSITIO
 until none is left; then free transfer slots take pending fetches (``GatherDep``) and
 free threads take queued tasks (``Execute``): first from the ``constrained`` queue, in
 priority order, as long as the task at its head finds the resources it needs free
-(:mod:`~shoal.worker.state.resources`), then from the ``ready`` queue. Tasks with
+(:mod:`~shoal.worker.state.resources`), then from the ``ready`` queue, unless the worker
+is paused (``PauseEvent``, memory is short: queued tasks wait for ``UnpauseEvent``,
+fetches go on). Tasks with
 resources thus never hold back tasks without, and a task needing more than this
 worker has waits (the scheduler should not have sent it). With ``validate=True`` every invariant of
 :mod:`~shoal.worker.state.invariants` is checked after every event.
@@ -29,7 +31,13 @@ from typing import Any
 
 from shoal._types import Address, Key
 from shoal.errors import InternalError
-from shoal.protocol.messages import AddKeys, StealResponse, TaskFailed, TaskFinished
+from shoal.protocol.messages import (
+    AddKeys,
+    StealResponse,
+    TaskFailed,
+    TaskFinished,
+    WorkerStatus,
+)
 from shoal.worker.state import events as ev_
 from shoal.worker.state.fetch import Fetcher
 from shoal.worker.state.instructions import (
@@ -102,6 +110,8 @@ class WorkerState:
         self.counts: dict[TaskStateName, int] = dict.fromkeys(ALL_STATES, 0)
         #: Sum of ``nbytes`` over tasks in ``memory``.
         self.nbytes_in_memory = 0
+        #: Short of memory: no task starts (``PauseEvent`` / ``UnpauseEvent``).
+        self.paused = False
         #: The last events handled, for replay.
         self.stimulus_log: deque[ev_.Event] = deque(maxlen=log_size)
         #: ``(key, start, finish, stimulus_id, now)`` per transition and
@@ -118,7 +128,7 @@ class WorkerState:
         return (
             f"<WorkerState {self.address!r} tasks={len(self.tasks)} "
             f"executing={len(self.executing)}/{self.nthreads} ready={len(self.ready)} "
-            f"constrained={len(self.constrained)}>"
+            f"constrained={len(self.constrained)}{' paused' if self.paused else ''}>"
         )
 
     # ------------------------------------------------------------------ entry point
@@ -187,6 +197,8 @@ class WorkerState:
 
     def _ensure_computing(self) -> list[Instruction]:
         instructions: list[Instruction] = []
+        if self.paused:
+            return instructions
         pool = self.resource_pool
         while self.constrained and len(self.executing) < self.nthreads:
             ts = self.constrained.peek()
@@ -541,6 +553,18 @@ class WorkerState:
                 instructions += self._transitions({ts: "memory"})
         return {}, instructions
 
+    def _handle_pause(self, ev: ev_.PauseEvent) -> Result:
+        if self.paused:
+            return {}, []
+        self.paused = True
+        return {}, [SendToScheduler(WorkerStatus(status="paused"))]
+
+    def _handle_unpause(self, ev: ev_.UnpauseEvent) -> Result:
+        if not self.paused:
+            return {}, []
+        self.paused = False  # handle() then starts what is ready
+        return {}, [SendToScheduler(WorkerStatus(status="running"))]
+
     # ------------------------------------------------------------------ queries
 
     @property
@@ -587,6 +611,7 @@ class WorkerState:
             "executing": len(self.executing),
             "ready": len(self.ready),
             "constrained": len(self.constrained),
+            "paused": self.paused,
             "available_resources": dict(self.resource_pool.available),
             "memory_bytes": self.nbytes_in_memory,
             "in_flight_bytes": self.fetcher.in_flight_bytes,
@@ -634,4 +659,6 @@ _HANDLERS: dict[type[ev_.Event], Callable[[WorkerState, Any], Result]] = {
     ev_.GatherDepNetworkFailure: WorkerState._handle_gather_dep_network_failure,
     ev_.GatherDepFailed: WorkerState._handle_gather_dep_failed,
     ev_.DataUpdated: WorkerState._handle_data_updated,
+    ev_.PauseEvent: WorkerState._handle_pause,
+    ev_.UnpauseEvent: WorkerState._handle_unpause,
 }

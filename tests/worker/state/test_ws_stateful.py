@@ -1,7 +1,8 @@
 """Random interleavings of scheduler messages, thread results and transfer answers.
 
-The worker declares a resource ``R``, some tasks need part of it, and the scheduler
-may ask for any key back (``StealRequest``).
+The worker declares a resource ``R``, some tasks need part of it, the scheduler
+may ask for any key back (``StealRequest``), and the memory monitor may pause and
+unpause the worker (no task starts while it is paused).
 
 A small simulated server executes the instructions: it keeps a store of keys, the
 runs and transfers in flight. After every step the state machine validates itself
@@ -42,9 +43,11 @@ from shoal.worker.state import (
     GatherDepNetworkFailure,
     GatherDepSuccess,
     Instruction,
+    PauseEvent,
     RescheduleTask,
     SendToScheduler,
     StealRequestEvent,
+    UnpauseEvent,
 )
 
 QUEUED = ("waiting", "ready", "constrained")
@@ -93,6 +96,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
 
     def apply(self, ins: Instruction) -> None:
         if isinstance(ins, Execute):
+            assert not self.ws.paused, ins
             assert ins.key not in {r.key for r in self.running}, ins
             assert set(ins.dependencies) <= self.store, (ins, self.store)
             assert ins.run_spec == spec(ins.key)
@@ -171,6 +175,16 @@ class WorkerStateMachine(RuleBasedStateMachine):
             awaited.difference_update(keys)
         self.feed(DataUpdated(data_nbytes=dict.fromkeys(keys, 3)))  # type: ignore[arg-type]
 
+    # ------------------------------------------------------------------ memory monitor
+
+    @rule()
+    def pause(self) -> None:
+        self.feed(PauseEvent())
+
+    @rule()
+    def unpause(self) -> None:
+        self.feed(UnpauseEvent())
+
     # ------------------------------------------------------------------ thread pool
 
     @precondition(lambda self: self.running)
@@ -231,6 +245,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         # Let everything in progress succeed: nothing may be left waiting.
+        self.feed(UnpauseEvent())
         for _ in range(100):
             if self.running:
                 run = self.running.pop(0)

@@ -34,8 +34,10 @@ from shoal.worker.state import (
     GatherDepNetworkFailure,
     GatherDepSuccess,
     InvalidTransition,
+    PauseEvent,
     RescheduleTask,
     StealRequestEvent,
+    UnpauseEvent,
     WorkerState,
     event_from_dict,
 )
@@ -176,6 +178,7 @@ def test_snapshot() -> None:
         "executing": 1,
         "ready": 1,
         "constrained": 0,
+        "paused": False,
         "available_resources": {},
         "memory_bytes": 3,
         "in_flight_bytes": 7,
@@ -213,6 +216,8 @@ EVENTS: list[Event] = [
     GatherDepMissing(worker="tcp://a", keys_received={}, missing=("d",)),
     GatherDepNetworkFailure(worker="tcp://a", keys=("d",)),
     DataUpdated(data_nbytes={"__tuple__": 1, "t": 2}),
+    PauseEvent(stimulus_id="memory-1", now=4.0),
+    UnpauseEvent(),
 ]
 
 
