@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import sys
+from typing import Protocol
 
 import click
 
@@ -44,19 +46,23 @@ def _resources_option(
 @click.command()
 @click.argument("scheduler_address", required=True)
 @click.option("--host", default=None, help="IP or hostname to listen on")
-@click.option("--worker-port", default=0, type=int, help="port to serve on (0: random)")
+@click.option("--worker-port", default=0, type=int, help="port for the worker (0: random)")
+@click.option("--nanny-port", default=0, type=int, help="port for the nanny (0: random)")
 @click.option("--nthreads", default=None, type=int, help="threads for running tasks")
 @click.option("--name", default=None, help="a unique name for this worker")
 @click.option(
     "--memory-limit",
     default="auto",
     show_default=True,
-    help="bytes (e.g. 4GB), a fraction of this machine's memory, 'auto' or 0",
+    help="bytes (e.g. 4GB), a fraction of this machine's memory, 'auto' or 0; with a "
+    "nanny, the worker is restarted above worker.memory.terminate (0.95) of it",
 )
 @click.option(
     "--nanny/--no-nanny",
-    default=False,
-    help="supervise the worker in a nanny process (not available yet)",
+    default=True,
+    show_default=True,
+    help="run the worker in a child process supervised by a nanny, which restarts it "
+    "when it dies or exceeds its memory limit; --no-nanny runs it in this process",
 )
 @click.option(
     "--resources",
@@ -68,32 +74,83 @@ def _resources_option(
     "--exit-with-parent",
     is_flag=True,
     hidden=True,
-    help="exit when standard input closes (used by LocalCluster)",
+    help="exit when standard input closes (used by LocalCluster and the nanny)",
+)
+@click.option(
+    "--ready-fd",
+    default=None,
+    type=int,
+    hidden=True,
+    help="write the worker's address on this file descriptor once it is up (the nanny's)",
 )
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(
     scheduler_address: str,
     host: str | None,
     worker_port: int,
+    nanny_port: int,
     nthreads: int | None,
     name: str | None,
     memory_limit: str,
     nanny: bool,
     resources: dict[str, float],
     exit_with_parent: bool,
+    ready_fd: int | None,
     log_level: str,
 ) -> None:
-    """Start a worker that joins the scheduler at SCHEDULER_ADDRESS."""
-    from shoal.worker.server import Worker
+    """Start a worker that joins the scheduler at SCHEDULER_ADDRESS.
 
-    if nanny:
-        raise click.UsageError(
-            "the nanny is not available yet in shoal; run with --no-nanny "
-            "(the worker then runs in this process)"
-        )
+    By default the worker runs under a nanny (as with ``dask worker``): this process
+    starts the worker as a child, starts it again when it dies, and restarts it when
+    it uses more than 95% of --memory-limit. It exits (code 0) when the worker closes on
+    purpose (retired, or told to terminate) or on SIGINT/SIGTERM, stopping the worker.
+    """
     if "://" not in scheduler_address:
         scheduler_address = f"tcp://{scheduler_address}"
     setup_logging(log_level)
+    if nanny:
+        if ready_fd is not None:
+            raise click.UsageError("--ready-fd is for a worker without a nanny (--no-nanny)")
+        _run_nanny(
+            scheduler_address,
+            host=host,
+            nanny_port=nanny_port,
+            worker_port=worker_port,
+            nthreads=nthreads,
+            name=name,
+            memory_limit=memory_limit,
+            resources=resources,
+            exit_with_parent=exit_with_parent,
+            log_level=log_level,
+        )
+    else:
+        _run_worker(
+            scheduler_address,
+            host=host,
+            worker_port=worker_port,
+            nthreads=nthreads,
+            name=name,
+            memory_limit=memory_limit,
+            resources=resources,
+            exit_with_parent=exit_with_parent,
+            ready_fd=ready_fd,
+        )
+
+
+def _run_worker(
+    scheduler_address: str,
+    *,
+    host: str | None,
+    worker_port: int,
+    nthreads: int | None,
+    name: str | None,
+    memory_limit: str,
+    resources: dict[str, float],
+    exit_with_parent: bool,
+    ready_fd: int | None,
+) -> None:
+    from shoal.worker.server import Worker
+
     log = logging.getLogger("shoal.worker")
 
     async def start() -> Worker:
@@ -107,6 +164,8 @@ def worker(
             resources=resources,
         )
         log.info("Worker at: %s", w.address)
+        if ready_fd is not None:
+            _announce(ready_fd, w.address)
         if exit_with_parent:
             _close_when_stdin_closes(w)
         return w
@@ -117,10 +176,62 @@ def worker(
     run_until_signal(start, stop)
 
 
+def _run_nanny(
+    scheduler_address: str,
+    *,
+    host: str | None,
+    nanny_port: int,
+    worker_port: int,
+    nthreads: int | None,
+    name: str | None,
+    memory_limit: str,
+    resources: dict[str, float],
+    exit_with_parent: bool,
+    log_level: str,
+) -> None:
+    from shoal.worker.nanny import Nanny
+
+    async def start() -> Nanny:
+        n = await Nanny(
+            scheduler_address,
+            nthreads=nthreads,
+            name=name,
+            memory_limit=memory_limit,
+            host=host,
+            port=nanny_port,
+            worker_port=worker_port,
+            resources=resources,
+            worker_args=["--log-level", log_level],
+        )
+        if exit_with_parent:
+            _close_when_stdin_closes(n)
+        return n
+
+    async def stop(n: Nanny) -> None:
+        await n.close()
+
+    run_until_signal(start, stop)
+
+
+def _announce(fd: int, address: str) -> None:
+    """Tell the nanny (through the pipe it gave us) that the worker is up, and where."""
+    try:
+        os.write(fd, f"{address}\n".encode())
+    except OSError as e:  # the nanny is gone: --exit-with-parent closes us soon
+        logging.getLogger("shoal.worker").warning("could not tell the nanny: %s", e)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class _Closable(Protocol):
+    async def close(self, reason: str = "") -> None: ...
+
+
 _closing: set[asyncio.Future[None]] = set()
 
 
-def _close_when_stdin_closes(w: object) -> None:
+def _close_when_stdin_closes(server: _Closable) -> None:
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()
 
@@ -131,6 +242,6 @@ def _close_when_stdin_closes(w: object) -> None:
             data = b""
         if not data:
             loop.remove_reader(fd)
-            _closing.add(asyncio.ensure_future(w.close(reason="parent process exited")))  # type: ignore[attr-defined]
+            _closing.add(asyncio.ensure_future(server.close(reason="parent process exited")))
 
     loop.add_reader(fd, on_readable)

@@ -151,17 +151,6 @@ def test_malformed_resources_are_a_usage_error() -> None:
     assert "Invalid value for '--resources': 'TPU'" in out.stderr
 
 
-def test_nanny_flag_says_it_is_not_available() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "shoal.cli.main", "worker", "tcp://127.0.0.1:1", "--nanny"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode != 0
-    assert "--no-nanny" in out.stderr
-
-
 @pytest.mark.parametrize("flag", ["--version", "--help"])
 def test_cli_basics(flag: str) -> None:
     out = subprocess.run(
