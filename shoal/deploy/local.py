@@ -46,8 +46,11 @@ def default_workers_threads(
 class LocalCluster:
     """A scheduler in this process and ``n_workers`` workers.
 
-    ``processes=True`` (default) runs each worker in its own process over TCP;
-    ``processes=False`` runs them as threads of this process over ``inproc://``.
+    ``processes=True`` (default) runs each worker in its own process over TCP, under a
+    nanny (``nanny=True``, the default, as distributed does) that starts it again, with
+    the same name, when it dies or exceeds its memory limit; ``nanny=False`` runs the
+    worker processes unsupervised. ``processes=False`` runs the workers as threads of
+    this process over ``inproc://`` (``nanny`` is then ignored).
     ``resources`` (e.g. ``{"GPU": 1}``) are declared by every worker, for tasks
     submitted with ``resources=``.
     ``dashboard_address`` is accepted for compatibility: shoal has no dashboard yet, so
@@ -68,6 +71,7 @@ class LocalCluster:
         silence_logs: int | bool = logging.WARNING,
         name: str | None = None,
         resources: dict[str, float] | None = None,
+        nanny: bool = True,
         **worker_kwargs: Any,
     ) -> None:
         cores = os.cpu_count() or 1
@@ -75,6 +79,7 @@ class LocalCluster:
             cores, n_workers, threads_per_worker, processes
         )
         self.processes = processes
+        self.nanny = nanny and processes
         if isinstance(memory_limit, str) and memory_limit.strip().lower() == "auto":
             self.memory_limit = system_memory() // max(self.n_workers, 1)
         else:
@@ -266,11 +271,14 @@ class LocalCluster:
                 memory_limit=self.memory_limit,
                 host=self.host,
                 resources=self.resources,
+                nanny=self.nanny,
                 extra_args=["--log-level", self._log_level],
             )
             self.workers[name] = proc
             proc.start()
             proc.address = await self._wait_for_worker(name, proc)
+            info = self.scheduler.worker_info.get(proc.address, {})
+            proc.nanny_address = info.get("nanny") or None
         else:
             worker = Worker(
                 self.scheduler.address,

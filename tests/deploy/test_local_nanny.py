@@ -1,0 +1,134 @@
+"""LocalCluster(processes=True) runs each worker under a nanny: deaths, scaling, closing."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from shoal import Client, LocalCluster
+from shoal.deploy.process import WorkerProcess
+from shoal.errors import KilledWorker
+from shoal.testing.cluster import shoal_threads
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def die() -> None:
+    os._exit(1)
+
+
+def until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def names(client: Client) -> dict[str, str]:
+    return {w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()}
+
+
+def test_a_worker_killed_with_sigkill_comes_back_with_its_name() -> None:
+    me = psutil.Process()
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        assert all(isinstance(w, WorkerProcess) and w.nanny for w in cluster.workers.values())
+        nannies = {w.pid for w in cluster.workers.values()}
+        before = names(client)
+        pids = client.run(os.getpid)
+        # the workers are the nannies' children, not this process's
+        assert not set(pids.values()) & {p.pid for p in me.children()}
+        assert set(pids.values()) <= {p.pid for p in me.children(recursive=True)}
+        victim = before["0"]
+        os.kill(pids[victim], signal.SIGKILL)
+
+        def back() -> bool:
+            now = names(client)
+            return set(now) == {"0", "1"} and now["0"] != victim
+
+        until(back)
+        after = names(client)
+        assert after["1"] == before["1"]
+        assert client.gather(client.map(inc, range(20))) == list(range(1, 21))
+        assert alive(set(pids.values())) == {pids[before["1"]]}
+        new_pids = client.run(os.getpid)
+        assert {w.pid for w in cluster.workers.values()} == nannies  # same nannies
+        everything = {p.pid for p in me.children(recursive=True)}
+    until(lambda: not alive(everything | set(new_pids.values())))
+    assert shoal_threads() == []
+
+
+def test_a_task_that_kills_its_worker_ends_in_killed_worker() -> None:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        first = client.run(os.getpid)
+        future = client.submit(die, retries=0)
+        with pytest.raises(KilledWorker, match=re.escape(str(future.key))):
+            future.result(timeout=120)
+        # the nanny started the worker again each time, and it is still there
+        until(lambda: len(client.scheduler_info()["workers"]) == 1)
+        assert client.submit(inc, 1).result(timeout=30) == 2
+        assert set(client.run(os.getpid).values()).isdisjoint(first.values())
+        assert list(names(client)) == ["0"]
+        assert cluster.workers["0"].pid is not None
+
+
+def test_scale_down_and_close_leave_no_process() -> None:
+    me = psutil.Process()
+    with (
+        LocalCluster(n_workers=3, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        everything = {p.pid for p in me.children(recursive=True)}
+        assert len(everything) == 6  # three nannies, three workers
+        data = client.scatter(list(range(10)))
+        cluster.scale(1)
+        assert len(cluster.workers) == 1
+        # retired workers exit with code 0, and their nannies with them
+        until(lambda: len(alive(everything)) == 2)
+        assert client.gather(data) == list(range(10))
+        assert client.submit(inc, 1).result(timeout=30) == 2
+        cluster.scale(2)
+        assert len(client.scheduler_info()["workers"]) == 2
+        everything |= {p.pid for p in me.children(recursive=True)}
+    until(lambda: not alive(everything))
+    assert [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_processes_without_a_nanny() -> None:
+    me = psutil.Process()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, nanny=False) as cluster,
+        Client(cluster) as client,
+    ):
+        (proc,) = cluster.workers.values()
+        assert isinstance(proc, WorkerProcess)
+        assert not proc.nanny and proc.nanny_address is None
+        assert "--no-nanny" in proc.args
+        assert list(client.run(os.getpid).values()) == [proc.pid]
+        assert client.submit(inc, 1).result(timeout=30) == 2
+        everything = {p.pid for p in me.children(recursive=True)}
+    until(lambda: not alive(everything))
