@@ -134,10 +134,12 @@ class Connection:
         )
 
 
-async def _handshake(comm: Comm, role: str) -> dict[str, Any]:
+async def _handshake(
+    comm: Comm, role: str, secret: bytes | None = None, *, initiator: bool
+) -> dict[str, Any]:
     """Run the handshake flow over ``comm``; return the peer's hello."""
     local_versions = collect_versions()
-    flow = handshake_flow(role, local_versions)
+    flow = handshake_flow(role, local_versions, secret=secret, initiator=initiator)
     to_send = next(flow)
     while True:
         await comm.write([to_send])
@@ -165,13 +167,20 @@ async def _handshake(comm: Comm, role: str) -> dict[str, Any]:
 
 
 async def connect(
-    address: str, *, role: str, timeout: float = 10.0, limits: Limits | None = None
+    address: str,
+    *,
+    role: str,
+    timeout: float = 10.0,
+    limits: Limits | None = None,
+    secret: bytes | None = None,
 ) -> Connection:
     """Connect to ``address``, handshake, return the :class:`Connection`.
 
     Refused or failed attempts are retried with backoff until ``timeout`` seconds
     have passed, then :class:`ConnectTimeout` (naming the address and the timeout) is
-    raised.  A peer that answers with an invalid hello raises :class:`HandshakeError`.
+    raised.  A peer that answers with an invalid hello raises :class:`HandshakeError`;
+    one that does not share ``secret`` (the cluster's authentication token) raises
+    :class:`~shoal.errors.AuthenticationFailed`.
     """
     scheme, rest = parse_address(address)
     backend = get_backend(scheme)
@@ -186,7 +195,9 @@ async def connect(
         comm: Comm | None = None
         try:
             comm = await asyncio.wait_for(backend.connect(rest, limits), left)
-            peer = await asyncio.wait_for(_handshake(comm, role), deadline - time.monotonic())
+            peer = await asyncio.wait_for(
+                _handshake(comm, role, secret, initiator=True), deadline - time.monotonic()
+            )
             return Connection(comm, peer, role=role)
         except HandshakeError:
             if comm is not None:
@@ -222,10 +233,17 @@ class ConnectionListener(Listener):
     """
 
     def __init__(
-        self, address: str, handler: ConnectionHandler, *, role: str, limits: Limits
+        self,
+        address: str,
+        handler: ConnectionHandler,
+        *,
+        role: str,
+        limits: Limits,
+        secret: bytes | None = None,
     ) -> None:
         scheme, rest = parse_address(address)
         self.role = role
+        self._secret = secret
         self._handler = handler
         self._comms: set[Comm] = set()
         self._stopped = False
@@ -265,7 +283,9 @@ class ConnectionListener(Listener):
         self._comms.add(comm)
         try:
             try:
-                peer = await asyncio.wait_for(_handshake(comm, self.role), HANDSHAKE_TIMEOUT)
+                peer = await asyncio.wait_for(
+                    _handshake(comm, self.role, self._secret, initiator=False), HANDSHAKE_TIMEOUT
+                )
             except (CommError, asyncio.TimeoutError) as e:
                 logger.info(
                     "%s at %s: handshake with %s failed: %s",
@@ -304,15 +324,19 @@ async def listen(
     *,
     role: str,
     limits: Limits | None = None,
+    secret: bytes | None = None,
 ) -> Listener:
     """Listen at ``address`` (``"tcp://0.0.0.0:0"``, ``"inproc://"`` …), started.
 
     Each accepted connection does the handshake (within :data:`HANDSHAKE_TIMEOUT`;
-    a failure is logged at INFO and closes that connection only), then
+    a failure, an unauthenticated peer included when there is a ``secret``, is logged
+    at INFO and closes that connection only, before any message is read), then
     ``await handler(conn)`` runs in its own task.  The connection is closed when the
     handler returns; exceptions from the handler are logged and never stop the
     listener.
     """
-    listener = ConnectionListener(address, handler, role=role, limits=limits or DEFAULT_LIMITS)
+    listener = ConnectionListener(
+        address, handler, role=role, limits=limits or DEFAULT_LIMITS, secret=secret
+    )
     await listener.start()
     return listener

@@ -46,10 +46,12 @@ class ConnectionPool:
         limits: Limits | None = None,
         limit: int = 512,
         timeout: float = 10.0,
+        secret: bytes | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         self.role = role
+        self.secret = secret
         self.limits = limits
         self.limit = limit
         self.timeout = timeout
@@ -120,7 +122,9 @@ class ConnectionPool:
                     self._waiters.remove(fut)
         self._connecting += 1
         try:
-            conn = await connect(address, role=self.role, timeout=timeout, limits=self.limits)
+            conn = await connect(
+                address, role=self.role, timeout=timeout, limits=self.limits, secret=self.secret
+            )
         except BaseException:
             self._connecting -= 1
             self._wake_one()  # the slot is free again

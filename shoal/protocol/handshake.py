@@ -11,26 +11,34 @@ send and receives the peer's frame, until it returns the peer's validated hello.
 I/O layer (``shoal.comm.connection``) only drives it, so a later step can be added here
 without touching any transport.
 
-Authentication seam: a cluster secret will add a second round to the flow (each side
-sends a random nonce in its hello, then answers ``HMAC(secret, peer_nonce || role)``
-and checks the peer's answer with ``hmac.compare_digest``, raising
-``AuthenticationFailed``); the secret itself never crosses the wire.  Until that is
-implemented, connections are *not* authenticated: nothing here pretends otherwise.
+Authentication: when the cluster has a shared secret, each hello carries a random
+nonce and ``"auth": true``, and a second round follows: each side sends
+``{"op": "auth", "proof": HMAC-SHA256(secret, tag | verifier_nonce | prover_nonce |
+direction | role)}`` and checks the peer's with ``hmac.compare_digest``.  The secret
+never crosses the wire; the nonces make every proof fresh, and the direction
+(``connect`` or ``accept``) keeps a proof from being reflected back to its author.
+Both sides must agree on using a secret: a side without one facing a side with one
+fails with :class:`AuthenticationFailed` saying which side lacks it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Generator
 from typing import Any
 
 import msgpack
 
-from shoal.errors import HandshakeError, VersionMismatch
+from shoal.errors import AuthenticationFailed, HandshakeError, VersionMismatch
 from shoal.protocol.opaque import Frame
 
 __all__ = [
+    "NONCE_BYTES",
     "PROTOCOL_VERSION",
     "HandshakeFlow",
+    "auth_proof",
     "check_hello",
     "decode_hello",
     "encode_hello",
@@ -41,13 +49,37 @@ __all__ = [
 #: Bumped on any incompatible change of the wire format or the handshake.
 PROTOCOL_VERSION = 1
 
+#: Bytes of randomness in each side's nonce.
+NONCE_BYTES = 32
+_TAG = b"shoal-auth-v1"
+
 #: Yields frames to send, is sent the peer's frames, returns the peer's hello.
 HandshakeFlow = Generator[bytes, Frame, dict[str, Any]]
 
 
-def make_hello(role: str, versions: dict[str, Any]) -> dict[str, Any]:
-    """The hello this process sends: protocol version, its role and its versions."""
-    return {"op": "hello", "protocol": PROTOCOL_VERSION, "role": role, "versions": versions}
+def make_hello(
+    role: str, versions: dict[str, Any], *, auth: bool = False, nonce: bytes = b""
+) -> dict[str, Any]:
+    """The hello this process sends: protocol version, its role, its versions, and
+    whether it authenticates (with its nonce)."""
+    hello: dict[str, Any] = {
+        "op": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "role": role,
+        "versions": versions,
+    }
+    if auth:
+        hello["auth"] = True
+        hello["nonce"] = nonce
+    return hello
+
+
+def auth_proof(
+    secret: bytes, verifier_nonce: bytes, prover_nonce: bytes, direction: str, role: str
+) -> bytes:
+    """What a side that knows ``secret`` sends to prove it (see the module doc)."""
+    msg = b"|".join([_TAG, verifier_nonce, prover_nonce, direction.encode(), role.encode()])
+    return hmac.new(secret, msg, hashlib.sha256).digest()
 
 
 def check_hello(obj: Any) -> dict[str, Any]:
@@ -92,12 +124,54 @@ def decode_hello(frame: Frame) -> dict[str, Any]:
     return check_hello(obj)
 
 
-def handshake_flow(role: str, versions: dict[str, Any]) -> HandshakeFlow:
+def handshake_flow(
+    role: str,
+    versions: dict[str, Any],
+    *,
+    secret: bytes | None = None,
+    initiator: bool = True,
+    nonce: bytes | None = None,
+) -> HandshakeFlow:
     """The handshake as a generator: yields frames to send, returns the peer's hello.
 
     Drive it with ``frame = next(flow)``, send ``frame``, read the peer's frame and
     ``flow.send(peer_frame)`` until it raises ``StopIteration`` whose ``value`` is
-    the peer's hello.
+    the peer's hello.  With a ``secret``, a second round proves that both sides know
+    it (``initiator``: this side opened the connection); :class:`AuthenticationFailed`
+    otherwise.
     """
-    peer_frame = yield encode_hello(make_hello(role, versions))
-    return decode_hello(peer_frame)
+    mine = nonce if nonce is not None else secrets.token_bytes(NONCE_BYTES)
+    peer_frame = yield encode_hello(make_hello(role, versions, auth=secret is not None, nonce=mine))
+    peer = decode_hello(peer_frame)
+    peer_auth = peer.get("auth") is True
+    if secret is None:
+        if peer_auth:
+            raise AuthenticationFailed(
+                f"the {peer['role']} requires an authentication token and this process has "
+                "none: pass the cluster's secret (Security(token=...), the SHOAL_AUTH_TOKEN "
+                "environment variable, or --auth-token-file)"
+            )
+        return peer
+    if not peer_auth:
+        raise AuthenticationFailed(
+            f"this process has an authentication token but the {peer['role']} does not "
+            "use one: start every process of the cluster with the same secret"
+        )
+    theirs = peer.get("nonce")
+    if not isinstance(theirs, bytes) or len(theirs) != NONCE_BYTES:
+        raise HandshakeError("invalid hello: the nonce must be 32 bytes")
+    direction, peer_direction = ("connect", "accept") if initiator else ("accept", "connect")
+    proof = auth_proof(secret, theirs, mine, direction, role)
+    answer_frame = yield msgpack.packb({"op": "auth", "proof": proof}, use_bin_type=True)
+    try:
+        answer = msgpack.unpackb(answer_frame, raw=False, use_list=False, strict_map_key=False)
+    except Exception as e:
+        raise HandshakeError(f"invalid authentication answer ({type(e).__name__}: {e})") from e
+    got = answer.get("proof") if isinstance(answer, dict) else None
+    expected = auth_proof(secret, mine, theirs, peer_direction, str(peer["role"]))
+    if not isinstance(got, bytes) or not hmac.compare_digest(got, expected):
+        raise AuthenticationFailed(
+            f"the {peer['role']} did not prove it knows this cluster's authentication "
+            "token: the two processes were given different secrets"
+        )
+    return peer
