@@ -323,8 +323,8 @@ async def test_version_mismatch_is_logged_at_connect(c_s_ws, monkeypatch, caplog
     other = {**collect_versions(), "cloudpickle": "1.0.0"}
     real_flow = connection.handshake_flow
 
-    def client_with_other_versions(role: str, versions: dict) -> object:
-        return real_flow(role, other if role == "client" else versions)
+    def client_with_other_versions(role: str, versions: dict, **kwargs: object) -> object:
+        return real_flow(role, other if role == "client" else versions, **kwargs)
 
     monkeypatch.setattr(connection, "handshake_flow", client_with_other_versions)
     with caplog.at_level("WARNING", logger="shoal"):
