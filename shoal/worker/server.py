@@ -3,7 +3,9 @@
 - a stream to the scheduler carries compute/free orders in and task reports out;
 - a listener serves ``get-data`` (peers, clients), ``update-data`` (scatter) and ``run``;
 - tasks run on a pool of ``nthreads`` threads; their completions are batched back onto
-  the event loop and into the state machine in one ``handle`` call per loop iteration.
+  the event loop and into the state machine in one ``handle`` call per loop iteration;
+- values live in a :class:`~shoal.worker.store.SpillStore` (memory, then disk), and a
+  :class:`~shoal.worker.memory.MemoryMonitor` spills and pauses as memory runs short.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ from shoal.protocol.messages import (
     StealRequest,
     Terminate,
     UpdateData,
+    WorkerStatus,
 )
 from shoal.protocol.serialize import dumps_run_spec, loads, nbytes_of
 from shoal.protocol.versions import collect_versions
-from shoal.worker import execute, transfer
-from shoal.worker.memory import parse_memory_limit
+from shoal.worker import execute, memory, transfer
+from shoal.worker.memory import MemoryFractions, MemoryMonitor, parse_memory_limit
 from shoal.worker.state import (
     AcquireReplicasEvent,
     ComputeTaskEvent,
@@ -62,10 +65,13 @@ from shoal.worker.state import (
     GatherDepMissing,
     GatherDepNetworkFailure,
     GatherDepSuccess,
+    PauseEvent,
     SendToScheduler,
     StealRequestEvent,
+    UnpauseEvent,
     WorkerState,
 )
+from shoal.worker.store import SpillStore
 from shoal.worker.threads import TaskThreads
 
 logger = logging.getLogger("shoal.worker")
@@ -80,6 +86,9 @@ class Worker:
     """A worker server that joins the scheduler at ``scheduler_address``.
 
     ``await Worker(addr, nthreads=2)`` (or ``async with``) starts it; ``close()`` stops it.
+    Results spill to a directory made under ``local_directory`` (the system's temporary
+    directory by default) and removed on close; ``memory_limit`` and the
+    ``worker.memory.*`` settings say when (see :mod:`shoal.worker.memory`).
     """
 
     instances: ClassVar[weakref.WeakSet[Worker]] = weakref.WeakSet()
@@ -99,6 +108,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         resources: dict[str, float] | None = None,
         nanny: str | None = None,
+        local_directory: str | None = None,
     ) -> None:
         from shoal.scheduler.server import limits_from_config
 
@@ -125,7 +135,13 @@ class Worker:
             log_size=self._log_size,
         )
         self._validate = validate
-        self.data: dict[Any, Any] = {}
+        self.memory_fractions = MemoryFractions.from_config()
+        #: every value held here, in memory or spilled to disk
+        self.data = SpillStore(
+            target=self.memory_fractions.store_target(self.memory_limit),
+            local_directory=local_directory,
+        )
+        self.memory_monitor: MemoryMonitor | None = None
         self.pool = ConnectionPool(role="worker", limits=self.limits)
         self.threads: TaskThreads[execute.Outcome] | None = None
         self.status = "created"
@@ -176,6 +192,15 @@ class Worker:
             raise
         self.status = "running"
         self._spawn(self._heartbeat_loop())
+        if self.memory_limit and self.memory_fractions.monitors_process:
+            self.memory_monitor = MemoryMonitor(
+                self.data,
+                self.memory_limit,
+                self._set_paused,
+                fractions=self.memory_fractions,
+                name=self.address,
+            )
+            self._spawn(self._memory_loop(self.memory_monitor))
         logger.info("Worker %s (%s) joined %s", self.address, self.name, self.scheduler_address)
         return self
 
@@ -194,6 +219,8 @@ class Worker:
             await self._closed.wait()
             return
         self.status = "closing"
+        if self.memory_monitor is not None:
+            self.memory_monitor.stop()
         logger.info(
             "Worker %s closing%s",
             self.address if self._listener else self.name,
@@ -216,7 +243,7 @@ class Worker:
             self._client = None
         if self.threads is not None:
             self.threads.shutdown()
-        self.data.clear()
+        self.data.close()
         self.status = "closed"
         self._closed.set()
 
@@ -241,7 +268,7 @@ class Worker:
                 self._spawn(self._gather_dep(inst))
             elif isinstance(inst, DropData):
                 for key in inst.keys:
-                    self.data.pop(key, None)
+                    self.data.discard(key)
             else:  # pragma: no cover - a new instruction without a handler is a bug
                 logger.error("no handler for instruction %r", inst)
 
@@ -251,6 +278,23 @@ class Worker:
         except KeyError as e:  # pragma: no cover - the state machine guarantees this
             logger.error("dependency %r of %r is not in memory", e.args[0], inst.key)
             raise
+        except (OSError, SerializeError) as e:  # a spilled value could not be read back
+            logger.error("could not read a dependency of %r back from disk: %s", inst.key, e)
+            exc, tb, text, tb_text = execute.pack_exception(e)
+            now = time.time()
+            failure = execute.Outcome(
+                inst.key,
+                ok=False,
+                exception=exc,
+                traceback=tb,
+                exception_text=text,
+                traceback_text=tb_text,
+                start=now,
+                stop=now,
+            )
+            assert self._loop is not None
+            self._loop.call_soon(self._tasks_done, [failure])
+            return
         assert self.threads is not None
         self.threads.submit(self, inst.key, inst.run_spec, values)
 
@@ -261,7 +305,7 @@ class Worker:
         events: list[Any] = []
         for o in done:
             if o.ok:
-                self.data[o.key] = o.value
+                self.data.put(o.key, o.value, o.nbytes)
                 events.append(
                     ExecuteSuccess(
                         key=o.key,
@@ -327,8 +371,8 @@ class Worker:
             return
         nbytes = {}
         for key, value in values.items():
-            self.data[key] = value
             nbytes[key] = nbytes_of(value)
+            self.data.put(key, value, nbytes[key])
         if missing:
             self.handle(
                 GatherDepMissing(
@@ -383,6 +427,7 @@ class Worker:
 
     async def _register(self, timeout: float | None = None) -> None:
         """Connect to the scheduler, register (with the keys held here), start the stream."""
+        held = self.data.nbytes_by_key()
         conn = await connect(
             self.scheduler_address,
             role="worker",
@@ -396,8 +441,8 @@ class Worker:
                 memory_limit=self.memory_limit,
                 name=self.name,
                 versions=self.versions,
-                keys=tuple(self.data),
-                nbytes={k: nbytes_of(v) for k, v in self.data.items()},
+                keys=tuple(held),
+                nbytes=held,
                 resources=self.resources,
                 nanny=self.nanny,
             )
@@ -407,6 +452,8 @@ class Worker:
             await conn.close()
             raise RemoteError(f"the scheduler refused this worker: {reply.message}")
         self._stream = BatchedSender(conn, interval=float(config.get("comm.batch-interval")))
+        if self.state.paused:  # still short of memory: the new scheduler must know
+            self._stream.send(WorkerStatus(status="paused"))
         self._spawn(self._scheduler_loop(conn))
 
     async def _reconnect(self, reason: str) -> None:
@@ -425,7 +472,7 @@ class Worker:
         if self._stream is not None:
             self._stream.conn.abort()
             self._stream = None
-        kept = {key: nbytes_of(value) for key, value in self.data.items()}
+        kept = self.data.nbytes_by_key()
         self.state = WorkerState(
             address=self.address,
             nthreads=self.nthreads,
@@ -434,6 +481,8 @@ class Worker:
             log_size=self._log_size,
         )
         self.handle(DataUpdated(data_nbytes=kept, stimulus_id=_sid("reconnect"), now=time.time()))
+        if self.memory_monitor is not None and self.memory_monitor.paused:
+            self.handle(PauseEvent(stimulus_id=_sid("reconnect"), now=time.time()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.05
@@ -458,10 +507,34 @@ class Worker:
             if self._stream is not None and not self._stream.closed:
                 self._stream.send(Heartbeat(metrics=self.metrics()))
 
+    async def _memory_loop(self, monitor: MemoryMonitor) -> None:
+        interval = float(config.get("worker.memory.monitor-interval") or 0.1)
+        while self.status == "running":
+            try:
+                await monitor.check()
+            except Exception:  # never let a bad reading end the monitor
+                logger.exception("Worker %s: the memory monitor failed", self.address)
+            await asyncio.sleep(interval)
+
+    def _set_paused(self, paused: bool) -> None:
+        """The memory monitor's verdict: feed it to the state machine."""
+        event = PauseEvent if paused else UnpauseEvent
+        self.handle(event(stimulus_id=_sid("memory"), now=time.time()))
+
     def metrics(self) -> dict[str, Any]:
-        """Load figures reported to the scheduler."""
+        """Load and memory figures reported to the scheduler (heartbeats)."""
         snap = self.state.snapshot()
-        return {"time": time.time(), "keys": len(self.data), **snap}
+        monitor = self.memory_monitor
+        return {
+            "time": time.time(),
+            "keys": len(self.data),
+            **snap,
+            "memory_limit": self.memory_limit,
+            "process_memory": (monitor.memory if monitor else 0) or memory.process_memory(),
+            "managed_bytes": self.data.fast_nbytes,
+            "spilled_bytes": self.data.slow_nbytes,
+            "spill": self.data.stats(),
+        }
 
     # ------------------------------------------------------------------ requests
 
@@ -499,8 +572,8 @@ class Worker:
         except SerializeError as e:
             return ErrorReply(f"worker {self.address} could not load scattered data: {e}")
         for key, value in values.items():
-            self.data[key] = value
             nbytes[key] = nbytes_of(value)
+            self.data.put(key, value, nbytes[key])
         self.handle(
             DataUpdated(data_nbytes=nbytes, stimulus_id=_sid("update-data"), now=time.time())
         )
