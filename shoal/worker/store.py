@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import mmap
 import os
 import shutil
 import struct
@@ -54,6 +55,8 @@ logger = logging.getLogger("shoal.worker.store")
 _MAGIC = b"SHOALSP1"
 _HEAD = struct.Struct("<8sI")  # magic, number of frames; then one u64 length per frame
 _ALIGN = 64
+#: files at least this big are read back into memory maps (see _allocate)
+_MMAP_MIN = 2**20
 #: seconds without trying the disk again after a write failed
 _DISK_RETRY = 1.0
 
@@ -346,7 +349,7 @@ def _read_frames(path: str) -> list[memoryview]:
     """The frames of the file at ``path``: views of one buffer, read in one pass."""
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        buf = memoryview(bytearray(size))
+        buf = _allocate(size)
         done = 0
         while done < size:
             n = f.readinto(buf[done:])
@@ -364,6 +367,18 @@ def _read_frames(path: str) -> list[memoryview]:
         frames.append(buf[offset : offset + length])
         offset += length
     return frames
+
+
+def _allocate(size: int) -> memoryview:
+    """A writable buffer of ``size`` bytes for a file read back.
+
+    Big buffers are anonymous memory maps: when the value read back is dropped (or
+    spilled again) the memory goes back to the system at once, whatever the allocator
+    would have kept (glibc's malloc keeps freed heap memory unless trimmed).
+    """
+    if size >= _MMAP_MIN and hasattr(mmap, "MAP_PRIVATE"):
+        return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE))
+    return memoryview(bytearray(size))
 
 
 def _remove_file(path: str) -> None:
