@@ -31,6 +31,7 @@ class WorkerProcess:
         resources: Mapping[str, float] | None = None,
         nanny: bool = False,
         extra_args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.nanny = nanny
@@ -44,6 +45,8 @@ class WorkerProcess:
             nanny=nanny,
             extra_args=extra_args or [],
         )
+        #: environment variables set for the child (and, under a nanny, its worker)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         #: the worker's address when it first joined the scheduler
         self.address: str | None = None
@@ -52,7 +55,9 @@ class WorkerProcess:
 
     def start(self) -> None:
         """Start the child process."""
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, env=child_environment())
+        self.proc = subprocess.Popen(
+            self.args, stdin=subprocess.PIPE, env=child_environment(extra=self.env)
+        )
 
     @property
     def pid(self) -> int | None:

@@ -134,14 +134,16 @@ def worker_command(
     return [*args, *extra_args]
 
 
-def child_environment(nanny_address: str | None = None) -> dict[str, str]:
-    """This process's environment for a shoal child process.
+def child_environment(
+    nanny_address: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """This process's environment for a shoal child process, plus ``extra``.
 
     Like multiprocessing's spawn, the child gets this process's import path, so that
     functions from modules next to the user's script load on the workers. The child
     is told its nanny's address (:data:`NANNY_ENV`), or that it has none.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(extra or {})}
     env.setdefault("PYTHONUNBUFFERED", "1")
     paths = [p or os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -299,7 +301,9 @@ class Nanny:
     ``terminate`` (default ``worker.memory.terminate``) is the fraction of
     ``memory_limit`` above which the worker is restarted (``False``/``0``: never);
     ``monitor_interval`` (default ``worker.memory.monitor-interval``) how often the
-    worker is checked; ``kill_grace`` how long a worker has to close after SIGTERM.
+    worker is checked; ``kill_grace`` how long a worker has to close after SIGTERM;
+    ``secret`` the cluster's shared secret, which whoever connects to the nanny must know
+    (the worker process inherits this process's environment, and so its secret).
     """
 
     def __init__(
@@ -318,6 +322,7 @@ class Nanny:
         terminate: float | bool | None = None,
         monitor_interval: float | None = None,
         kill_grace: float = 5.0,
+        secret: bytes | None = None,
     ) -> None:
         if "://" not in scheduler_address:
             scheduler_address = f"tcp://{scheduler_address}"
@@ -347,6 +352,7 @@ class Nanny:
             monitor_interval or config.get("worker.memory.monitor-interval") or 0.1
         )
         self.kill_grace = kill_grace
+        self._secret = secret
         #: how many times a worker process was started again (for any reason)
         self.restarts = 0
         self.status = "created"
@@ -387,6 +393,7 @@ class Nanny:
             f"{self._protocol}://{self._host}:{self._port}",
             self._handle_connection,
             role="nanny",
+            secret=self._secret,
         )
         self.status = "running"
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -19,6 +20,10 @@ from shoal.testing.cluster import shoal_threads
 
 def inc(x: int) -> int:
     return x + 1
+
+
+def getenv(name: str) -> str | None:
+    return os.environ.get(name)  # looked up where it runs (os.environ.get would pickle ours)
 
 
 def die() -> None:
@@ -132,3 +137,30 @@ def test_processes_without_a_nanny() -> None:
         assert client.submit(inc, 1).result(timeout=30) == 2
         everything = {p.pid for p in me.children(recursive=True)}
     until(lambda: not alive(everything))
+
+
+def test_a_worker_process_under_a_nanny_gets_the_environment_given() -> None:
+    with (
+        LocalCluster(n_workers=0, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        proc = WorkerProcess(
+            cluster.scheduler_address,
+            name="env",
+            nthreads=1,
+            memory_limit=0,
+            nanny=True,
+            env={"SHOAL_TEST_MARKER": "hello"},
+        )
+        proc.start()
+        try:
+            client.wait_for_workers(1, timeout=30)
+            (marker,) = client.run(getenv, "SHOAL_TEST_MARKER").values()
+            assert marker == "hello"
+            (nanny,) = client.run(getenv, "SHOAL_NANNY_ADDRESS").values()
+            assert nanny.startswith("tcp://127.0.0.1:")
+            (worker_pid,) = client.run(os.getpid).values()
+            assert worker_pid in {p.pid for p in psutil.Process(proc.pid).children()}
+        finally:
+            asyncio.run(proc.close())
+        until(lambda: not alive({worker_pid, proc.pid or 0}))

@@ -14,7 +14,7 @@ import pytest
 
 from shoal import Client
 from shoal.comm.rpc import ConnectionPool
-from shoal.errors import KilledWorker
+from shoal.errors import HandshakeError, KilledWorker
 from shoal.protocol.messages import OK, ErrorReply, Identity, RestartWorker, Terminate
 from shoal.scheduler.server import Scheduler
 from shoal.worker.nanny import Nanny, describe_exit, format_bytes, worker_command
@@ -243,3 +243,19 @@ def test_describe_exit(code: int, text: str) -> None:
 def test_format_bytes() -> None:
     assert format_bytes(100) == "100 B"
     assert format_bytes(300 * 2**20) == "300.00 MiB"
+
+
+async def test_a_nanny_with_a_secret_refuses_who_does_not_know_it(scheduler: Scheduler) -> None:
+    secret = b"s3cret"
+    async with Nanny(scheduler.address, nthreads=1, memory_limit=0, secret=secret) as nanny:
+        stranger = ConnectionPool(role="client", timeout=5)
+        friend = ConnectionPool(role="client", secret=secret)
+        try:
+            with pytest.raises(HandshakeError):
+                await stranger.request(nanny.address, Identity())
+            reply = await friend.request(nanny.address, Identity())
+            assert isinstance(reply, OK)
+            assert reply.value["type"] == "Nanny"
+        finally:
+            await stranger.close()
+            await friend.close()
