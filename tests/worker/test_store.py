@@ -243,3 +243,18 @@ def test_clear_does_not_read_values_back(tmp_path: Path) -> None:
     assert s.stats()["unspill_count"] == 0
     assert files(s) == []
     assert len(s) == 0
+
+
+def test_big_values_come_back_in_memory_maps(tmp_path: Path) -> None:
+    s = SpillStore(target=None, local_directory=str(tmp_path))
+    x = np.arange(2**18, dtype="f8")  # 2 MiB: read back into an anonymous memory map
+    s["x"] = x
+    assert s.evict() == x.nbytes
+    y = s["x"]
+    np.testing.assert_array_equal(x, y)
+    assert y.flags.writeable
+    y[0] = -1.0  # its own memory: nothing else changes
+    assert x[0] == 0.0
+    assert s.memory_keys() == {"x"}
+    assert s.evict() == x.nbytes  # spilled again from the mapped buffer
+    np.testing.assert_array_equal(s["x"], y)
