@@ -30,6 +30,7 @@ from shoal.errors import (
     TaskError,
 )
 from shoal.scheduler.server import Scheduler
+from shoal.security import Security
 from shoal.worker.execute import get_worker
 from shoal.worker.server import Worker
 
@@ -47,6 +48,7 @@ __all__ = [
     "KilledWorker",
     "LocalCluster",
     "Scheduler",
+    "Security",
     "ShoalError",
     "TaskError",
     "Worker",

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # threshold to this (0: leave Python's). Every task makes short-lived containers;
     # at Python's 700 the collector took about half of a scheduler's time.
     "gc.threshold0": 50_000,
+    # the cluster's shared secret, or a file holding it (see shoal.security)
+    "auth-token": None,
+    "auth-token-file": None,
     "scheduler.validate": False,
     # root tasks per worker thread before the rest wait on the scheduler ("inf": no queuing)
     "scheduler.worker-saturation": 1.1,

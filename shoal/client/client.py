@@ -59,6 +59,7 @@ from shoal.protocol.messages import (
 from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
 from shoal.protocol.serialize import dumps_run_spec
 from shoal.protocol.versions import collect_versions
+from shoal.security import Security
 
 logger = logging.getLogger("shoal.client")
 
@@ -119,11 +120,9 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         heartbeat_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
-        if security is not None:
-            raise ValueError(
-                "security= is not supported yet (TLS and authentication arrive with "
-                "shoal's security work); pass security=None"
-            )
+        if security is not None and not isinstance(security, Security):
+            raise TypeError(f"security must be a shoal.Security, not {type(security).__name__}")
+        self._security: Security | None = security
         self.id = f"{name or 'Client'}-{uuid.uuid4()}"
         self.timeout = (
             float(config.get("comm.timeouts.connect")) if timeout is _no_default else float(timeout)  # type: ignore[arg-type]
@@ -138,6 +137,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         if address is not None and not isinstance(address, str):
             self.cluster = address
             address = address.scheduler_address
+            if self._security is None:
+                self._security = getattr(self.cluster, "security", None)
         self._address = address
         self._refs = ClientRefs()
         self._states: dict[Key, FutureState] = {}
@@ -226,9 +227,15 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
             self.cluster = await LocalCluster(asynchronous=True, **self._cluster_kwargs)
             self._owns_cluster = True
             self._address = self.cluster.scheduler_address
+            if self._security is None:
+                self._security = getattr(self.cluster, "security", None)
         assert isinstance(self._address, str)
         self.scheduler_address = self._address
-        self._pool = ConnectionPool(role="client", timeout=self.timeout)
+        if self._security is None:
+            self._security = Security.from_config()
+        self._pool = ConnectionPool(
+            role="client", timeout=self.timeout, secret=self._security.secret
+        )
         await self._open_stream(self.timeout)
         self.status = "running"
         self._flush_outbox()
@@ -245,7 +252,13 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
     async def _open_stream(self, timeout: float) -> None:
         """Connect to the scheduler, register as this client, start reading its stream."""
         assert self.scheduler_address is not None
-        conn = await connect(self.scheduler_address, role="client", timeout=timeout)
+        assert self._security is not None
+        conn = await connect(
+            self.scheduler_address,
+            role="client",
+            timeout=timeout,
+            secret=self._security.secret,
+        )
         await conn.write(RegisterClient(client=self.id, versions=collect_versions()))
         reply = (await conn.read())[0]
         if isinstance(reply, ErrorReply):
@@ -693,7 +706,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         self.status = "closed"
 
     def __del__(self) -> None:
-        if self.status == "running" and not self._asynchronous:
+        if getattr(self, "status", None) == "running" and not self._asynchronous:
             with contextlib.suppress(Exception):
                 self.close()
 

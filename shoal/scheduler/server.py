@@ -49,6 +49,7 @@ from shoal.scheduler.state import (
     WorkerAdded,
     WorkerRemoved,
 )
+from shoal.security import Security
 
 logger = logging.getLogger("shoal.scheduler")
 
@@ -91,6 +92,7 @@ class Scheduler:
         validate: bool | None = None,
         allowed_failures: int | None = None,
         worker_saturation: float | None = None,
+        security: Security | None = None,
     ) -> None:
         self.id = f"Scheduler-{uuid.uuid4()}"
         self._host = host or "127.0.0.1"
@@ -116,7 +118,11 @@ class Scheduler:
             work_stealing=bool(config.get("scheduler.work-stealing")),
         )
         self.tick_interval = float(config.get("scheduler.tick-interval"))
-        self.pool = ConnectionPool(role="scheduler", limits=self.limits)
+        #: who may connect (the shared secret); from the configuration by default
+        self.security = security if security is not None else Security.from_config()
+        self.pool = ConnectionPool(
+            role="scheduler", limits=self.limits, secret=self.security.secret
+        )
         self.worker_streams: dict[str, BatchedSender] = {}
         self.client_streams: dict[str, BatchedSender] = {}
         self.worker_info: dict[str, dict[str, Any]] = {}
@@ -157,7 +163,11 @@ class Scheduler:
             addr = f"{self._protocol}://{self._host}:{self._port}"
         config.tune_gc()
         self._listener = await listen(
-            addr, self._handle_connection, role="scheduler", limits=self.limits
+            addr,
+            self._handle_connection,
+            role="scheduler",
+            limits=self.limits,
+            secret=self.security.secret,
         )
         self.status = "running"
         self._spawn(self._tick_loop())

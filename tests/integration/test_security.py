@@ -1,0 +1,65 @@
+"""Authentication end to end: a cluster with a secret refuses everyone without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shoal import Client, Scheduler, Security, config
+from shoal.errors import AuthenticationFailed
+from shoal.security import read_token_file
+
+
+async def test_a_client_without_the_secret_is_refused_with_a_clear_error() -> None:
+    sec = Security.temporary()
+    async with Scheduler(port=0, security=sec) as s:
+        with pytest.raises(AuthenticationFailed, match="requires an authentication token"):
+            await Client(s.address, asynchronous=True, timeout=5, set_as_default=False)
+        with pytest.raises(AuthenticationFailed, match="different secrets"):
+            await Client(
+                s.address,
+                asynchronous=True,
+                timeout=5,
+                security=Security(token="guess"),
+                set_as_default=False,
+            )
+        async with Client(s.address, asynchronous=True, security=sec, set_as_default=False) as c:
+            info = await c.scheduler_info()
+            assert info["address"] == s.address
+        assert s.status == "running"
+
+
+async def test_the_secret_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_AUTH_TOKEN", "from-the-env")
+    config.refresh()
+    try:
+        async with Scheduler(port=0) as s:
+            assert s.security.token == "from-the-env"
+            async with Client(s.address, asynchronous=True, set_as_default=False):
+                pass
+    finally:
+        monkeypatch.undo()
+        config.refresh()
+
+
+def test_token_files_must_be_private_and_not_empty(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("s3cret\n")
+    os.chmod(path, 0o600)
+    assert read_token_file(path) == "s3cret"
+    os.chmod(path, 0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        read_token_file(path)
+    path.write_text("")
+    os.chmod(path, 0o600)
+    with pytest.raises(ValueError, match="empty"):
+        read_token_file(path)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_token_file(tmp_path / "missing")
+
+
+def test_the_secret_is_never_printed() -> None:
+    sec = Security(token="hunter2")
+    assert "hunter2" not in repr(sec) and "hunter2" not in str(sec)
