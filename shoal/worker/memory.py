@@ -228,8 +228,8 @@ class MemoryMonitor:
     """Watches the process's memory for one worker: spills its values, pauses it.
 
     ``on_pause(paused)`` is called when the worker should pause (``True``) or run again
-    (``False``); :attr:`paused` says which was called last. Call :meth:`check` every
-    ``interval`` seconds (the worker's loop does); :meth:`stop` when the worker closes.
+    (``False``); :attr:`paused` says which was called last. :meth:`run` calls
+    :meth:`check` periodically; :meth:`stop` when the worker closes.
     """
 
     #: Seconds between two forced garbage collections while spilling.
@@ -272,6 +272,16 @@ class MemoryMonitor:
         """Read the process's memory (through :func:`process_memory`)."""
         self.memory = process_memory()
         return self.memory
+
+    async def run(self, running: Callable[[], bool]) -> None:
+        """:meth:`check` every ``worker.memory.monitor-interval`` seconds while ``running()``."""
+        interval = float(config.get("worker.memory.monitor-interval") or 0.1)
+        while running():
+            try:
+                await self.check()
+            except Exception:  # never let a bad reading end the monitor
+                logger.exception("Worker %s: the memory monitor failed", self.name)
+            await asyncio.sleep(interval)
 
     async def check(self) -> None:
         """Measure; pause or unpause; spill if the process uses too much memory."""

@@ -200,7 +200,7 @@ class Worker:
                 fractions=self.memory_fractions,
                 name=self.address,
             )
-            self._spawn(self._memory_loop(self.memory_monitor))
+            self._spawn(self.memory_monitor.run(lambda: self.status == "running"))
         logger.info("Worker %s (%s) joined %s", self.address, self.name, self.scheduler_address)
         return self
 
@@ -506,15 +506,6 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             if self._stream is not None and not self._stream.closed:
                 self._stream.send(Heartbeat(metrics=self.metrics()))
-
-    async def _memory_loop(self, monitor: MemoryMonitor) -> None:
-        interval = float(config.get("worker.memory.monitor-interval") or 0.1)
-        while self.status == "running":
-            try:
-                await monitor.check()
-            except Exception:  # never let a bad reading end the monitor
-                logger.exception("Worker %s: the memory monitor failed", self.address)
-            await asyncio.sleep(interval)
 
     def _set_paused(self, paused: bool) -> None:
         """The memory monitor's verdict: feed it to the state machine."""
