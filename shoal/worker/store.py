@@ -164,10 +164,12 @@ class SpillStore(MutableMapping[Key, Any]):
                 self._forget_slow(key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._fast or key in self._slow
+        with self._lock:  # a key moving between tiers is briefly in neither dict
+            return key in self._fast or key in self._slow
 
     def __len__(self) -> int:
-        return len(self._fast) + len(self._slow)
+        with self._lock:
+            return len(self._fast) + len(self._slow)
 
     def __iter__(self) -> Iterator[Key]:
         with self._lock:
