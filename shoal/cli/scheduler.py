@@ -18,18 +18,56 @@ from shoal.cli.main import run_until_signal, setup_logging
     default=None,
     help="accepted for compatibility; shoal has no dashboard yet",
 )
+@click.option(
+    "--auth-token-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="file holding the cluster's shared secret (or set SHOAL_AUTH_TOKEN); every "
+    "worker and client must present it",
+)
+@click.option(
+    "--allow-run-on-scheduler/--no-allow-run-on-scheduler",
+    default=False,
+    show_default=True,
+    help="let clients run code in this process (client.run_on_scheduler)",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def scheduler(
-    host: str | None, port: int, protocol: str, dashboard_address: str | None, log_level: str
+    host: str | None,
+    port: int,
+    protocol: str,
+    dashboard_address: str | None,
+    auth_token_file: str | None,
+    allow_run_on_scheduler: bool,
+    log_level: str,
 ) -> None:
     """Start a scheduler and print the address it listens on."""
+    from shoal import run_on_scheduler
     from shoal.scheduler.server import Scheduler
+    from shoal.security import Security, read_token_file
 
     setup_logging(log_level)
     log = logging.getLogger("shoal.scheduler")
+    try:
+        security = (
+            Security(token=read_token_file(auth_token_file))
+            if auth_token_file
+            else Security.from_config()
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--auth-token-file") from None
 
     async def start() -> Scheduler:
-        s = await Scheduler(host=host or "0.0.0.0", port=port, protocol=protocol)
+        s = await Scheduler(host=host or "0.0.0.0", port=port, protocol=protocol, security=security)
+        if allow_run_on_scheduler:
+            run_on_scheduler.enable(s)
+            log.warning("clients may run code in this scheduler (--allow-run-on-scheduler)")
+        if not security.token:
+            log.warning(
+                "no authentication: anyone who can reach %s may use this cluster "
+                "(set SHOAL_AUTH_TOKEN or --auth-token-file)",
+                s.address,
+            )
         log.info("Scheduler at: %s", s.address)
         click.echo(f"Scheduler at: {s.address}", err=True)
         return s

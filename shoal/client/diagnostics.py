@@ -20,6 +20,7 @@ from shoal.protocol.messages import (
     NThreads,
     Processing,
     RunFunction,
+    RunOnScheduler,
     WhoHas,
 )
 from shoal.protocol.serialize import dumps_run_spec, loads
@@ -112,6 +113,33 @@ class ClusterQueries:
         return result
 
     # ------------------------------------------------------------------ run
+
+    def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``function(*args, **kwargs)`` in the scheduler process; return its result.
+
+        A parameter named ``dask_scheduler`` receives the Scheduler object. Off unless
+        the scheduler was started with ``--allow-run-on-scheduler``: it runs your code
+        inside the scheduler.
+        """
+        return self._sync(self._run_on_scheduler, function, args, kwargs)
+
+    async def _run_on_scheduler(
+        self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        assert self._pool is not None and self.scheduler_address is not None
+        msg = RunOnScheduler(function=dumps_run_spec((function, args, kwargs)))
+        try:
+            reply = await self._pool.request(self.scheduler_address, msg)
+        except RemoteError as e:
+            original: object = None
+            if isinstance(e.reply, ErrorReply) and e.reply.exception is not None:
+                with contextlib.suppress(Exception):
+                    original = loads(e.reply.exception)
+            if isinstance(original, BaseException):
+                raise original from None
+            raise
+        assert isinstance(reply, OK)
+        return loads(reply.value)
 
     def run(
         self,

@@ -570,6 +570,16 @@ class RestartWorker(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class RunOnScheduler(Message):
+    """Run a pickled ``(function, args, kwargs)`` in the scheduler process: refused
+    unless the scheduler was started with ``--allow-run-on-scheduler``.
+    Reply: ``OK(Opaque)``."""
+
+    op: ClassVar[str] = "run-on-scheduler"
+    function: Opaque
+
+
+@dataclass(frozen=True, slots=True)
 class Terminate(Message):
     """Ask a server to close."""
 

@@ -34,6 +34,7 @@ from shoal.protocol.messages import (
     Restart,
     RestartWorker,
     RetireWorkers,
+    RunOnScheduler,
     ScatteredData,
     StealResponse,
     TaskFailed,
@@ -222,8 +223,19 @@ def identity(scheduler: Scheduler) -> dict[str, Any]:
     return info
 
 
+#: Why RunOnScheduler is refused unless enabled.
+RUN_ON_SCHEDULER_OFF = (
+    "run_on_scheduler is off on this scheduler: it would run a client's code inside the "
+    "scheduler process. Start it with `shoal scheduler --allow-run-on-scheduler` (or "
+    "LocalCluster(allow_run_on_scheduler=True)) only if you trust every client."
+)
+
+
 async def answer(scheduler: Scheduler, msg: Message) -> Message:
     """Answer one request message."""
+    extra = scheduler.extra_handlers.get(msg.op)
+    if extra is not None:
+        return await extra(scheduler, msg)
     state = scheduler.state
     if isinstance(msg, Identity):
         return OK(identity(scheduler))
@@ -280,6 +292,8 @@ async def answer(scheduler: Scheduler, msg: Message) -> Message:
     if isinstance(msg, Terminate):
         scheduler._spawn(scheduler.close())  # after this reply is written
         return OK()
+    if isinstance(msg, RunOnScheduler):
+        return ErrorReply(RUN_ON_SCHEDULER_OFF)
     return ErrorReply(f"the scheduler does not answer {msg.op!r} requests")
 
 

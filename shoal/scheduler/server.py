@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 from shoal import config
@@ -134,6 +134,8 @@ class Scheduler:
         self._background = BackgroundTasks()
         self._worker_joined = asyncio.Condition()
         self._requests: dict[str, asyncio.Future[Any]] = {}
+        #: request handlers installed from outside, by op (see shoal.run_on_scheduler)
+        self.extra_handlers: dict[str, Callable[[Scheduler, Message], Awaitable[Message]]] = {}
         #: clients whose connection broke, with the timer that releases their keys
         self._client_grace: dict[str, asyncio.TimerHandle] = {}
         self.client_timeout = float(config.get("scheduler.client-timeout"))

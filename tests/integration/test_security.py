@@ -63,3 +63,25 @@ def test_token_files_must_be_private_and_not_empty(tmp_path: Path) -> None:
 def test_the_secret_is_never_printed() -> None:
     sec = Security(token="hunter2")
     assert "hunter2" not in repr(sec) and "hunter2" not in str(sec)
+
+
+def whoami(dask_scheduler: object = None) -> str:
+    return type(dask_scheduler).__name__
+
+
+def fail() -> None:
+    raise ZeroDivisionError("on the scheduler")
+
+
+async def test_run_on_scheduler_is_off_unless_allowed() -> None:
+    from shoal import run_on_scheduler
+    from shoal.errors import RemoteError
+
+    async with Scheduler(port=0, security=Security.insecure()) as s:
+        async with Client(s.address, asynchronous=True, set_as_default=False) as c:
+            with pytest.raises(RemoteError, match="--allow-run-on-scheduler"):
+                await c.run_on_scheduler(whoami)
+            run_on_scheduler.enable(s)
+            assert await c.run_on_scheduler(whoami) == "Scheduler"
+            with pytest.raises(ZeroDivisionError, match="on the scheduler"):
+                await c.run_on_scheduler(fail)
