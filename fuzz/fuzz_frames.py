@@ -15,6 +15,7 @@ LIMITS = Limits(max_frames=64, max_header_bytes=1 << 16, max_message_bytes=1 << 
 
 
 def test_one_input(data: bytes) -> None:
+    """One fuzzing input: must decode or raise a protocol error, nothing else."""
     decoder = FrameDecoder(LIMITS)
     try:
         decoder.receive_data(data)

@@ -14,6 +14,7 @@ SECRET = b"fuzzing secret"
 
 
 def test_one_input(data: bytes) -> None:
+    """One fuzzing input: must decode or raise a protocol error, nothing else."""
     fdp = atheris.FuzzedDataProvider(data)
     hello = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 512))
     answer = fdp.ConsumeBytes(512)
