@@ -220,6 +220,7 @@ def identity(scheduler: Scheduler) -> dict[str, Any]:
             w.setdefault("metrics", extra["metrics"])
             w["last_seen"] = extra["last_seen"]
             w["versions"] = extra["versions"]
+            w["nanny"] = extra.get("nanny") or None
     return info
 
 

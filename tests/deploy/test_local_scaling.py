@@ -41,8 +41,8 @@ def test_scale_down_keeps_the_data_of_the_workers_that_leave(processes: bool) ->
         assert len(client.nthreads()) == 1
         assert client.gather(xs + ys) == list(range(10)) + list(range(1, 11))
         log = cluster.scheduler.state.transition_log  # type: ignore[union-attr]
-        for y in ys:  # not recomputed
-            assert sum(1 for r in log if r.key == y.key and r.finish == "processing") == 1
+        for y in ys:  # not recomputed (a steal may move it between workers before it runs)
+            assert sum(1 for r in log if r.key == y.key and r.finish == "memory") == 1
 
 
 def test_adapt_grows_under_a_burst_and_retires_idle_workers() -> None:

@@ -90,7 +90,7 @@ async def test_retiring_a_worker_keeps_the_only_copy_of_its_data() -> None:
             assert (await c.who_has([x, y])) == {x.key: [b.address], y.key: [b.address]}
             assert await c.gather([x, y]) == [10, 11]
             # Nothing was recomputed: inc ran once.
-            assert transitions_to(s, y.key, "processing") == 1
+            assert transitions_to(s, y.key, "memory") == 1
 
 
 async def test_retiring_hands_unstarted_tasks_to_the_other_workers() -> None:

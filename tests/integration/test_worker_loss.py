@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from shoal import Client, LocalCluster
 
 
@@ -36,3 +38,57 @@ def test_kill_9_a_worker_in_the_middle_of_a_layered_graph() -> None:
             values = [a + b + depth for a, b in zip(values, values[1:] + values[:1])]
         assert total == sum(values)
         assert victim_address not in client.nthreads()
+
+
+def layered_graph(client: Client, width: int = 150, depth: int = 3) -> tuple[list, int]:
+    """``width`` tasks then ``depth`` layers each depending on two of the previous one;
+    returns the last layer and the expected sum."""
+    layer = client.map(slow_add, range(width), pure=False)
+    for d in range(depth):
+        layer = [
+            client.submit(slow_add, a, b, d, pure=False)
+            for a, b in zip(layer, layer[1:] + layer[:1])
+        ]
+    values = list(range(width))
+    for d in range(depth):
+        values = [a + b + d for a, b in zip(values, values[1:] + values[:1])]
+    return layer, sum(values)
+
+
+def test_kill_9_during_a_600_task_graph_ten_times_in_a_row() -> None:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        for attempt in range(10):
+            client.wait_for_workers(2, timeout=60)
+            layer, expected = layered_graph(client)  # 150 x 4 = 600 tasks
+            time.sleep(0.2 + 0.05 * attempt)  # somewhere in the middle
+            pids = client.run(os.getpid)
+            os.kill(pids[sorted(pids)[attempt % 2]], signal.SIGKILL)
+            total = client.submit(sum, layer, pure=False).result(timeout=120)
+            assert total == expected, f"attempt {attempt}"
+            del layer
+
+
+def test_kill_9_during_a_dataframe_groupby() -> None:
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    df = pd.DataFrame({"k": [i % 7 for i in range(20_000)], "v": range(20_000)})
+    expected = df.groupby("k").v.sum()
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        ddf = dd.from_pandas(df, npartitions=40).map_partitions(slow_frame, meta=df)
+        future = client.compute(ddf.groupby("k").v.sum())
+        time.sleep(0.3)
+        pids = client.run(os.getpid)
+        os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+        result = future.result(timeout=120)
+        pd.testing.assert_series_equal(result.sort_index(), expected)
+
+
+def slow_frame(part: object) -> object:
+    time.sleep(0.02)
+    return part
