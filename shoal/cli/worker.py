@@ -12,7 +12,9 @@ from typing import Protocol
 
 import click
 
+from shoal import config
 from shoal.cli.main import run_until_signal, setup_logging
+from shoal.security import Security, read_token_file
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
@@ -83,6 +85,12 @@ def _resources_option(
     hidden=True,
     help="write the worker's address on this file descriptor once it is up (the nanny's)",
 )
+@click.option(
+    "--auth-token-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="file holding the cluster's shared secret (or set SHOAL_AUTH_TOKEN)",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(
     scheduler_address: str,
@@ -96,6 +104,7 @@ def worker(
     resources: dict[str, float],
     exit_with_parent: bool,
     ready_fd: int | None,
+    auth_token_file: str | None,
     log_level: str,
 ) -> None:
     """Start a worker that joins the scheduler at SCHEDULER_ADDRESS.
@@ -108,6 +117,14 @@ def worker(
     if "://" not in scheduler_address:
         scheduler_address = f"tcp://{scheduler_address}"
     setup_logging(log_level)
+    if auth_token_file:
+        try:
+            token = read_token_file(auth_token_file)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--auth-token-file") from None
+        # Through the environment, so that the worker under the nanny has it too.
+        os.environ["SHOAL_AUTH_TOKEN"] = token
+        config.refresh()
     if nanny:
         if ready_fd is not None:
             raise click.UsageError("--ready-fd is for a worker without a nanny (--no-nanny)")
@@ -202,6 +219,7 @@ def _run_nanny(
             worker_port=worker_port,
             resources=resources,
             worker_args=["--log-level", log_level],
+            secret=Security.from_config().secret,
         )
         if exit_with_parent:
             _close_when_stdin_closes(n)

@@ -49,6 +49,7 @@ from shoal.protocol.messages import (
 )
 from shoal.protocol.serialize import dumps_run_spec, loads, nbytes_of
 from shoal.protocol.versions import collect_versions
+from shoal.security import Security
 from shoal.worker import execute, memory, transfer
 from shoal.worker.memory import MemoryFractions, MemoryMonitor, parse_memory_limit
 from shoal.worker.state import (
@@ -108,6 +109,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         resources: dict[str, float] | None = None,
         nanny: str | None = None,
+        security: Security | None = None,
         local_directory: str | None = None,
     ) -> None:
         from shoal.scheduler.server import limits_from_config
@@ -142,7 +144,9 @@ class Worker:
             local_directory=local_directory,
         )
         self.memory_monitor: MemoryMonitor | None = None
-        self.pool = ConnectionPool(role="worker", limits=self.limits)
+        #: who may connect (the shared secret); from the configuration by default
+        self.security = security if security is not None else Security.from_config()
+        self.pool = ConnectionPool(role="worker", limits=self.limits, secret=self.security.secret)
         self.threads: TaskThreads[execute.Outcome] | None = None
         self.status = "created"
         self.versions = collect_versions()
@@ -175,7 +179,11 @@ class Worker:
             else f"{self._protocol}://{self._host}:{self._port}"
         )
         self._listener = await listen(
-            addr, self._handle_connection, role="worker", limits=self.limits
+            addr,
+            self._handle_connection,
+            role="worker",
+            limits=self.limits,
+            secret=self.security.secret,
         )
         self.state = WorkerState(
             address=self.address,
@@ -433,6 +441,7 @@ class Worker:
             role="worker",
             timeout=timeout or float(config.get("comm.timeouts.connect")),
             limits=self.limits,
+            secret=self.security.secret,
         )
         await conn.write(
             RegisterWorker(
