@@ -25,7 +25,24 @@ from pathlib import Path
 
 from shoal import config
 
-__all__ = ["Security", "read_token_file"]
+__all__ = ["Security", "known_security", "read_token_file", "remember_security"]
+
+#: Secrets of clusters this process started (LocalCluster), by scheduler address, so
+#: that ``Client(cluster.scheduler_address)`` in the same process finds them.
+_local: dict[str, Security] = {}
+
+
+def remember_security(address: str, security: Security | None) -> None:
+    """Record (or, with None, forget) the credentials for a scheduler this process runs."""
+    if security is None:
+        _local.pop(address, None)
+    else:
+        _local[address] = security
+
+
+def known_security(address: str) -> Security | None:
+    """The credentials recorded for ``address`` by :func:`remember_security`, if any."""
+    return _local.get(address)
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:

@@ -59,7 +59,7 @@ from shoal.protocol.messages import (
 from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
 from shoal.protocol.serialize import dumps_run_spec
 from shoal.protocol.versions import collect_versions
-from shoal.security import Security
+from shoal.security import Security, known_security
 
 logger = logging.getLogger("shoal.client")
 
@@ -232,7 +232,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         assert isinstance(self._address, str)
         self.scheduler_address = self._address
         if self._security is None:
-            self._security = Security.from_config()
+            self._security = known_security(self._address) or Security.from_config()
         self._pool = ConnectionPool(
             role="client", timeout=self.timeout, secret=self._security.secret
         )

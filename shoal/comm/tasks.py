@@ -21,12 +21,18 @@ class BackgroundTasks:
         return task
 
     async def cancel_all(self) -> None:
-        """Cancel every task but the calling one, and wait for them to end."""
+        """Cancel every task but the calling one, and wait for them to end.
+
+        A cancellation can be lost (before Python 3.12, ``asyncio.wait_for`` swallows one
+        that arrives as its inner future completes), so tasks still running are
+        cancelled again until they end.
+        """
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {t for t in self._tasks if t is not current}
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
 
     def __len__(self) -> int:
         return len(self._tasks)

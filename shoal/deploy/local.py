@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -10,12 +11,14 @@ import os
 from collections.abc import Generator, Iterable
 from typing import Any
 
+from shoal import run_on_scheduler
 from shoal.client.sync import LoopThread, acquire_loop, release_loop
 from shoal.config import parse_seconds
 from shoal.deploy.adaptive import Adaptive
 from shoal.deploy.process import WorkerProcess
 from shoal.scheduler import handlers
 from shoal.scheduler.server import Scheduler
+from shoal.security import Security, remember_security
 from shoal.worker.memory import parse_memory_limit, system_memory
 from shoal.worker.server import Worker
 
@@ -72,6 +75,8 @@ class LocalCluster:
         name: str | None = None,
         resources: dict[str, float] | None = None,
         nanny: bool = True,
+        security: Security | bool | None = None,
+        allow_run_on_scheduler: bool = False,
         **worker_kwargs: Any,
     ) -> None:
         cores = os.cpu_count() or 1
@@ -90,6 +95,15 @@ class LocalCluster:
         self.protocol = (protocol or ("tcp" if processes else "inproc")).removesuffix("://")
         self.name = name or "LocalCluster"
         self.resources = dict(resources or {})
+        #: the cluster's credentials: a fresh secret unless told otherwise (``security=
+        #: False`` for none), so that other users of this machine can't use it
+        if security is None or security is True:
+            self.security = Security.temporary()
+        elif security is False:
+            self.security = Security.insecure()
+        else:
+            self.security = security
+        self.allow_run_on_scheduler = allow_run_on_scheduler
         self.worker_kwargs = worker_kwargs
         self._log_level = logging.getLevelName(int(silence_logs)) if silence_logs else "INFO"
         if silence_logs:
@@ -138,8 +152,11 @@ class LocalCluster:
             return
         self._lock = asyncio.Lock()
         self.scheduler = await Scheduler(
-            host=self.host, port=self.scheduler_port, protocol=self.protocol
+            host=self.host, port=self.scheduler_port, protocol=self.protocol, security=self.security
         )
+        if self.allow_run_on_scheduler:
+            run_on_scheduler.enable(self.scheduler)
+        remember_security(self.scheduler.address, self.security)
         self.status = "running"
         await self._scale(self.n_workers)
 
@@ -170,6 +187,8 @@ class LocalCluster:
             await self._adaptive.stop()
         await asyncio.gather(*(self._stop_worker(n) for n in list(self.workers)))
         if self.scheduler is not None:
+            with contextlib.suppress(RuntimeError):  # never started
+                remember_security(self.scheduler.address, None)
             await self.scheduler.close()
         self.status = "closed"
 
@@ -273,6 +292,7 @@ class LocalCluster:
                 resources=self.resources,
                 nanny=self.nanny,
                 extra_args=["--log-level", self._log_level],
+                env=self.security.environment() or None,
             )
             self.workers[name] = proc
             proc.start()
@@ -287,6 +307,7 @@ class LocalCluster:
                 memory_limit=self.memory_limit,
                 host=self.host,
                 resources=self.resources,
+                security=self.security,
                 **self.worker_kwargs,
             )
             self.workers[name] = worker

@@ -497,7 +497,8 @@ class Worker:
         delay = 0.05
         while self.status == "running":
             try:
-                await self._register(timeout=max(deadline - loop.time(), 0.1))
+                # Short attempts: a close() meanwhile is noticed within one of them.
+                await self._register(timeout=min(max(deadline - loop.time(), 0.1), 2.0))
             except (CommError, ProtocolError, RemoteError, OSError) as e:
                 if loop.time() + delay > deadline:
                     await self.close(

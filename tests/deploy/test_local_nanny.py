@@ -150,7 +150,7 @@ def test_a_worker_process_under_a_nanny_gets_the_environment_given() -> None:
             nthreads=1,
             memory_limit=0,
             nanny=True,
-            env={"SHOAL_TEST_MARKER": "hello"},
+            env={"SHOAL_TEST_MARKER": "hello", **cluster.security.environment()},
         )
         proc.start()
         try:
