@@ -86,6 +86,12 @@ def _resources_option(
     help="write the worker's address on this file descriptor once it is up (the nanny's)",
 )
 @click.option(
+    "--local-directory",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="where the worker spills results to disk (default: a new temporary directory)",
+)
+@click.option(
     "--auth-token-file",
     default=None,
     type=click.Path(dir_okay=False),
@@ -104,6 +110,7 @@ def worker(
     resources: dict[str, float],
     exit_with_parent: bool,
     ready_fd: int | None,
+    local_directory: str | None,
     auth_token_file: str | None,
     log_level: str,
 ) -> None:
@@ -139,6 +146,7 @@ def worker(
             resources=resources,
             exit_with_parent=exit_with_parent,
             log_level=log_level,
+            local_directory=local_directory,
         )
     else:
         _run_worker(
@@ -151,6 +159,7 @@ def worker(
             resources=resources,
             exit_with_parent=exit_with_parent,
             ready_fd=ready_fd,
+            local_directory=local_directory,
         )
 
 
@@ -165,6 +174,7 @@ def _run_worker(
     resources: dict[str, float],
     exit_with_parent: bool,
     ready_fd: int | None,
+    local_directory: str | None,
 ) -> None:
     from shoal.worker.server import Worker
 
@@ -179,6 +189,7 @@ def _run_worker(
             host=host,
             port=worker_port,
             resources=resources,
+            local_directory=local_directory,
         )
         log.info("Worker at: %s", w.address)
         if ready_fd is not None:
@@ -205,6 +216,7 @@ def _run_nanny(
     resources: dict[str, float],
     exit_with_parent: bool,
     log_level: str,
+    local_directory: str | None,
 ) -> None:
     from shoal.worker.nanny import Nanny
 
@@ -218,7 +230,11 @@ def _run_nanny(
             port=nanny_port,
             worker_port=worker_port,
             resources=resources,
-            worker_args=["--log-level", log_level],
+            worker_args=[
+                "--log-level",
+                log_level,
+                *(["--local-directory", local_directory] if local_directory else []),
+            ],
             secret=Security.from_config().secret,
         )
         if exit_with_parent:

@@ -145,6 +145,9 @@ def child_environment(
     """
     env = {**os.environ, **(extra or {})}
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # glibc keeps freed memory unless told to give it back early: without this a
+    # worker's RSS stays high after spilling, and it pauses or is restarted needlessly
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "65536")
     paths = [p or os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if nanny_address:

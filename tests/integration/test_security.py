@@ -85,3 +85,31 @@ async def test_run_on_scheduler_is_off_unless_allowed() -> None:
             assert await c.run_on_scheduler(whoami) == "Scheduler"
             with pytest.raises(ZeroDivisionError, match="on the scheduler"):
                 await c.run_on_scheduler(fail)
+
+
+class ExitsWhenUnpickled:
+    """An argument whose unpickling ends the process that unpickles it."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (os._exit, (13,))
+
+
+def identity(x: object) -> object:
+    return x
+
+
+def test_a_run_spec_that_kills_whoever_unpickles_it_never_touches_the_scheduler() -> None:
+    from shoal import LocalCluster
+    from shoal.errors import KilledWorker
+
+    # The scheduler runs in this process: had it unpickled the task, pytest would exit.
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        poisoned = client.submit(identity, ExitsWhenUnpickled(), pure=False)
+        with pytest.raises(KilledWorker):
+            poisoned.result(timeout=120)
+        assert cluster.scheduler is not None and cluster.scheduler.status == "running"
+        client.wait_for_workers(1, timeout=60)  # the nanny brought the worker back
+        assert client.submit(identity, 5).result(timeout=60) == 5
