@@ -312,8 +312,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
             self._reconnecting = False
             logger.info("reconnected to the scheduler at %s", self.scheduler_address)
             self._flush_outbox()  # what was submitted or released meanwhile, in order
-            with self._lock:
-                keys = tuple(self._states)
+            with self._lock:  # keys whose futures still expect an answer or hold a value
+                keys = tuple(k for k, st in self._states.items() if st.status in _LIVE)
             if keys and self._stream is not None:
                 # The scheduler re-reports each key's state (or cancels unknown ones).
                 self._stream.send(ClientDesiresKeys(keys=keys))
@@ -386,11 +386,17 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         elif isinstance(msg, KeysCancelled):
             for key in msg.keys:
                 st = self._states.get(key)
-                if st is not None:
+                if st is not None and st.status != "error":  # an error says more
                     st.cancel(msg.reason)
         elif isinstance(msg, ErrorReply):
-            logger.error("the scheduler refused a message from this client: %s", msg.message)
-            self._fail_pending(f"the scheduler refused a message from this client: {msg.message}")
+            text = f"the scheduler refused a message from this client: {msg.message}"
+            if "oversized" in msg.message:
+                text += (
+                    " If it was a graph: submit it in smaller parts, or scatter large "
+                    "arguments first (client.scatter) instead of embedding them in tasks."
+                )
+            logger.error("%s", text)
+            self._fail_pending(text)
         else:
             logger.warning("unexpected %r from the scheduler", msg.op)
 
@@ -709,6 +715,10 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         if getattr(self, "status", None) == "running" and not self._asynchronous:
             with contextlib.suppress(Exception):
                 self.close()
+
+
+#: Future statuses that the scheduler is asked about again after a reconnect.
+_LIVE = ("pending", "finished")
 
 
 def get_client(address: str | None = None, timeout: float | None = None) -> Client:
