@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     # seconds a client that lost the scheduler keeps trying to connect again
     "client.reconnect-timeout": 30.0,
     "worker.heartbeat-interval": 1.0,
+    # seconds a fetch from a peer may take (plus 1 s per 50 MB) before the peer is
+    # taken for unreachable and another holder is asked
+    "worker.transfer-timeout": 30.0,
     # seconds a worker that lost the scheduler keeps trying to register again
     "worker.reconnect-timeout": 60.0,
     # fractions of the memory limit (distributed's defaults): spill results to disk

@@ -343,11 +343,17 @@ class Worker:
 
     async def _gather_dep(self, inst: GatherDep) -> None:
         sid = _sid("gather")
+        # A peer that hangs (stopped, or cut off without a reset) must not hold the
+        # tasks waiting for its data forever: past this, ask another holder.
+        timeout = float(config.get("worker.transfer-timeout")) + inst.total_nbytes / 50e6
         try:
-            values, missing = await transfer.fetch_data(
-                self.pool, inst.worker, inst.keys, who=self.address
+            values, missing = await asyncio.wait_for(
+                transfer.fetch_data(self.pool, inst.worker, inst.keys, who=self.address),
+                timeout,
             )
-        except (CommError, ProtocolError) as e:
+        except (CommError, ProtocolError, asyncio.TimeoutError) as e:
+            if isinstance(e, asyncio.TimeoutError):
+                e = CommError(f"no answer within {timeout:.0f} s")
             logger.info("could not fetch %s from %s: %s", list(inst.keys), inst.worker, e)
             if self.status == "running":
                 self.handle(

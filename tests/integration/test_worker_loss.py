@@ -92,3 +92,32 @@ def test_kill_9_during_a_dataframe_groupby() -> None:
 def slow_frame(part: object) -> object:
     time.sleep(0.02)
     return part
+
+
+def test_a_hung_worker_is_dropped_after_the_worker_ttl_and_its_work_redone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal import config
+
+    monkeypatch.setenv("SHOAL_SCHEDULER__WORKER_TTL", "2")
+    monkeypatch.setenv("SHOAL_WORKER__TRANSFER_TIMEOUT", "3")  # fetches from it give up
+    config.refresh()
+    try:
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+            Client(cluster) as client,
+        ):
+            layer, expected = layered_graph(client, width=60, depth=2)
+            pids = client.run(os.getpid)
+            hung_address = sorted(pids)[0]
+            time.sleep(0.2)
+            os.kill(pids[hung_address], signal.SIGSTOP)  # alive, but silent
+            try:
+                total = client.submit(sum, layer, pure=False).result(timeout=120)
+                assert total == expected
+                assert hung_address not in client.nthreads()
+            finally:
+                os.kill(pids[hung_address], signal.SIGCONT)
+    finally:
+        monkeypatch.undo()
+        config.refresh()
