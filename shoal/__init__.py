@@ -10,31 +10,77 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from shoal.client.client import Client, default_client, get_client
-from shoal.client.collections import futures_of
-from shoal.client.futures import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    Future,
-    as_completed,
-    fire_and_forget,
-    wait,
-)
-from shoal.deploy.local import LocalCluster
-from shoal.errors import (
-    CommClosedError,
-    FutureCancelledError,
-    KilledWorker,
-    ShoalError,
-    TaskError,
-)
-from shoal.scheduler.server import Scheduler
-from shoal.security import Security
-from shoal.worker.execute import get_worker
-from shoal.worker.server import Worker
+import importlib
+from typing import TYPE_CHECKING, Any
 
-CancelledError = FutureCancelledError
+#: Public name → the module defining it. Imported on first use (PEP 562), so that a
+#: process that needs only part of shoal (a nanny, a worker) starts without importing
+#: dask and the client.
+_EXPORTS: dict[str, str] = {
+    "ALL_COMPLETED": "shoal.client.futures",
+    "FIRST_COMPLETED": "shoal.client.futures",
+    "FIRST_EXCEPTION": "shoal.client.futures",
+    "Client": "shoal.client.client",
+    "CommClosedError": "shoal.errors",
+    "Future": "shoal.client.futures",
+    "FutureCancelledError": "shoal.errors",
+    "KilledWorker": "shoal.errors",
+    "LocalCluster": "shoal.deploy.local",
+    "Scheduler": "shoal.scheduler.server",
+    "Security": "shoal.security",
+    "ShoalError": "shoal.errors",
+    "TaskError": "shoal.errors",
+    "Worker": "shoal.worker.server",
+    "as_completed": "shoal.client.futures",
+    "default_client": "shoal.client.client",
+    "fire_and_forget": "shoal.client.futures",
+    "futures_of": "shoal.client.collections",
+    "get_client": "shoal.client.client",
+    "get_worker": "shoal.worker.execute",
+    "wait": "shoal.client.futures",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CancelledError":
+        name = "FutureCancelledError"
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "CancelledError"])
+
+
+if TYPE_CHECKING:
+    from shoal.client.client import Client, default_client, get_client
+    from shoal.client.collections import futures_of
+    from shoal.client.futures import (
+        ALL_COMPLETED,
+        FIRST_COMPLETED,
+        FIRST_EXCEPTION,
+        Future,
+        as_completed,
+        fire_and_forget,
+        wait,
+    )
+    from shoal.deploy.local import LocalCluster
+    from shoal.errors import (
+        CommClosedError,
+        FutureCancelledError,
+        KilledWorker,
+        ShoalError,
+        TaskError,
+    )
+    from shoal.errors import FutureCancelledError as CancelledError
+    from shoal.scheduler.server import Scheduler
+    from shoal.security import Security
+    from shoal.worker.execute import get_worker
+    from shoal.worker.server import Worker
 
 __all__ = [
     "ALL_COMPLETED",
