@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     # the cluster's shared secret, or a file holding it (see shoal.security)
     "auth-token": None,
     "auth-token-file": None,
+    # TLS files for tls:// addresses: the CA, and this process's certificate and key
+    "tls.ca-file": None,
+    "tls.cert": None,
+    "tls.key": None,
     "scheduler.validate": False,
     # root tasks per worker thread before the rest wait on the scheduler ("inf": no queuing)
     "scheduler.worker-saturation": 1.1,

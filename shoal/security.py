@@ -12,14 +12,18 @@ Scheduler, Worker, Client or LocalCluster; the ``SHOAL_AUTH_TOKEN`` environment 
 makes a fresh secret of its own unless given one, so other users of the machine can't
 use it.
 
-Not protected (yet): traffic is not encrypted (TLS is not built), so on an untrusted
-network an observer sees task data; the secret only decides who may connect.
+Encryption: with ``tls://`` addresses and TLS files (a CA, this process's certificate and
+key; :meth:`Security.temporary` makes a throwaway set), every connection is TLS, and a
+server with a CA accepts only clients with a certificate from it (mutual TLS).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,18 +68,29 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
 
 @dataclass(frozen=True)
 class Security:
-    """The credentials of one process: for now the cluster's shared secret (``token``).
+    """The credentials of one process: the cluster's shared secret (``token``) and, for
+    ``tls://`` addresses, a CA file and this process's certificate and key.
 
-    ``Security()`` takes the secret from the configuration (see the module doc);
-    ``Security(token=None)`` after :meth:`insecure` means no authentication at all.
+    ``Security()`` takes everything from the configuration (see the module doc);
+    :meth:`insecure` means no authentication at all. With a CA, TLS servers require a
+    certificate from their clients too (mutual TLS) unless ``mutual_tls=False``.
     """
 
     token: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    mutual_tls: bool = True
 
     @classmethod
-    def temporary(cls) -> Security:
-        """A fresh random secret (what a LocalCluster uses by default)."""
-        return cls(token=secrets.token_urlsafe(32))
+    def temporary(cls, tls: bool = True) -> Security:
+        """A fresh random secret and (with ``tls``) a throwaway CA and certificate,
+        valid for this host, in files only this user can read; what a LocalCluster uses."""
+        token = secrets.token_urlsafe(32)
+        if not tls:
+            return cls(token=token)
+        ca, cert, key = _temporary_certificates()
+        return cls(token=token, tls_ca_file=ca, tls_cert=cert, tls_key=key)
 
     @classmethod
     def insecure(cls) -> Security:
@@ -84,23 +99,130 @@ class Security:
 
     @classmethod
     def from_config(cls) -> Security:
-        """The secret set in the environment or configuration, if any."""
+        """The secret and TLS files set in the environment or configuration, if any."""
         token = config.get("auth-token")
-        if token:
-            return cls(token=str(token))
         path = config.get("auth-token-file")
-        if path:
-            return cls(token=read_token_file(path))
-        return cls(token=None)
+        if not token and path:
+            token = read_token_file(path)
+        return cls(
+            token=str(token) if token else None,
+            tls_ca_file=config.get("tls.ca-file") or None,
+            tls_cert=config.get("tls.cert") or None,
+            tls_key=config.get("tls.key") or None,
+        )
 
     @property
     def secret(self) -> bytes | None:
         """The secret as the handshake takes it (None: no authentication)."""
         return self.token.encode() if self.token else None
 
+    def server_context(self) -> ssl.SSLContext | None:
+        """The TLS context for listening (None without a certificate)."""
+        if not self.tls_cert:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_ca_file:
+            ctx.load_verify_locations(self.tls_ca_file)
+            if self.mutual_tls:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext | None:
+        """The TLS context for connecting (None without a CA): the server's certificate
+        must come from the CA; host names are not checked, as in distributed."""
+        if not self.tls_ca_file:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = False
+        ctx.load_verify_locations(self.tls_ca_file)
+        if self.tls_cert:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        return ctx
+
     def environment(self) -> dict[str, str]:
-        """Environment variables that give a child process the same secret."""
-        return {"SHOAL_AUTH_TOKEN": self.token} if self.token else {}
+        """Environment variables that give a child process the same credentials."""
+        env = {"SHOAL_AUTH_TOKEN": self.token} if self.token else {}
+        for var, value in (
+            ("SHOAL_TLS__CA_FILE", self.tls_ca_file),
+            ("SHOAL_TLS__CERT", self.tls_cert),
+            ("SHOAL_TLS__KEY", self.tls_key),
+        ):
+            if value:
+                env[var] = value
+        return env
 
     def __repr__(self) -> str:  # never print the secret
-        return f"Security(token={'<hidden>' if self.token else None})"
+        tls = f", tls_cert={self.tls_cert!r}" if self.tls_cert else ""
+        return f"Security(token={'<hidden>' if self.token else None}{tls})"
+
+
+def _temporary_certificates() -> tuple[str, str, str]:
+    """Write a new CA and a certificate it signs (for this host) to a private folder."""
+    import datetime
+    import ipaddress
+    import socket
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    until = now + datetime.timedelta(days=365)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("shoal temporary CA"))
+        .issuer_name(name("shoal temporary CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    host = socket.gethostname()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(host))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(until)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(host),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder = Path(tempfile.mkdtemp(prefix="shoal-tls-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    for p in paths:
+        os.chmod(p, 0o600)
+    return str(paths[0]), str(paths[1]), str(paths[2])

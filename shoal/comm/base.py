@@ -10,6 +10,7 @@ to these promises.
 from __future__ import annotations
 
 import abc
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 from shoal.protocol.frames import Limits
@@ -125,7 +126,9 @@ class Backend(abc.ABC):
     """Creates comms and listeners for one URL scheme (see :mod:`shoal.comm.registry`)."""
 
     @abc.abstractmethod
-    async def connect(self, address: str, limits: Limits) -> Comm:
+    async def connect(
+        self, address: str, limits: Limits, ssl_context: ssl.SSLContext | None = None
+    ) -> Comm:
         """Open a comm to ``address`` (without the scheme): one attempt.
 
         Raise :class:`~shoal.errors.CommClosedError` when the connection is refused or
@@ -133,5 +136,11 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def listener(self, address: str, handle_comm: CommHandler, limits: Limits) -> Listener:
+    def listener(
+        self,
+        address: str,
+        handle_comm: CommHandler,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Listener:
         """A listener (not yet started) at ``address`` (without the scheme)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -173,6 +174,7 @@ async def connect(
     timeout: float = 10.0,
     limits: Limits | None = None,
     secret: bytes | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Connection:
     """Connect to ``address``, handshake, return the :class:`Connection`.
 
@@ -194,7 +196,7 @@ async def connect(
             break
         comm: Comm | None = None
         try:
-            comm = await asyncio.wait_for(backend.connect(rest, limits), left)
+            comm = await asyncio.wait_for(backend.connect(rest, limits, ssl_context), left)
             peer = await asyncio.wait_for(
                 _handshake(comm, role, secret, initiator=True), deadline - time.monotonic()
             )
@@ -240,6 +242,7 @@ class ConnectionListener(Listener):
         role: str,
         limits: Limits,
         secret: bytes | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         scheme, rest = parse_address(address)
         self.role = role
@@ -247,7 +250,7 @@ class ConnectionListener(Listener):
         self._handler = handler
         self._comms: set[Comm] = set()
         self._stopped = False
-        self._inner = get_backend(scheme).listener(rest, self._handle_comm, limits)
+        self._inner = get_backend(scheme).listener(rest, self._handle_comm, limits, ssl_context)
 
     async def start(self) -> None:
         """Start accepting."""
@@ -325,6 +328,7 @@ async def listen(
     role: str,
     limits: Limits | None = None,
     secret: bytes | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Listener:
     """Listen at ``address`` (``"tcp://0.0.0.0:0"``, ``"inproc://"`` …), started.
 
@@ -336,7 +340,12 @@ async def listen(
     listener.
     """
     listener = ConnectionListener(
-        address, handler, role=role, limits=limits or DEFAULT_LIMITS, secret=secret
+        address,
+        handler,
+        role=role,
+        limits=limits or DEFAULT_LIMITS,
+        secret=secret,
+        ssl_context=ssl_context,
     )
     await listener.start()
     return listener

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import os
+import ssl
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -298,7 +299,9 @@ class InProcListener(Listener):
 class InProcBackend(Backend):
     """The ``inproc://`` backend."""
 
-    async def connect(self, address: str, limits: Limits) -> Comm:
+    async def connect(
+        self, address: str, limits: Limits, ssl_context: ssl.SSLContext | None = None
+    ) -> Comm:
         """Connect to the listener at ``inproc://address``; CommClosedError if none."""
         target = f"inproc://{address}"
         with _registry_lock:
@@ -318,7 +321,13 @@ class InProcBackend(Backend):
             raise CommClosedError(f"could not connect to {target}: {e}") from e
         return ours
 
-    def listener(self, address: str, handle_comm: CommHandler, limits: Limits) -> Listener:
+    def listener(
+        self,
+        address: str,
+        handle_comm: CommHandler,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Listener:
         """An :class:`InProcListener` (``address`` empty: a fresh one)."""
         return InProcListener(address, handle_comm, limits)
 

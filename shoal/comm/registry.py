@@ -35,7 +35,8 @@ def get_backend(scheme: str) -> Backend:
 def _load_builtin_backends() -> None:
     # Imported lazily: the backends import this module to register themselves.
     import shoal.comm.inproc
-    import shoal.comm.tcp  # noqa: F401
+    import shoal.comm.tcp
+    import shoal.comm.tls  # noqa: F401
 
 
 def parse_address(address: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -47,11 +48,13 @@ class ConnectionPool:
         limit: int = 512,
         timeout: float = 10.0,
         secret: bytes | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         self.role = role
         self.secret = secret
+        self.ssl_context = ssl_context
         self.limits = limits
         self.limit = limit
         self.timeout = timeout
@@ -123,7 +126,12 @@ class ConnectionPool:
         self._connecting += 1
         try:
             conn = await connect(
-                address, role=self.role, timeout=timeout, limits=self.limits, secret=self.secret
+                address,
+                role=self.role,
+                timeout=timeout,
+                limits=self.limits,
+                secret=self.secret,
+                ssl_context=self.ssl_context,
             )
         except BaseException:
             self._connecting -= 1

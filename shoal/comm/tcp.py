@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Sequence
 
 from shoal.comm.base import Backend, Comm, CommHandler, Listener
@@ -472,7 +473,9 @@ class TCPListener(Listener):
 class TCPBackend(Backend):
     """The ``tcp://`` backend."""
 
-    async def connect(self, address: str, limits: Limits) -> Comm:
+    async def connect(
+        self, address: str, limits: Limits, ssl_context: ssl.SSLContext | None = None
+    ) -> Comm:
         """One connection attempt; failures are :class:`CommClosedError`."""
         host, port = parse_host_port(address)
         try:
@@ -485,7 +488,13 @@ class TCPBackend(Backend):
             sock.close()
             raise CommClosedError(f"could not connect to tcp://{address}: {e}") from e
 
-    def listener(self, address: str, handle_comm: CommHandler, limits: Limits) -> Listener:
+    def listener(
+        self,
+        address: str,
+        handle_comm: CommHandler,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Listener:
         """A :class:`TCPListener`."""
         return TCPListener(address, handle_comm, limits)
 

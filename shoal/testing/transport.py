@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from shoal.comm.base import Comm
 from shoal.comm.registry import get_backend, parse_address
@@ -32,6 +34,7 @@ __all__ = [
     "comm_pair",
     "inproc_pair",
     "tcp_pair",
+    "tls_pair",
 ]
 
 #: ``make_pair(limits)`` → ``async with`` → ``(a, b)``, two connected comms.
@@ -41,7 +44,12 @@ _TIMEOUT = 10.0  # generous: a check that hangs fails instead of blocking the su
 
 
 @contextlib.asynccontextmanager
-async def comm_pair(address: str, limits: Limits | None = None) -> AsyncIterator[tuple[Comm, Comm]]:
+async def comm_pair(
+    address: str,
+    limits: Limits | None = None,
+    server_ssl: ssl.SSLContext | None = None,
+    client_ssl: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[Comm, Comm]]:
     """Listen at ``address``, connect to it; yield ``(connecting end, accepted end)``.
 
     ``limits`` apply to the accepted end only (the connecting end has the defaults),
@@ -54,12 +62,14 @@ async def comm_pair(address: str, limits: Limits | None = None) -> AsyncIterator
     async def handle(comm: Comm) -> None:
         await accepted.put(comm)
 
-    listener = backend.listener(rest, handle, limits or DEFAULT_LIMITS)
+    listener = backend.listener(rest, handle, limits or DEFAULT_LIMITS, server_ssl)
     await listener.start()
     a: Comm | None = None
     b: Comm | None = None
     try:
-        a = await backend.connect(parse_address(listener.contact_address)[1], DEFAULT_LIMITS)
+        a = await backend.connect(
+            parse_address(listener.contact_address)[1], DEFAULT_LIMITS, client_ssl
+        )
         b = await asyncio.wait_for(accepted.get(), _TIMEOUT)
         yield a, b
     finally:
@@ -72,6 +82,19 @@ async def comm_pair(address: str, limits: Limits | None = None) -> AsyncIterator
 def tcp_pair(limits: Limits | None = None) -> AbstractAsyncContextManager[tuple[Comm, Comm]]:
     """A connected pair of ``tcp://`` comms on 127.0.0.1."""
     return comm_pair("tcp://127.0.0.1:0", limits)
+
+
+def tls_pair(limits: Limits | None = None) -> AbstractAsyncContextManager[tuple[Comm, Comm]]:
+    """A connected pair of ``tls://`` comms on 127.0.0.1 (throwaway certificates)."""
+    from shoal.security import Security
+
+    global _TLS
+    if _TLS is None:
+        _TLS = Security.temporary()
+    return comm_pair("tls://127.0.0.1:0", limits, _TLS.server_context(), _TLS.client_context())
+
+
+_TLS: Any = None
 
 
 def inproc_pair(limits: Limits | None = None) -> AbstractAsyncContextManager[tuple[Comm, Comm]]:

@@ -1,8 +1,15 @@
 import pytest
 
-from shoal.testing.transport import CHECKS, MakePair, check_transport, inproc_pair, tcp_pair
+from shoal.testing.transport import (
+    CHECKS,
+    MakePair,
+    check_transport,
+    inproc_pair,
+    tcp_pair,
+    tls_pair,
+)
 
-TRANSPORTS: dict[str, MakePair] = {"tcp": tcp_pair, "inproc": inproc_pair}
+TRANSPORTS: dict[str, MakePair] = {"tcp": tcp_pair, "inproc": inproc_pair, "tls": tls_pair}
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.__name__.removeprefix("check_") for c in CHECKS])
