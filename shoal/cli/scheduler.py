@@ -19,6 +19,15 @@ from shoal.cli.main import run_until_signal, setup_logging
     help="accepted for compatibility; shoal has no dashboard yet",
 )
 @click.option(
+    "--tls-ca-file", default=None, type=click.Path(dir_okay=False), help="CA file (PEM) for tls://"
+)
+@click.option(
+    "--tls-cert", default=None, type=click.Path(dir_okay=False), help="certificate (PEM) for tls://"
+)
+@click.option(
+    "--tls-key", default=None, type=click.Path(dir_okay=False), help="private key (PEM) for tls://"
+)
+@click.option(
     "--auth-token-file",
     default=None,
     type=click.Path(dir_okay=False),
@@ -37,6 +46,9 @@ def scheduler(
     port: int,
     protocol: str,
     dashboard_address: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     auth_token_file: str | None,
     allow_run_on_scheduler: bool,
     log_level: str,
@@ -49,10 +61,12 @@ def scheduler(
     setup_logging(log_level)
     log = logging.getLogger("shoal.scheduler")
     try:
-        security = (
-            Security(token=read_token_file(auth_token_file))
-            if auth_token_file
-            else Security.from_config()
+        base = Security.from_config()
+        security = Security(
+            token=read_token_file(auth_token_file) if auth_token_file else base.token,
+            tls_ca_file=tls_ca_file or base.tls_ca_file,
+            tls_cert=tls_cert or base.tls_cert,
+            tls_key=tls_key or base.tls_key,
         )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--auth-token-file") from None

@@ -92,6 +92,15 @@ def _resources_option(
     help="where the worker spills results to disk (default: a new temporary directory)",
 )
 @click.option(
+    "--tls-ca-file", default=None, type=click.Path(dir_okay=False), help="CA file (PEM) for tls://"
+)
+@click.option(
+    "--tls-cert", default=None, type=click.Path(dir_okay=False), help="certificate (PEM) for tls://"
+)
+@click.option(
+    "--tls-key", default=None, type=click.Path(dir_okay=False), help="private key (PEM) for tls://"
+)
+@click.option(
     "--auth-token-file",
     default=None,
     type=click.Path(dir_okay=False),
@@ -111,6 +120,9 @@ def worker(
     exit_with_parent: bool,
     ready_fd: int | None,
     local_directory: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     auth_token_file: str | None,
     log_level: str,
 ) -> None:
@@ -131,7 +143,8 @@ def worker(
             raise click.BadParameter(str(e), param_hint="--auth-token-file") from None
         # Through the environment, so that the worker under the nanny has it too.
         os.environ["SHOAL_AUTH_TOKEN"] = token
-        config.refresh()
+    _tls_to_environment(tls_ca_file, tls_cert, tls_key)
+    config.refresh()
     if nanny:
         if ready_fd is not None:
             raise click.UsageError("--ready-fd is for a worker without a nanny (--no-nanny)")
@@ -161,6 +174,17 @@ def worker(
             ready_fd=ready_fd,
             local_directory=local_directory,
         )
+
+
+def _tls_to_environment(ca: str | None, cert: str | None, key: str | None) -> None:
+    """Pass TLS files on through the environment (a nanny's worker inherits them)."""
+    for var, value in (
+        ("SHOAL_TLS__CA_FILE", ca),
+        ("SHOAL_TLS__CERT", cert),
+        ("SHOAL_TLS__KEY", key),
+    ):
+        if value:
+            os.environ[var] = os.path.abspath(value)
 
 
 def _run_worker(
@@ -236,6 +260,7 @@ def _run_nanny(
                 *(["--local-directory", local_directory] if local_directory else []),
             ],
             secret=Security.from_config().secret,
+            ssl_context=Security.from_config().server_context(),
         )
         if exit_with_parent:
             _close_when_stdin_closes(n)

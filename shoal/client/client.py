@@ -234,7 +234,10 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
         if self._security is None:
             self._security = known_security(self._address) or Security.from_config()
         self._pool = ConnectionPool(
-            role="client", timeout=self.timeout, secret=self._security.secret
+            role="client",
+            timeout=self.timeout,
+            secret=self._security.secret,
+            ssl_context=self._security.client_context(),
         )
         await self._open_stream(self.timeout)
         self.status = "running"
@@ -258,6 +261,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
             role="client",
             timeout=timeout,
             secret=self._security.secret,
+            ssl_context=self._security.client_context(),
         )
         await conn.write(RegisterClient(client=self.id, versions=collect_versions()))
         reply = (await conn.read())[0]

@@ -98,7 +98,7 @@ class LocalCluster:
         #: the cluster's credentials: a fresh secret unless told otherwise (``security=
         #: False`` for none), so that other users of this machine can't use it
         if security is None or security is True:
-            self.security = Security.temporary()
+            self.security = Security.temporary(tls=self.protocol == "tls")
         elif security is False:
             self.security = Security.insecure()
         else:

@@ -121,7 +121,10 @@ class Scheduler:
         #: who may connect (the shared secret); from the configuration by default
         self.security = security if security is not None else Security.from_config()
         self.pool = ConnectionPool(
-            role="scheduler", limits=self.limits, secret=self.security.secret
+            role="scheduler",
+            limits=self.limits,
+            secret=self.security.secret,
+            ssl_context=self.security.client_context(),
         )
         self.worker_streams: dict[str, BatchedSender] = {}
         self.client_streams: dict[str, BatchedSender] = {}
@@ -170,6 +173,7 @@ class Scheduler:
             role="scheduler",
             limits=self.limits,
             secret=self.security.secret,
+            ssl_context=self.security.server_context(),
         )
         self.status = "running"
         self._spawn(self._tick_loop())

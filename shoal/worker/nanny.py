@@ -38,6 +38,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import uuid
@@ -326,6 +327,7 @@ class Nanny:
         monitor_interval: float | None = None,
         kill_grace: float = 5.0,
         secret: bytes | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if "://" not in scheduler_address:
             scheduler_address = f"tcp://{scheduler_address}"
@@ -356,6 +358,7 @@ class Nanny:
         )
         self.kill_grace = kill_grace
         self._secret = secret
+        self._ssl_context = ssl_context
         #: how many times a worker process was started again (for any reason)
         self.restarts = 0
         self.status = "created"
@@ -397,6 +400,7 @@ class Nanny:
             self._handle_connection,
             role="nanny",
             secret=self._secret,
+            ssl_context=self._ssl_context,
         )
         self.status = "running"
         try:

@@ -146,7 +146,13 @@ class Worker:
         self.memory_monitor: MemoryMonitor | None = None
         #: who may connect (the shared secret); from the configuration by default
         self.security = security if security is not None else Security.from_config()
-        self.pool = ConnectionPool(role="worker", limits=self.limits, secret=self.security.secret)
+        self._client_ssl = self.security.client_context()
+        self.pool = ConnectionPool(
+            role="worker",
+            limits=self.limits,
+            secret=self.security.secret,
+            ssl_context=self._client_ssl,
+        )
         self.threads: TaskThreads[execute.Outcome] | None = None
         self.status = "created"
         self.versions = collect_versions()
@@ -184,6 +190,7 @@ class Worker:
             role="worker",
             limits=self.limits,
             secret=self.security.secret,
+            ssl_context=self.security.server_context(),
         )
         self.state = WorkerState(
             address=self.address,
@@ -448,6 +455,7 @@ class Worker:
             timeout=timeout or float(config.get("comm.timeouts.connect")),
             limits=self.limits,
             secret=self.security.secret,
+            ssl_context=self._client_ssl,
         )
         await conn.write(
             RegisterWorker(
