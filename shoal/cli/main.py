@@ -21,6 +21,26 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+def security_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``shoal scheduler`` and ``shoal worker`` share for TLS and the secret."""
+    path = click.Path(dir_okay=False)
+    options = [
+        click.option("--tls-ca-file", default=None, type=path, help="CA file (PEM) for tls://"),
+        click.option("--tls-cert", default=None, type=path, help="certificate (PEM) for tls://"),
+        click.option("--tls-key", default=None, type=path, help="private key (PEM) for tls://"),
+        click.option(
+            "--auth-token-file",
+            default=None,
+            type=path,
+            help="file holding the cluster's shared secret (or set SHOAL_AUTH_TOKEN); every "
+            "process of the cluster must present it",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def run_until_signal(
     start: Callable[[], Awaitable[Any]], stop: Callable[[Any], Awaitable[None]]
 ) -> None:

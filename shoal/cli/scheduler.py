@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from shoal.cli.main import run_until_signal, setup_logging
+from shoal.cli.main import run_until_signal, security_options, setup_logging
 
 
 @click.command()
@@ -18,22 +18,7 @@ from shoal.cli.main import run_until_signal, setup_logging
     default=None,
     help="accepted for compatibility; shoal has no dashboard yet",
 )
-@click.option(
-    "--tls-ca-file", default=None, type=click.Path(dir_okay=False), help="CA file (PEM) for tls://"
-)
-@click.option(
-    "--tls-cert", default=None, type=click.Path(dir_okay=False), help="certificate (PEM) for tls://"
-)
-@click.option(
-    "--tls-key", default=None, type=click.Path(dir_okay=False), help="private key (PEM) for tls://"
-)
-@click.option(
-    "--auth-token-file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="file holding the cluster's shared secret (or set SHOAL_AUTH_TOKEN); every "
-    "worker and client must present it",
-)
+@security_options
 @click.option(
     "--allow-run-on-scheduler/--no-allow-run-on-scheduler",
     default=False,

@@ -13,7 +13,7 @@ from typing import Protocol
 import click
 
 from shoal import config
-from shoal.cli.main import run_until_signal, setup_logging
+from shoal.cli.main import run_until_signal, security_options, setup_logging
 from shoal.security import Security, read_token_file
 
 
@@ -91,21 +91,7 @@ def _resources_option(
     type=click.Path(file_okay=False),
     help="where the worker spills results to disk (default: a new temporary directory)",
 )
-@click.option(
-    "--tls-ca-file", default=None, type=click.Path(dir_okay=False), help="CA file (PEM) for tls://"
-)
-@click.option(
-    "--tls-cert", default=None, type=click.Path(dir_okay=False), help="certificate (PEM) for tls://"
-)
-@click.option(
-    "--tls-key", default=None, type=click.Path(dir_okay=False), help="private key (PEM) for tls://"
-)
-@click.option(
-    "--auth-token-file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="file holding the cluster's shared secret (or set SHOAL_AUTH_TOKEN)",
-)
+@security_options
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(
     scheduler_address: str,
