@@ -230,6 +230,8 @@ def _run_nanny(
 ) -> None:
     from shoal.worker.nanny import Nanny
 
+    security = Security.from_config()
+
     async def start() -> Nanny:
         n = await Nanny(
             scheduler_address,
@@ -245,8 +247,8 @@ def _run_nanny(
                 log_level,
                 *(["--local-directory", local_directory] if local_directory else []),
             ],
-            secret=Security.from_config().secret,
-            ssl_context=Security.from_config().server_context(),
+            secret=security.secret,
+            ssl_context=security.server_context(),
         )
         if exit_with_parent:
             _close_when_stdin_closes(n)

@@ -32,7 +32,9 @@ class Proc:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.seen: list[str] = []
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.popen.stdout is not None
@@ -41,17 +43,32 @@ class Proc:
 
     def wait_for(self, pattern: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
-        seen = []
         while time.monotonic() < deadline:
             try:
                 line = self.lines.get(timeout=0.1)
             except queue.Empty:
                 continue
-            seen.append(line)
+            self.seen.append(line)
             m = re.search(pattern, line)
             if m:
                 return m.group(1)
-        raise AssertionError(f"{pattern!r} not printed; output was:\n{''.join(seen)}")
+        raise AssertionError(f"{pattern!r} not printed; output was:\n{''.join(self.seen)}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout=timeout)
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Kill the process if it is still there; reap it and close its output."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=30)
+        self._pump_thread.join(timeout=30)  # end of file: every holder of the pipe exited
+        assert self.popen.stdout is not None
+        self.popen.stdout.close()
 
 
 def _stop(proc: Proc, sig: int) -> int:
