@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     # Events and transitions kept for story() (each log; older entries are dropped).
     "scheduler.log-size": 10_000,
     "worker.log-size": 10_000,
+    # Events kept per topic by Scheduler.log_event, and task-stream records kept.
+    "scheduler.events-length": 100_000,
+    "scheduler.task-stream-length": 100_000,
     # Processes that run a scheduler or a worker raise the garbage collector's first
     # threshold to this (0: leave Python's). Every task makes short-lived containers;
     # at Python's 700 the collector took about half of a scheduler's time.

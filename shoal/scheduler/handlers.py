@@ -82,6 +82,7 @@ def worker_events(
     for msg in msgs:
         sid = stimulus_id(msg.op)
         if isinstance(msg, TaskFinished):
+            scheduler.task_stream.add(msg.key, worker, msg.start, msg.stop, "OK", msg.nbytes)
             events.append(
                 TaskFinishedEvent(
                     worker=worker,
@@ -95,6 +96,7 @@ def worker_events(
                 )
             )
         elif isinstance(msg, TaskFailed):
+            scheduler.task_stream.add(msg.key, worker, msg.start, msg.stop, "error")
             events.append(
                 TaskFailedEvent(
                     worker=worker,

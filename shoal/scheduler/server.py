@@ -18,6 +18,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
@@ -37,6 +38,7 @@ from shoal.protocol.messages import (
 )
 from shoal.protocol.versions import collect_versions
 from shoal.scheduler import handlers
+from shoal.scheduler.plugins import PluginHooks, SchedulerPlugin
 from shoal.scheduler.state import (
     ClientConnected,
     ClientDisconnected,
@@ -49,6 +51,7 @@ from shoal.scheduler.state import (
     WorkerAdded,
     WorkerRemoved,
 )
+from shoal.scheduler.task_stream import TaskStream
 from shoal.security import Security
 
 logger = logging.getLogger("shoal.scheduler")
@@ -93,6 +96,7 @@ class Scheduler:
         allowed_failures: int | None = None,
         worker_saturation: float | None = None,
         security: Security | None = None,
+        plugins: Iterable[SchedulerPlugin] = (),
     ) -> None:
         self.id = f"Scheduler-{uuid.uuid4()}"
         self._host = host or "127.0.0.1"
@@ -143,6 +147,14 @@ class Scheduler:
         self._client_grace: dict[str, asyncio.TimerHandle] = {}
         self.client_timeout = float(config.get("scheduler.client-timeout"))
         self.worker_ttl = _optional_float(config.get("scheduler.worker-ttl"))
+        #: installed plugins (see :mod:`shoal.scheduler.plugins`), started with the server
+        self.hooks = PluginHooks(self)
+        for plugin in plugins:
+            self.hooks.add(plugin)
+        #: ``(time, msg)`` logged under each topic (see :meth:`log_event`)
+        self.events: dict[str, deque[tuple[float, Any]]] = {}
+        self.events_length = int(config.get("scheduler.events-length"))
+        self.task_stream = TaskStream(int(config.get("scheduler.task-stream-length")))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,6 +188,8 @@ class Scheduler:
             ssl_context=self.security.server_context(),
         )
         self.status = "running"
+        for plugin in list(self.hooks.plugins.values()):
+            await plugin.start(self)
         self._spawn(self._tick_loop())
         logger.info("Scheduler at %s", self.address)
         return self
@@ -197,6 +211,11 @@ class Scheduler:
         self.status = "closing"
         if self._listener is not None:
             self._listener.stop()
+        for plugin in list(self.hooks.plugins.values()):
+            try:
+                await plugin.close()
+            except Exception:
+                logger.exception("plugin %r failed to close", plugin)
         for sender in [*self.worker_streams.values(), *self.client_streams.values()]:
             with contextlib.suppress(Exception):
                 await sender.close()
@@ -224,7 +243,7 @@ class Scheduler:
     # ------------------------------------------------------------------ routing
 
     def handle(self, *events: Any) -> None:
-        """Feed events to the state machine and route what it sends."""
+        """Feed events to the state machine, route what it sends, then tell the plugins."""
         for out in self.state.handle(*events):
             if isinstance(out, ToWorker):
                 sender = self.worker_streams.get(out.worker)
@@ -244,6 +263,34 @@ class Scheduler:
                     self._spawn(self._close_worker(out.worker))
             else:  # pragma: no cover - a new Outgoing type without a route is a bug
                 logger.error("no route for %r", out)
+        self.hooks.events(events)
+
+    # ------------------------------------------------------------------ plugins, events
+
+    async def add_plugin(self, plugin: SchedulerPlugin, name: str | None = None) -> str:
+        """Install ``plugin`` (starting it if the scheduler runs); return its name."""
+        old = self.hooks.plugins.get(name or plugin.name or type(plugin).__name__)
+        name = self.hooks.add(plugin, name)
+        if old is not None and old is not plugin:
+            await old.close()
+        if self.status == "running":
+            await plugin.start(self)
+        return name
+
+    async def remove_plugin(self, name: str) -> None:
+        """Uninstall and close the plugin called ``name``."""
+        plugin = self.hooks.remove(name)
+        await plugin.close()
+
+    def log_event(self, topic: str | Iterable[str], msg: Any) -> None:
+        """Record ``msg`` (plain, msgpack-able data) under ``topic`` (or several)."""
+        now = time.time()
+        for t in [topic] if isinstance(topic, str) else topic:
+            log = self.events.get(t)
+            if log is None:
+                log = self.events[t] = deque(maxlen=self.events_length)
+            log.append((now, msg))
+            self.hooks.log_event(t, msg)
 
     async def request(self, make: Any) -> Any:
         """Handle the event ``make(request_id)`` and wait for its ``RequestDone`` value."""

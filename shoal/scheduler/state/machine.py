@@ -171,6 +171,9 @@ class SchedulerState:
         #: ``(stimulus_id, event)`` for each handled event, oldest first
         self.event_log: deque[tuple[StimulusId, Event]] = deque(maxlen=log_size)
         self.transition_log: deque[TransitionRecord] = deque(maxlen=log_size)
+        #: called with each transition and the event being handled (the server's plugins)
+        self.transition_listener: Callable[[TransitionRecord, Event | None], None] | None = None
+        self.current_event: Event | None = None
         self._stimuli = 0
         self._assignments = 0
         self._workers_seen = 0
@@ -186,6 +189,7 @@ class SchedulerState:
                 self._stimuli += 1
                 sid = f"{type(event).__name__}-{self._stimuli}"
             self.event_log.append((sid, event))
+            self.current_event = event
             ctx = Context(sid, event.now, out)
             _HANDLERS[type(event)](self, event, ctx)
             run_recommendations(self, ctx)
@@ -316,6 +320,7 @@ class SchedulerState:
         self.counts[start] -= 1
         if finish != "forgotten":
             self.counts[finish] += 1
-        self.transition_log.append(
-            TransitionRecord(ts.key, start, finish, ctx.stimulus_id, ctx.now)
-        )
+        record = TransitionRecord(ts.key, start, finish, ctx.stimulus_id, ctx.now)
+        self.transition_log.append(record)
+        if self.transition_listener is not None:
+            self.transition_listener(record, self.current_event)
