@@ -31,6 +31,13 @@ DEFAULTS: dict[str, Any] = {
     # Events kept per topic by Scheduler.log_event, and task-stream records kept.
     "scheduler.events-length": 100_000,
     "scheduler.task-stream-length": 100_000,
+    # The journal a restarted scheduler recovers from (None: no journal); fsync each
+    # record (survives power loss, not only a killed process); compact past this size;
+    # how long a recovered scheduler waits for the workers it knew before moving their work.
+    "scheduler.journal.path": None,
+    "scheduler.journal.fsync": False,
+    "scheduler.journal.compact-bytes": 256 * 2**20,
+    "scheduler.journal.recovery-timeout": 20.0,
     # Processes that run a scheduler or a worker raise the garbage collector's first
     # threshold to this (0: leave Python's). Every task makes short-lived containers;
     # at Python's 700 the collector took about half of a scheduler's time.
@@ -60,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "scheduler.worker-ttl": 300.0,
     # seconds a client whose connection broke has to come back before its keys go
     "scheduler.client-timeout": 30.0,
+    # Semaphore/Lock leases: a lease its holder has not refreshed for lease-timeout
+    # seconds (the holder died) is given back; checked every lease-validation-interval
+    "scheduler.locks.lease-timeout": 30.0,
+    "scheduler.locks.lease-validation-interval": 10.0,
     # seconds a client that lost the scheduler keeps trying to connect again
     "client.reconnect-timeout": 30.0,
     "worker.heartbeat-interval": 1.0,

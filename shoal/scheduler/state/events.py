@@ -293,6 +293,23 @@ class WorkerStatusChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ErredRestored(Event):
+    """A journal snapshot says ``key`` had erred (see :mod:`.snapshot`): err it again,
+    with the same failure, instead of running it."""
+
+    key: Key
+    exception: Opaque | None
+    traceback: Opaque | None
+    exception_text: str
+    traceback_text: str
+    blame: Key
+
+    def touched_keys(self) -> tuple[Key, ...]:
+        """The restored key."""
+        return (self.key,)
+
+
+@dataclass(frozen=True, slots=True)
 class RestartRequested(Event):
     """Forget every task (their futures are cancelled): the workers are restarting."""
 

@@ -24,6 +24,7 @@ from shoal.scheduler.state.events import (
     ClientDisconnected,
     DataMissing,
     DataScattered,
+    ErredRestored,
     Event,
     FireAndForgetRequested,
     GraphSubmitted,
@@ -93,6 +94,7 @@ _HANDLERS: dict[type[Event], Callable[[SchedulerState, Any, Context], None]] = {
     Tick: _tick,
     WorkerStatusChanged: workers.worker_status_changed,
     RestartRequested: recovery.restart,
+    ErredRestored: recovery.erred_restored,
 }
 
 

@@ -16,11 +16,14 @@ rebuilds :class:`shoal.errors.KilledWorker` from it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from shoal._types import Key
 from shoal.errors import KilledWorker, NoValidWorker
 from shoal.scheduler.state.events import (
     DataMissing,
+    ErredRestored,
     RescheduleRequested,
     RestartRequested,
     WorkerRemoved,
@@ -38,15 +41,26 @@ def killed_worker(ts: TaskState) -> Failure:
     return Failure(None, None, text, "", blame=ts.key)
 
 
-def remove_worker(s: SchedulerState, ws: WorkerInfo, ctx: Context, *, safe: bool) -> None:
-    """Forget ``ws``: reschedule what it ran, recompute or drop what only it held."""
+def remove_worker(
+    s: SchedulerState,
+    ws: WorkerInfo,
+    ctx: Context,
+    *,
+    safe: bool,
+    survivors: Collection[Key] = (),
+) -> None:
+    """Forget ``ws``: reschedule what it ran, recompute or drop what only it held.
+
+    ``survivors`` are keys the same worker, registering again, still holds: they stay in
+    memory (the caller adds the new record as their holder before the event ends).
+    """
     s.drop_worker(ws)
     ctx.out.forget_worker(ws.address)
     # Its copies go first, so no decision below counts them as local data.
     lost: list[TaskState] = []
     for ts in list(ws.has_what):
         s.remove_replica(ts, ws)
-        if not ts.who_has:
+        if not ts.who_has and ts.key not in survivors:
             lost.append(ts)
     # Least urgent first: recommendations run last in, first out, so the most urgent
     # task is placed first and gets the first free slot.
@@ -69,6 +83,20 @@ def worker_removed(s: SchedulerState, ev: WorkerRemoved, ctx: Context) -> None:
     ws = s.workers.get(ev.address)
     if ws is not None:
         remove_worker(s, ws, ctx, safe=ev.safe)
+
+
+def erred_restored(s: SchedulerState, ev: ErredRestored, ctx: Context) -> None:
+    """Err a task again with the failure a journal snapshot kept for it."""
+    ts = s.tasks.get(ev.key)
+    if ts is None or ts.state in ("memory", "erred"):
+        return
+    if ts.state != "released":
+        transition(s, ts, "released", ctx)
+        ctx.recs.pop(ts, None)  # not to be run again: it errs right below
+    ts.failure = Failure(
+        ev.exception, ev.traceback, ev.exception_text, ev.traceback_text, blame=ev.blame
+    )
+    transition(s, ts, "erred", ctx)
 
 
 def data_missing(s: SchedulerState, ev: DataMissing, ctx: Context) -> None:

@@ -33,9 +33,9 @@ def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
     """Register a worker, adopt the keys it already holds, retry no-worker tasks."""
     old = s.workers.get(ev.address)
     if old is not None:
-        # Registering again means the old process is gone: forget it first.
-        recovery.remove_worker(s, old, ctx, safe=True)
-        run_recommendations(s, ctx)
+        # Registering again (a reconnect, or a scheduler recovered from its journal):
+        # forget the old record, but not the values the worker says it still holds.
+        recovery.remove_worker(s, old, ctx, safe=True, survivors=frozenset(ev.keys))
     ws = WorkerInfo(
         ev.address,
         nthreads=ev.nthreads,
@@ -45,6 +45,13 @@ def worker_added(s: SchedulerState, ev: WorkerAdded, ctx: Context) -> None:
         serial=s.next_worker_serial(),
     )
     s.add_worker(ws)
+    if old is not None:
+        for key in ev.keys:
+            ts = s.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                s.add_replica(ts, ws)  # kept through remove_worker: holder again
+        # What the old record ran is placed again only now, with every kept key held.
+        run_recommendations(s, ctx)
     for key in ev.keys:
         ts = s.tasks.get(key)
         if ts is None or ts.state in ("released", "erred"):
@@ -105,8 +112,10 @@ def replicas_added(s: SchedulerState, ev: ReplicasAdded, ctx: Context) -> None:
     added = []
     for key in ev.keys:
         ts = s.tasks.get(key)
-        if ts is None or ts.state in ("released", "erred"):
-            ctx.free(ws, key)  # nobody needs it (any more)
+        if ts is None or ts.state in ("released", "erred") or ts.actor:
+            # nobody needs it (any more); or a proxy to an actor, fetched by a task
+            # there: not a copy of its object (the worker keeps it while tasks need it)
+            ctx.free(ws, key)
         elif ts.state == "memory":
             s.add_replica(ts, ws)
             added.append(ts)

@@ -25,6 +25,7 @@ from shoal.scheduler.state import (
     ClientDisconnected,
     DataMissing,
     DataScattered,
+    ErredRestored,
     Event,
     FireAndForgetRequested,
     GraphSubmitted,
@@ -188,6 +189,7 @@ EXAMPLES: list[Event] = [
     Tick(now=3.0),
     WorkerStatusChanged(A, "paused"),
     RestartRequested(),
+    ErredRestored("a", EXC, None, "E: x", "tb", blame="a"),
 ]
 
 
