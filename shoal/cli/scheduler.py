@@ -6,13 +6,19 @@ import logging
 
 import click
 
+from shoal.cli.addresses import address_options, resolve_cli_addresses
 from shoal.cli.main import run_until_signal, security_options, setup_logging
 
 
 @click.command()
-@click.option("--host", default=None, help="IP or hostname to listen on (default: all)")
-@click.option("--port", default=8786, type=int, show_default=True, help="port to serve on")
-@click.option("--protocol", default="tcp", show_default=True, help="transport: tcp")
+@click.option(
+    "--host",
+    default=None,
+    help="IP or hostname to listen on, and to advertise (default: every interface, "
+    "advertising an address of this host that others can reach)",
+)
+@click.option("--port", default=None, type=int, help="port to serve on  [default: 8786]")
+@address_options("scheduler")
 @click.option(
     "--dashboard-address",
     default=None,
@@ -28,8 +34,11 @@ from shoal.cli.main import run_until_signal, security_options, setup_logging
 @click.option("--log-level", default="INFO", show_default=True)
 def scheduler(
     host: str | None,
-    port: int,
-    protocol: str,
+    port: int | None,
+    interface: str | None,
+    protocol: str | None,
+    listen_address: str | None,
+    contact_address: str | None,
     dashboard_address: str | None,
     tls_ca_file: str | None,
     tls_cert: str | None,
@@ -43,6 +52,16 @@ def scheduler(
     from shoal.scheduler.server import Scheduler
     from shoal.security import Security, read_token_file
 
+    bind, contact = resolve_cli_addresses(
+        host=host,
+        port=port,
+        interface=interface,
+        protocol=protocol,
+        listen_address=listen_address,
+        contact_address=contact_address,
+        default_port=8786,
+        port_option="--port",
+    )
     setup_logging(log_level)
     log = logging.getLogger("shoal.scheduler")
     try:
@@ -57,7 +76,13 @@ def scheduler(
         raise click.BadParameter(str(e), param_hint="--auth-token-file") from None
 
     async def start() -> Scheduler:
-        s = await Scheduler(host=host or "0.0.0.0", port=port, protocol=protocol, security=security)
+        s = await Scheduler(
+            host=bind.host,
+            port=bind.port,
+            protocol=bind.protocol,
+            contact_address=contact,
+            security=security,
+        )
         if allow_run_on_scheduler:
             run_on_scheduler.enable(s)
             log.warning("clients may run code in this scheduler (--allow-run-on-scheduler)")
@@ -68,6 +93,8 @@ def scheduler(
                 s.address,
             )
         log.info("Scheduler at: %s", s.address)
+        if s.address != s.listen_address:
+            log.info("Listening on: %s", s.listen_address)
         click.echo(f"Scheduler at: {s.address}", err=True)
         return s
 

@@ -13,7 +13,9 @@ from typing import Protocol
 import click
 
 from shoal import config
+from shoal.cli.addresses import address_options, resolve_cli_addresses
 from shoal.cli.main import run_until_signal, security_options, setup_logging
+from shoal.comm.addressing import BindAddress
 from shoal.security import Security, read_token_file
 
 
@@ -47,9 +49,29 @@ def _resources_option(
 
 @click.command()
 @click.argument("scheduler_address", required=True)
-@click.option("--host", default=None, help="IP or hostname to listen on")
-@click.option("--worker-port", default=0, type=int, help="port for the worker (0: random)")
+@click.option(
+    "--host",
+    default=None,
+    help="IP or hostname to listen on, and to advertise; it must be reachable from the "
+    "scheduler, the other workers and clients (default: every interface, advertising an "
+    "address of this host that others can reach)",
+)
+@click.option(
+    "--worker-port",
+    "--port",
+    "worker_port",
+    default=None,
+    type=int,
+    help="port for the worker (default: a random free one)",
+)
 @click.option("--nanny-port", default=0, type=int, help="port for the nanny (0: random)")
+@address_options("worker")
+@click.option(
+    "--nanny-contact-address",
+    default=None,
+    help="address the nanny advertises to the scheduler, when it differs from where it "
+    "binds (NAT, containers)",
+)
 @click.option("--nthreads", default=None, type=int, help="threads for running tasks")
 @click.option("--name", default=None, help="a unique name for this worker")
 @click.option(
@@ -96,8 +118,13 @@ def _resources_option(
 def worker(
     scheduler_address: str,
     host: str | None,
-    worker_port: int,
+    worker_port: int | None,
     nanny_port: int,
+    interface: str | None,
+    protocol: str | None,
+    listen_address: str | None,
+    contact_address: str | None,
+    nanny_contact_address: str | None,
     nthreads: int | None,
     name: str | None,
     memory_limit: str,
@@ -121,6 +148,30 @@ def worker(
     """
     if "://" not in scheduler_address:
         scheduler_address = f"tcp://{scheduler_address}"
+    bind, contact = resolve_cli_addresses(
+        host=host,
+        port=worker_port,
+        interface=interface,
+        protocol=protocol or scheduler_address.partition("://")[0],
+        listen_address=listen_address,
+        contact_address=contact_address,
+        default_port=0,
+        port_option="--worker-port",
+    )
+    nanny_contact = None
+    if nanny_contact_address:
+        if not nanny:
+            raise click.UsageError("--nanny-contact-address is for a worker with a nanny")
+        nanny_contact = resolve_cli_addresses(
+            host=None,
+            port=None,
+            interface=None,
+            protocol=bind.protocol,
+            listen_address=None,
+            contact_address=nanny_contact_address,
+            default_port=0,
+            port_option="--nanny-port",
+        )[1]
     setup_logging(log_level)
     if auth_token_file:
         try:
@@ -136,9 +187,10 @@ def worker(
             raise click.UsageError("--ready-fd is for a worker without a nanny (--no-nanny)")
         _run_nanny(
             scheduler_address,
-            host=host,
+            bind=bind,
+            contact_address=contact,
+            nanny_contact_address=nanny_contact,
             nanny_port=nanny_port,
-            worker_port=worker_port,
             nthreads=nthreads,
             name=name,
             memory_limit=memory_limit,
@@ -150,8 +202,8 @@ def worker(
     else:
         _run_worker(
             scheduler_address,
-            host=host,
-            worker_port=worker_port,
+            bind=bind,
+            contact_address=contact,
             nthreads=nthreads,
             name=name,
             memory_limit=memory_limit,
@@ -176,8 +228,8 @@ def _tls_to_environment(ca: str | None, cert: str | None, key: str | None) -> No
 def _run_worker(
     scheduler_address: str,
     *,
-    host: str | None,
-    worker_port: int,
+    bind: BindAddress,
+    contact_address: str | None,
     nthreads: int | None,
     name: str | None,
     memory_limit: str,
@@ -196,8 +248,10 @@ def _run_worker(
             nthreads=nthreads or os.cpu_count() or 1,
             name=name,
             memory_limit=memory_limit,
-            host=host,
-            port=worker_port,
+            host=bind.host,
+            port=bind.port,
+            protocol=bind.protocol,
+            contact_address=contact_address,
             resources=resources,
             local_directory=local_directory,
         )
@@ -217,9 +271,10 @@ def _run_worker(
 def _run_nanny(
     scheduler_address: str,
     *,
-    host: str | None,
+    bind: BindAddress,
+    contact_address: str | None,
+    nanny_contact_address: str | None,
     nanny_port: int,
-    worker_port: int,
     nthreads: int | None,
     name: str | None,
     memory_limit: str,
@@ -238,9 +293,12 @@ def _run_nanny(
             nthreads=nthreads,
             name=name,
             memory_limit=memory_limit,
-            host=host,
+            host=bind.host,
             port=nanny_port,
-            worker_port=worker_port,
+            protocol=bind.protocol,
+            worker_port=bind.port,
+            contact_address=contact_address,
+            nanny_contact_address=nanny_contact_address,
             resources=resources,
             worker_args=[
                 "--log-level",

@@ -29,6 +29,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 
+from shoal.comm.addressing import non_loopback_ip
 from shoal.comm.base import Backend, Comm, CommHandler, Listener
 from shoal.comm.registry import parse_host_port, register_backend, unparse_host_port
 from shoal.errors import CommClosedError, CommError, ProtocolError
@@ -61,7 +62,9 @@ def reachable_ip(family: int = socket.AF_INET) -> str:
     """An IP address of this host that others can probably reach.
 
     Uses the source address the OS would pick to reach a public address (no packet is
-    sent); falls back to the address of the host name, then to loopback.
+    sent); without a route there (a container or a network namespace on a private
+    network), the address of the host name unless that is loopback, then the first
+    address of an interface that is up, then loopback.
     """
     target = ("8.8.8.8", 80) if family == socket.AF_INET else ("2001:4860:4860::8888", 80)
     try:
@@ -72,11 +75,11 @@ def reachable_ip(family: int = socket.AF_INET) -> str:
     except OSError:
         pass
     if family == socket.AF_INET:
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
-    return "::1"
+        with contextlib.suppress(OSError):
+            ip = socket.gethostbyname(socket.gethostname())
+            if not ip.startswith("127."):
+                return ip
+    return non_loopback_ip(family) or ("127.0.0.1" if family == socket.AF_INET else "::1")
 
 
 class TCPComm(Comm):

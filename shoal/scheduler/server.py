@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 from shoal import config
+from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, listen
 from shoal.comm.rpc import ConnectionPool, serve_requests
@@ -82,7 +83,10 @@ class Scheduler:
 
     ``Scheduler(host="127.0.0.1", port=0)`` listens on ``tcp://host:port`` once started
     (``await scheduler`` or ``async with``); ``protocol="inproc"`` serves in-process
-    peers only. ``address`` is where it can be reached.
+    peers only. ``interface="eth0"`` listens on that interface's IPv4 address instead
+    of ``host``. ``address`` is where it can be reached: ``contact_address`` when given
+    (behind NAT or in a container), else the bound address (see
+    :mod:`shoal.comm.addressing`).
     """
 
     def __init__(
@@ -91,6 +95,8 @@ class Scheduler:
         port: int = 0,
         *,
         protocol: str = "tcp",
+        interface: str | None = None,
+        contact_address: str | None = None,
         limits: Limits | None = None,
         validate: bool | None = None,
         allowed_failures: int | None = None,
@@ -99,9 +105,13 @@ class Scheduler:
         plugins: Iterable[SchedulerPlugin] = (),
     ) -> None:
         self.id = f"Scheduler-{uuid.uuid4()}"
-        self._host = host or "127.0.0.1"
-        self._port = port
         self._protocol = protocol.removesuffix("://")
+        bind = resolve_bind(host, port, interface=interface, protocol=self._protocol)
+        self._host, self._port = bind.host, bind.port
+        #: the address advertised instead of the listener's (NAT, containers), if any
+        self._contact_address = (
+            check_contact_address(contact_address, self._protocol) if contact_address else None
+        )
         self.limits = limits or limits_from_config()
         self.state = SchedulerState(
             allowed_failures=(
@@ -163,7 +173,7 @@ class Scheduler:
         """The address clients and workers connect to."""
         if self._listener is None:
             raise RuntimeError("the scheduler is not started")
-        return str(self._listener.contact_address)
+        return self._contact_address or str(self._listener.contact_address)
 
     @property
     def listen_address(self) -> str:

@@ -48,6 +48,7 @@ from typing import Any
 import psutil
 
 from shoal import config
+from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.base import Listener
 from shoal.comm.connection import Connection, listen
 from shoal.comm.registry import parse_address
@@ -102,12 +103,14 @@ def worker_command(
     resources: Mapping[str, float] | None = None,
     nanny: bool = False,
     ready_fd: int | None = None,
+    contact_address: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The command line of a ``shoal worker`` child that exits with its parent.
 
     ``nanny=True`` starts a nanny (which starts the worker); ``ready_fd`` is the pipe on
-    which a worker announces its address once it is up (see the module docstring).
+    which a worker announces its address once it is up (see the module docstring);
+    ``contact_address`` the address the worker advertises instead of its listener's.
     """
     args = [
         sys.executable,
@@ -132,6 +135,8 @@ def worker_command(
         args += ["--resources", format_resources(resources)]
     if ready_fd is not None:
         args += ["--ready-fd", str(ready_fd)]
+    if contact_address:
+        args += ["--contact-address", contact_address]
     return [*args, *extra_args]
 
 
@@ -308,6 +313,9 @@ class Nanny:
     worker is checked; ``kill_grace`` how long a worker has to close after SIGTERM;
     ``secret`` the cluster's shared secret, which whoever connects to the nanny must know
     (the worker process inherits this process's environment, and so its secret).
+    ``interface`` binds the nanny and its worker to that interface's IPv4 address
+    instead of ``host``; ``contact_address`` is what the worker advertises, and
+    ``nanny_contact_address`` what the nanny does (NAT, containers).
     """
 
     def __init__(
@@ -328,6 +336,9 @@ class Nanny:
         kill_grace: float = 5.0,
         secret: bytes | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        interface: str | None = None,
+        contact_address: str | None = None,
+        nanny_contact_address: str | None = None,
     ) -> None:
         if "://" not in scheduler_address:
             scheduler_address = f"tcp://{scheduler_address}"
@@ -338,8 +349,6 @@ class Nanny:
         self.resources = dict(resources or {})
         format_resources(self.resources)  # refuse what a command line can't carry, now
         self.worker_args = list(worker_args)
-        self._host = host or "127.0.0.1"
-        self._port = port
         self._worker_port = worker_port
         self._protocol = (protocol or parse_address(scheduler_address)[0]).removesuffix("://")
         if self._protocol == "inproc":
@@ -347,6 +356,17 @@ class Nanny:
                 "a nanny runs its worker in another process, which inproc:// can't reach; "
                 "use a tcp:// scheduler address, or an in-process Worker without a nanny"
             )
+        bind = resolve_bind(host, port, interface=interface, protocol=self._protocol)
+        self._host, self._port = bind.host, bind.port
+        #: what the worker advertises (``contact_address``), and the nanny itself
+        self._worker_contact = (
+            check_contact_address(contact_address, self._protocol) if contact_address else None
+        )
+        self._contact_address = (
+            check_contact_address(nanny_contact_address, self._protocol)
+            if nanny_contact_address
+            else None
+        )
         if terminate is None:
             terminate = config.get("worker.memory.terminate")
         fraction = float(terminate) if terminate else 0.0
@@ -376,7 +396,7 @@ class Nanny:
         """Where the scheduler (or anyone) reaches this nanny."""
         if self._listener is None:
             raise RuntimeError("the nanny is not started")
-        return str(self._listener.contact_address)
+        return self._contact_address or str(self._listener.contact_address)
 
     @property
     def worker_pid(self) -> int | None:
@@ -482,6 +502,7 @@ class Nanny:
                 port=self._worker_port,
                 resources=self.resources,
                 ready_fd=write_fd,
+                contact_address=self._worker_contact,
                 extra_args=self.worker_args,
             )
             popen = subprocess.Popen(

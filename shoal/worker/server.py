@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from shoal import config
 from shoal._context import task_context
+from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
 from shoal.comm.registry import parse_address
@@ -90,6 +91,9 @@ class Worker:
     Results spill to a directory made under ``local_directory`` (the system's temporary
     directory by default) and removed on close; ``memory_limit`` and the
     ``worker.memory.*`` settings say when (see :mod:`shoal.worker.memory`).
+    It listens on ``host:port`` (or on ``interface``'s IPv4 address) and advertises
+    ``contact_address`` to the scheduler, peers and clients when given (behind NAT or
+    in a container; see :mod:`shoal.comm.addressing`).
     """
 
     instances: ClassVar[weakref.WeakSet[Worker]] = weakref.WeakSet()
@@ -104,6 +108,8 @@ class Worker:
         host: str | None = None,
         port: int = 0,
         protocol: str | None = None,
+        interface: str | None = None,
+        contact_address: str | None = None,
         limits: Limits | None = None,
         validate: bool = False,
         heartbeat_interval: float | None = None,
@@ -121,9 +127,13 @@ class Worker:
         self.resources = dict(resources or {})
         #: address of the nanny supervising this process ("" without one)
         self.nanny = nanny or os.environ.get("SHOAL_NANNY_ADDRESS", "")
-        self._host = host or "127.0.0.1"
-        self._port = port
         self._protocol = (protocol or parse_address(scheduler_address)[0]).removesuffix("://")
+        bind = resolve_bind(host, port, interface=interface, protocol=self._protocol)
+        self._host, self._port = bind.host, bind.port
+        #: the address advertised instead of the listener's (NAT, containers), if any
+        self._contact_address = (
+            check_contact_address(contact_address, self._protocol) if contact_address else None
+        )
         self.limits = limits or limits_from_config()
         self._log_size = int(config.get("worker.log-size"))
         self.heartbeat_interval = heartbeat_interval or float(
@@ -168,10 +178,17 @@ class Worker:
 
     @property
     def address(self) -> str:
-        """Where peers and clients reach this worker."""
+        """Where peers and clients reach this worker (its contact address)."""
         if self._listener is None:
             raise RuntimeError("the worker is not started")
-        return str(self._listener.contact_address)
+        return self._contact_address or str(self._listener.contact_address)
+
+    @property
+    def listen_address(self) -> str:
+        """The address this worker's socket is bound to."""
+        if self._listener is None:
+            raise RuntimeError("the worker is not started")
+        return str(self._listener.listen_address)
 
     async def start(self) -> Worker:
         """Listen, register with the scheduler and start serving; return self."""
