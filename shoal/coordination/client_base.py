@@ -1,0 +1,77 @@
+"""What the client side of every coordination primitive shares: finding the client,
+calling the scheduler, and raising what its answers say.
+
+A primitive made without ``client=`` uses ``shoal.get_client()`` when first used: the
+default client, or inside a task the worker's client. Methods block with a
+synchronous client and return awaitables with an asynchronous one (like every
+``Client`` method). Primitives pickle by name, so one can be passed to tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from shoal.protocol.messages import Message
+
+if TYPE_CHECKING:
+    from shoal.client.client import Client
+
+_ERRORS: dict[str, type[Exception]] = {
+    "TimeoutError": TimeoutError,
+    "KeyError": KeyError,
+    "ValueError": ValueError,
+    "RuntimeError": RuntimeError,
+}
+
+
+def check(value: Any) -> Any:
+    """Raise the error a coordination reply carries, else return the reply's value."""
+    if isinstance(value, dict) and "error" in value and value.get("error") in _ERRORS:
+        raise _ERRORS[value["error"]](value.get("message", ""))
+    return value
+
+
+async def request(client: Client, msg: Message) -> Any:
+    """Send ``msg`` to ``client``'s scheduler; return the answer's value or raise."""
+    if client.status != "running":
+        raise RuntimeError(f"the client is {client.status}; create a new Client")
+    return check(await client._request(msg))
+
+
+def resolve_client(client: Client | None) -> Client:
+    """``client``, or the one ``shoal.get_client()`` finds (the worker's, in a task)."""
+    if client is not None:
+        return client
+    from shoal.client.client import get_client
+
+    return get_client()
+
+
+class Primitive:
+    """Base of the client-side primitives: a name, and a client found when needed."""
+
+    #: the prefix of generated names
+    kind = "primitive"
+
+    def __init__(self, name: Any = None, client: Client | None = None) -> None:
+        self.name: Any = name if name is not None else f"{self.kind}-{uuid.uuid4().hex}"
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        """The client this primitive talks through."""
+        if self._client is None:
+            self._client = resolve_client(None)
+        return self._client
+
+    def _call(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)`` run to completion (sync client) or as an awaitable (async)."""
+        return self.client._sync(fn, *args, **kwargs)
+
+    async def _request(self, msg: Message) -> Any:
+        return await request(self.client, msg)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.name!r}>"
