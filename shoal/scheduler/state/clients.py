@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 def unknown_key(key: Key) -> str:
     """KeysCancelled reason for a key the scheduler does not know."""
-    return f"key {key!r} is not known to the scheduler (released?)"
+    return (
+        f"key {key!r} is not known to the scheduler: it was released, or the scheduler "
+        "restarted without a journal and lost it (`shoal scheduler --journal PATH` keeps "
+        "tasks across restarts); submit the computation again"
+    )
 
 
 def client_connected(s: SchedulerState, ev: ClientConnected, ctx: Context) -> None:

@@ -20,6 +20,7 @@ from sched_builders import (
 
 from shoal.protocol.messages import KeyErred
 from shoal.scheduler.state import ClientConnected, KeysDesired, KeysReleased, ToClient
+from shoal.scheduler.state.clients import unknown_key
 
 
 def test_diamond_runs_to_completion_with_exact_messages() -> None:
@@ -149,13 +150,13 @@ def test_keys_desired() -> None:
     s.handle(finished(A, "a"), finished(A, "b"))
     # a is released (an intermediate); b is in memory.
     out = s.handle(KeysDesired("c2", ("b", "a", "nope")))
-    reason = "key 'nope' is not known to the scheduler (released?)"
+    reason = unknown_key("nope")
     assert out == [in_memory("c2", "b", A), compute(A, "a"), cancelled("c2", "nope", reason=reason)]
 
 
 def test_unknown_wanted_key_is_cancelled() -> None:
     s = make_state()
     out = s.handle(submit("c", spec("a"), keys=("a", "zzz")))
-    reason = "key 'zzz' is not known to the scheduler (released?)"
+    reason = unknown_key("zzz")
     assert out == [cancelled("c", "zzz", reason=reason)]
     assert states(s) == {"a": "no-worker"}
