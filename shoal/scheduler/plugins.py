@@ -85,6 +85,13 @@ class SchedulerPlugin:
     def restart(self, scheduler: Scheduler) -> None:
         """``client.restart()`` forgot every task."""
 
+    def task_failed(
+        self, scheduler: Scheduler, key: Any, *, worker: str, exception_text: str, **kwargs: Any
+    ) -> None:
+        """A worker reported that running ``key`` raised (shoal's own hook; the task
+        errs, or runs again if it has retries left). ``traceback_text`` is in the
+        keyword arguments. Unlike ``transition``, it costs nothing per successful task."""
+
     def log_event(self, topic: str, msg: Any) -> None:
         """The scheduler logged ``msg`` under ``topic`` (see ``Scheduler.log_event``)."""
 
@@ -191,6 +198,16 @@ class PluginHooks:
                     self._call(plugin, "remove_client", s, event.client)
                 elif isinstance(event, RestartRequested):
                     self._call(plugin, "restart", s)
+                elif isinstance(event, TaskFailedEvent):
+                    self._call(
+                        plugin,
+                        "task_failed",
+                        s,
+                        event.key,
+                        worker=event.worker,
+                        exception_text=event.exception_text,
+                        traceback_text=event.traceback_text,
+                    )
 
     def log_event(self, topic: str, msg: Any) -> None:
         """Tell every plugin about a logged event."""
