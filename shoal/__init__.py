@@ -22,14 +22,21 @@ _EXPORTS: dict[str, str] = {
     "FIRST_EXCEPTION": "shoal.client.futures",
     "Client": "shoal.client.client",
     "CommClosedError": "shoal.errors",
+    "Event": "shoal.coordination.event",
     "Future": "shoal.client.futures",
     "FutureCancelledError": "shoal.errors",
     "KilledWorker": "shoal.errors",
+    "Lock": "shoal.coordination.semaphore",
     "LocalCluster": "shoal.deploy.local",
+    "Pub": "shoal.coordination.pubsub",
+    "Queue": "shoal.coordination.queues",
     "Scheduler": "shoal.scheduler.server",
     "Security": "shoal.security",
+    "Semaphore": "shoal.coordination.semaphore",
     "ShoalError": "shoal.errors",
+    "Sub": "shoal.coordination.pubsub",
     "TaskError": "shoal.errors",
+    "Variable": "shoal.coordination.variable",
     "Worker": "shoal.worker.server",
     "as_completed": "shoal.client.futures",
     "default_client": "shoal.client.client",
@@ -68,6 +75,11 @@ if TYPE_CHECKING:
         fire_and_forget,
         wait,
     )
+    from shoal.coordination.event import Event
+    from shoal.coordination.pubsub import Pub, Sub
+    from shoal.coordination.queues import Queue
+    from shoal.coordination.semaphore import Lock, Semaphore
+    from shoal.coordination.variable import Variable
     from shoal.deploy.local import LocalCluster
     from shoal.errors import (
         CommClosedError,
@@ -89,14 +101,21 @@ __all__ = [
     "CancelledError",
     "Client",
     "CommClosedError",
+    "Event",
     "Future",
     "FutureCancelledError",
     "KilledWorker",
     "LocalCluster",
+    "Lock",
+    "Pub",
+    "Queue",
     "Scheduler",
     "Security",
+    "Semaphore",
     "ShoalError",
+    "Sub",
     "TaskError",
+    "Variable",
     "Worker",
     "__version__",
     "as_completed",

@@ -26,6 +26,7 @@ from shoal._types import Key
 from shoal.client.collections import TASK_BASED_METHODS, CollectionsMixin
 from shoal.client.control import ClusterControl
 from shoal.client.data import DataMixin
+from shoal.client.datasets import DatasetsMixin
 from shoal.client.diagnostics import ClusterQueries
 from shoal.client.futures import (
     ALL_COMPLETED,
@@ -98,7 +99,7 @@ def default_client(c: Client | None = None) -> Client:
     raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
 
 
-class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl):
+class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, DatasetsMixin):
     """Connect to a shoal cluster (``distributed.Client``'s API).
 
     ``Client()`` starts a :class:`~shoal.LocalCluster` sized to this machine;

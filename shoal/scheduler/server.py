@@ -28,6 +28,7 @@ from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, listen
 from shoal.comm.rpc import ConnectionPool, serve_requests
 from shoal.comm.tasks import BackgroundTasks
+from shoal.coordination import scheduler_ext
 from shoal.errors import CommError, ProtocolError
 from shoal.protocol.frames import Limits
 from shoal.protocol.messages import (
@@ -159,6 +160,8 @@ class Scheduler:
         self.worker_ttl = _optional_float(config.get("scheduler.worker-ttl"))
         #: installed plugins (see :mod:`shoal.scheduler.plugins`), started with the server
         self.hooks = PluginHooks(self)
+        #: Variable, Queue, Lock, Semaphore, Event, Pub/Sub and datasets
+        self.coordination = scheduler_ext.install(self)
         for plugin in plugins:
             self.hooks.add(plugin)
         #: ``(time, msg)`` logged under each topic (see :meth:`log_event`)

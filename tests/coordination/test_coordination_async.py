@@ -1,0 +1,194 @@
+"""The coordination primitives with an asynchronous client, and their errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+
+from shoal import Client, Event, Lock, Pub, Queue, Semaphore, Sub, Variable
+from shoal.errors import SerializeError
+from shoal.protocol.serialize import dumps
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+async def test_variable_set_get_delete(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    v = Variable("v", client=c)
+    getter = asyncio.ensure_future(v.get())  # waits for a value
+    await asyncio.sleep(0.05)
+    assert not getter.done()
+    await v.set({"a": [1, 2]})
+    assert await getter == {"a": [1, 2]}
+    await v.set("replaced")
+    assert await Variable("v", client=c).get() == "replaced"
+    await v.delete()
+    with pytest.raises(TimeoutError, match=r"Variable .v. had no value within 0\.1 s"):
+        await v.get(timeout=0.1)
+
+
+async def test_futures_nested_in_a_variable_value_come_back_as_futures(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    futures = c.map(inc, range(3))
+    keys = [f.key for f in futures]
+    await Variable("nested", client=c).set({"results": futures, "note": "three"})
+    del futures
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert all(k in s.state.tasks for k in keys)
+    value = await Variable("nested", client=c).get()
+    assert value["note"] == "three"
+    assert await c.gather(value["results"]) == [1, 2, 3]
+
+
+async def test_queue_put_get_batch_and_timeouts(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, s, _ = c_s_ws
+    q = Queue("jobs", client=c, maxsize=2)
+    await q.put(1)
+    await q.put(c.submit(inc, 1))
+    assert await q.qsize() == 2
+    with pytest.raises(TimeoutError, match=r"Queue 'jobs' stayed full \(2 items\) for 0.1 s"):
+        await q.put(3, timeout=0.1)
+    first, second = await q.get(batch=True)
+    assert first == 1
+    assert await second == 2
+    assert await q.get(batch=True) == []
+    with pytest.raises(TimeoutError, match=r"Queue .jobs. had no item to get within 0\.1 s"):
+        await q.get(timeout=0.1)
+    taker = asyncio.ensure_future(q.get(batch=2))
+    await q.put("a")
+    await asyncio.sleep(0.05)
+    assert not taker.done()
+    await q.put("b")
+    assert await taker == ["a", "b"]
+    with pytest.raises(ValueError, match="maxsize must be an int >= 0"):
+        Queue("bad", client=c, maxsize=-1)
+
+
+async def test_a_future_put_into_a_queue_lives_until_taken(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    q = Queue("keep", client=c)
+    fut = c.submit(inc, 10)
+    key = fut.key
+    await q.put(fut)
+    del fut
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert key in s.state.tasks
+    got = await q.get()
+    assert await got == 11
+    del got
+    gc.collect()
+    for _ in range(100):
+        if key not in s.state.tasks:
+            break
+        await asyncio.sleep(0.02)
+    assert key not in s.state.tasks
+
+
+async def test_lock_errors_and_non_blocking_acquire(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    mine = Lock("l", client=c)
+    theirs = Lock("l", client=c)
+    assert await mine.acquire()
+    assert await mine.locked()
+    assert await theirs.acquire(blocking=False) is False
+    assert await theirs.acquire(timeout=0.05) is False
+    with pytest.raises(RuntimeError, match="Lock 'l' released by a holder that did not acquire"):
+        theirs.release()
+    waiter = asyncio.ensure_future(theirs.acquire())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await mine.release()
+    assert await waiter is True
+    await theirs.release()
+    assert not await mine.locked()
+    with pytest.raises(ValueError, match="non-blocking"):
+        mine.acquire(blocking=False, timeout=1)
+
+
+async def test_semaphore_counts_and_errors(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    sem = Semaphore(max_leases=2, name="s", client=c)
+    async with sem:
+        assert await sem.acquire()
+        assert await sem.get_value() == 2
+        assert await Semaphore(max_leases=2, name="s", client=c).acquire(timeout=0.05) is False
+        assert await sem.release() is True
+    assert await sem.get_value() == 0
+    with pytest.raises(RuntimeError, match=r"Released too often: this Semaphore \('s'\)"):
+        sem.release()
+    with pytest.raises(ValueError, match="exists with max_leases=2, not 3"):
+        await Semaphore(max_leases=3, name="s", client=c).acquire()
+    with pytest.raises(ValueError, match="max_leases must be a positive int"):
+        Semaphore(max_leases=0)
+
+
+async def test_event_set_wait_clear(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    ev = Event("e", client=c)
+    assert await ev.is_set() is False
+    assert await ev.wait(timeout=0.05) is False
+    waiter = asyncio.ensure_future(Event("e", client=c).wait())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await ev.set()
+    assert await waiter is True
+    assert await ev.wait() is True
+    await ev.clear()
+    assert await ev.is_set() is False
+
+
+async def test_pub_sub_in_order_and_only_after_subscribing(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, _, _ = c_s_ws
+    pub = Pub("news", client=c)
+    await pub.put("before anyone listens")
+    sub1 = await Sub("news", client=c)
+    sub2 = await Sub("news", client=c)
+    for i in range(5):
+        pub.put(i)  # sent in order in the background
+    assert [await sub1.get(timeout=5) for _ in range(5)] == list(range(5))
+    got = []
+    async for msg in sub2:
+        got.append(msg)
+        if len(got) == 5:
+            break
+    assert got == list(range(5))
+    with pytest.raises(TimeoutError, match=r"nothing was published on .news. within 0\.05 s"):
+        await sub1.get(timeout=0.05)
+    with pytest.raises(TypeError, match="carries plain values, not Futures"):
+        pub.put(c.submit(inc, 1))
+    await sub1.close()
+    with pytest.raises(RuntimeError, match="this Sub is closed"):
+        sub1.get()
+
+
+async def test_a_client_that_leaves_gives_back_its_leases(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    async with Client(s.address, asynchronous=True) as other:
+        assert await Lock("left", client=other).acquire()
+        assert await Lock("left", client=c).locked()
+    # the other client said goodbye: its lease went with it
+    assert await Lock("left", client=c).acquire(timeout=5)
+
+
+async def test_a_future_can_not_be_pickled_outside_a_primitive(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, _, _ = c_s_ws
+    fut = c.submit(inc, 1)
+    with pytest.raises(SerializeError, match="can't be pickled"):
+        dumps({"inside": [fut]})
