@@ -147,9 +147,7 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-async def test_a_worker_reached_only_through_its_contact_address_serves_peers_and_clients() -> (
-    None
-):
+async def test_a_worker_reached_only_through_its_contact_address_serves_peers_and_clients() -> None:
     """Workers bound to one port and advertising a forwarder's: all traffic to them
     (the client's gathers, the other worker's fetches) goes through the forwarders."""
     async with Scheduler(interface="lo", port=0) as s:
