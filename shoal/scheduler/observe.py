@@ -23,6 +23,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from shoal.protocol.messages import OK, ErrorReply, Message
 from shoal.protocol.observe import (
     GetEvents,
@@ -97,7 +99,7 @@ class EventLogPlugin(SchedulerPlugin):
         for client in list(clients):
             sender = self.scheduler.client_streams.get(client)
             if sender is not None and not sender.closed:
-                sender.send(TopicEvent(topic=topic, time=when, msg=logged))
+                sender.send(TopicEvent(topic=topic, time=when, msg=plain(logged)))
 
     def subscribe(self, topic: str, client: str) -> None:
         """Send ``client`` the events of ``topic`` from now on."""
@@ -110,6 +112,16 @@ class EventLogPlugin(SchedulerPlugin):
             clients.discard(client)
             if not clients:
                 del self.subscribers[topic]
+
+
+def plain(msg: Any) -> Any:
+    """``msg`` if msgpack can send it, else its ``repr``: a plugin may log any object,
+    and one that can't be encoded must not break a client's stream or a reply."""
+    try:
+        msgpack.packb(msg, use_bin_type=True)
+    except Exception:
+        return repr(msg)
+    return msg
 
 
 def install(scheduler: Scheduler) -> EventLogPlugin:
@@ -164,8 +176,8 @@ async def _log_event(scheduler: Scheduler, msg: Message) -> Message:
 async def _get_events(scheduler: Scheduler, msg: Message) -> Message:
     assert isinstance(msg, GetEvents)
     if msg.topic is not None:
-        return OK([list(e) for e in scheduler.events.get(msg.topic, ())])
-    return OK({topic: [list(e) for e in log] for topic, log in scheduler.events.items()})
+        return OK([(t, plain(m)) for t, m in scheduler.events.get(msg.topic, ())])
+    return OK({topic: [(t, plain(m)) for t, m in log] for topic, log in scheduler.events.items()})
 
 
 async def _subscribe(scheduler: Scheduler, msg: Message) -> Message:

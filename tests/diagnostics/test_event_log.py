@@ -174,3 +174,22 @@ async def test_plugin_task_failed_hook() -> None:
             with pytest.raises(ValueError):
                 await c.submit(boom, 2, key=("boom", 2))
     assert plugin.seen == [(("boom", 2), ws[0].address, "ValueError: boom")]
+
+
+async def test_an_object_msgpack_cannot_send_arrives_as_its_repr(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    got: list[Any] = []
+    await c.subscribe_topic("odd", got.append)
+    s.log_event("odd", {1, 2})  # a scheduler plugin may log anything
+
+    async def arrived() -> bool:
+        return len(got) == 1
+
+    await until(arrived)
+    assert got[0][1] == repr({1, 2})
+    assert actions(await c.get_events("odd")) == [repr({1, 2})]
+    assert (await c.get_events())["odd"][0][1] == repr({1, 2})
+    # the stream still works afterwards
+    assert await c.submit(lambda: 7) == 7
