@@ -119,6 +119,20 @@ def _worker_report(event: Event | None, key: Any) -> dict[str, Any]:
     return {}
 
 
+#: the events that call a hook
+_HOOKED = frozenset(
+    {
+        GraphSubmitted,
+        WorkerAdded,
+        WorkerRemoved,
+        ClientConnected,
+        ClientDisconnected,
+        RestartRequested,
+        TaskFailedEvent,
+    }
+)
+
+
 class PluginHooks:
     """The installed plugins of one scheduler, and the calls into their hooks."""
 
@@ -168,46 +182,45 @@ class PluginHooks:
         """Call the hooks that follow from ``events`` (already handled)."""
         if not self.plugins:
             return
-        s = self.scheduler
         for event in events:
-            for plugin in list(self.plugins.values()):
-                if isinstance(event, GraphSubmitted):
-                    tasks = [t.key for t in event.tasks]
-                    self._call(
-                        plugin,
-                        "update_graph",
-                        s,
-                        client=event.client,
-                        keys=set(event.keys),
-                        tasks=tasks,
-                    )
-                elif isinstance(event, WorkerAdded):
-                    self._call(plugin, "add_worker", s, event.address)
-                elif isinstance(event, WorkerRemoved):
-                    self._call(
-                        plugin,
-                        "remove_worker",
-                        s,
-                        event.address,
-                        stimulus_id=event.stimulus_id,
-                        reason=event.reason,
-                    )
-                elif isinstance(event, ClientConnected):
-                    self._call(plugin, "add_client", s, event.client)
-                elif isinstance(event, ClientDisconnected):
-                    self._call(plugin, "remove_client", s, event.client)
-                elif isinstance(event, RestartRequested):
-                    self._call(plugin, "restart", s)
-                elif isinstance(event, TaskFailedEvent):
-                    self._call(
-                        plugin,
-                        "task_failed",
-                        s,
-                        event.key,
-                        worker=event.worker,
-                        exception_text=event.exception_text,
-                        traceback_text=event.traceback_text,
-                    )
+            if type(event) in _HOOKED:  # most events (tasks finishing) have no hook
+                for plugin in list(self.plugins.values()):
+                    self._event_hook(plugin, event)
+
+    def _event_hook(self, plugin: SchedulerPlugin, event: Event) -> None:
+        s = self.scheduler
+        if isinstance(event, GraphSubmitted):
+            tasks = [t.key for t in event.tasks]
+            self._call(
+                plugin, "update_graph", s, client=event.client, keys=set(event.keys), tasks=tasks
+            )
+        elif isinstance(event, WorkerAdded):
+            self._call(plugin, "add_worker", s, event.address)
+        elif isinstance(event, WorkerRemoved):
+            self._call(
+                plugin,
+                "remove_worker",
+                s,
+                event.address,
+                stimulus_id=event.stimulus_id,
+                reason=event.reason,
+            )
+        elif isinstance(event, ClientConnected):
+            self._call(plugin, "add_client", s, event.client)
+        elif isinstance(event, ClientDisconnected):
+            self._call(plugin, "remove_client", s, event.client)
+        elif isinstance(event, RestartRequested):
+            self._call(plugin, "restart", s)
+        elif isinstance(event, TaskFailedEvent):
+            self._call(
+                plugin,
+                "task_failed",
+                s,
+                event.key,
+                worker=event.worker,
+                exception_text=event.exception_text,
+                traceback_text=event.traceback_text,
+            )
 
     def log_event(self, topic: str, msg: Any) -> None:
         """Tell every plugin about a logged event."""
