@@ -70,6 +70,11 @@ def lanes(records: Sequence[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _hover(record: dict[str, Any], seconds: float) -> str:
+    key = html.escape(str(record["key"]))
+    return f"{key}<br>{seconds:.4f} s on {html.escape(str(record['worker']))}"
+
+
 def task_stream_figure(records: Sequence[dict[str, Any]], title: str = "Task stream") -> go.Figure:
     """A plotly figure of the runs: one bar per run from its start to its stop (seconds
     since the first start), a row per worker thread, a colour per task prefix, failed
@@ -93,10 +98,7 @@ def task_stream_figure(records: Sequence[dict[str, Any]], title: str = "Task str
                     y=[rows[i] for i in idx],
                     base=[s - origin for s, _ in spans],
                     x=[max(e - s, 0.0) for s, e in spans],
-                    hovertext=[
-                        f"{records[i]['key']!s}<br>{e - s:.4f} s on {records[i]['worker']}"
-                        for i, (s, e) in zip(idx, spans)
-                    ],
+                    hovertext=[_hover(records[i], e - s) for i, (s, e) in zip(idx, spans)],
                     hoverinfo="text",
                     marker_color=ERROR_COLOUR if name == "error" else None,
                 )

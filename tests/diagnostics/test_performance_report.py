@@ -105,3 +105,25 @@ def test_summaries() -> None:
     assert rows["w1"]["tasks"] == 2 and rows["w1"]["utilization"] == 3 / 8
     assert rows["w2"]["utilization"] == 0.5 / 4
     assert rows["gone"]["name"] == "(gone)" and rows["gone"]["utilization"] is None
+
+
+def test_worker_processes(tmp_path: Path) -> None:
+    """Progress, the task stream and the report with workers in their own processes."""
+    import io
+
+    from shoal import LocalCluster, progress
+
+    path = tmp_path / "procs.html"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as lc:
+        with Client(lc) as c:  # the newest default client: the report's
+            with performance_report(filename=str(path)):
+                futures = c.map(inc, range(6), key=[f"proc-inc-{i}" for i in range(6)])
+                out = io.StringIO()
+                progress(futures, file=out)
+            assert "6/6" in out.getvalue()
+            records = c.get_task_stream()
+            workers = set(c.scheduler_info()["workers"])
+            assert {r["worker"] for r in records} <= workers
+    text = path.read_text()
+    check_self_contained(text)
+    assert "proc-inc-5" in text
