@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from shoal.config import parse_seconds
 from shoal.protocol.messages import Message
 
 if TYPE_CHECKING:
@@ -38,6 +39,15 @@ async def request(client: Client, msg: Message) -> Any:
     if client.status != "running":
         raise RuntimeError(f"the client is {client.status}; create a new Client")
     return check(await client._request(msg))
+
+
+def seconds(timeout: float | str | None) -> float | None:
+    """A timeout in seconds: a number, a string such as ``"500ms"``, or ``None``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool):
+        raise TypeError(f"a timeout is a number of seconds or None, not {timeout!r}")
+    return parse_seconds(timeout)
 
 
 def resolve_client(client: Client | None) -> Client:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shoal.coordination.client_base import Primitive
+from shoal.coordination.client_base import Primitive, seconds
 from shoal.coordination.messages import EventClear, EventSet, EventWait
 
 if TYPE_CHECKING:
@@ -25,9 +25,9 @@ class Event(Primitive):
     def __init__(self, name: Any = None, client: Client | None = None) -> None:
         super().__init__(name, client)
 
-    def wait(self, timeout: float | None = None) -> Any:
+    def wait(self, timeout: float | str | None = None) -> Any:
         """Wait until the event is set (at most ``timeout`` s); return whether it is."""
-        return self._call(self._wait, timeout)
+        return self._call(self._wait, seconds(timeout))
 
     async def _wait(self, timeout: float | None) -> bool:
         return bool(await self._request(EventWait(self.name, timeout)))

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from shoal.client.sync import in_loop_thread
-from shoal.coordination.client_base import Primitive
+from shoal.coordination.client_base import Primitive, seconds
 from shoal.coordination.messages import PubPut, SubGet, SubRegister, SubUnregister
 from shoal.coordination.values import decode, encode
 
@@ -94,11 +94,11 @@ class Sub(Primitive):
 
         return ready().__await__()
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | str | None = None) -> Any:
         """The next message, waiting up to ``timeout`` s (then ``TimeoutError``)."""
         if self._closed:
             raise RuntimeError("this Sub is closed: make a new Sub to receive again")
-        return self._call(self._get, timeout)
+        return self._call(self._get, seconds(timeout))
 
     async def _get(self, timeout: float | None) -> Any:
         if self.client.asynchronous:

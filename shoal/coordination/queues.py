@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shoal.coordination.client_base import Primitive
+from shoal.coordination.client_base import Primitive, seconds
 from shoal.coordination.messages import QueueCreate, QueueGet, QueuePut, QueueSize
 from shoal.coordination.values import decode, encode
 
@@ -33,11 +33,11 @@ class Queue(Primitive):
         if client is not None and not client.asynchronous:
             client._sync(self._request, QueueCreate(self.name, maxsize))
 
-    def put(self, value: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    def put(self, value: Any, timeout: float | str | None = None, **kwargs: Any) -> Any:
         """Append ``value``; with the queue full, wait up to ``timeout`` s for room
         (then ``TimeoutError``)."""
         data, keys = encode(self.client, value, "Queue")
-        return self._call(self._put, data, keys, timeout, value)
+        return self._call(self._put, data, keys, seconds(timeout), value)
 
     async def _put(
         self, data: Any, keys: tuple[Any, ...], timeout: float | None, value: Any
@@ -46,7 +46,9 @@ class Queue(Primitive):
         msg = QueuePut(self.name, data, keys, timeout, self.maxsize, self.client.id)
         await self._request(msg)
 
-    def get(self, timeout: float | None = None, batch: bool | int = False, **kwargs: Any) -> Any:
+    def get(
+        self, timeout: float | str | None = None, batch: bool | int = False, **kwargs: Any
+    ) -> Any:
         """Take the next value, waiting up to ``timeout`` s (then ``TimeoutError``).
 
         ``batch=True`` takes every value there (a list, maybe empty) without waiting;
@@ -54,7 +56,7 @@ class Queue(Primitive):
         """
         if not isinstance(batch, bool) and (not isinstance(batch, int) or batch < 0):
             raise ValueError(f"batch must be True, False or an int >= 0, not {batch!r}")
-        return self._call(self._get, timeout, batch)
+        return self._call(self._get, seconds(timeout), batch)
 
     async def _get(self, timeout: float | None, batch: bool | int) -> Any:
         msg = QueueGet(self.name, timeout, batch, self.maxsize, self.client.id)

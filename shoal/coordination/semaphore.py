@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shoal.coordination.client_base import Primitive
+from shoal.coordination.client_base import Primitive, seconds
 from shoal.coordination.messages import (
     SemaphoreAcquire,
     SemaphoreCreate,
@@ -70,9 +70,9 @@ class Semaphore(Primitive):
 
     # ------------------------------------------------------------------ acquire/release
 
-    def acquire(self, timeout: float | None = None) -> Any:
+    def acquire(self, timeout: float | str | None = None) -> Any:
         """Take a lease, waiting up to ``timeout`` s; return whether one was taken."""
-        return self._call(self._acquire, timeout)
+        return self._call(self._acquire, seconds(timeout))
 
     async def _acquire(self, timeout: float | None) -> bool:
         await self._create()
@@ -196,7 +196,7 @@ class Lock(Semaphore):
     ) -> None:
         super().__init__(max_leases=1, name=name, client=client)
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:  # type: ignore[override]
+    def acquire(self, blocking: bool = True, timeout: float | str | None = None) -> Any:  # type: ignore[override]
         """Take the lock; return whether it was taken.
 
         ``blocking=False`` only tries; ``timeout`` bounds the wait (seconds).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shoal.coordination.client_base import Primitive
+from shoal.coordination.client_base import Primitive, seconds
 from shoal.coordination.messages import VariableDelete, VariableGet, VariableSet
 from shoal.coordination.values import decode, encode
 
@@ -28,7 +28,7 @@ class Variable(Primitive):
     def __init__(self, name: Any = None, client: Client | None = None) -> None:
         super().__init__(name, client)
 
-    def set(self, value: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    def set(self, value: Any, timeout: float | str | None = None, **kwargs: Any) -> Any:
         """Set the value (a Future, or anything picklable)."""
         data, keys = encode(self.client, value, "Variable")
         return self._call(self._set, data, keys, value)
@@ -37,9 +37,9 @@ class Variable(Primitive):
         # ``value`` is kept referenced until the scheduler holds its futures' keys
         await self._request(VariableSet(self.name, data, keys, self.client.id))
 
-    def get(self, timeout: float | None = None, **kwargs: Any) -> Any:
+    def get(self, timeout: float | str | None = None, **kwargs: Any) -> Any:
         """The value, waiting until one is set; ``TimeoutError`` after ``timeout`` s."""
-        return self._call(self._get, timeout)
+        return self._call(self._get, seconds(timeout))
 
     async def _get(self, timeout: float | None) -> Any:
         reply = await self._request(VariableGet(self.name, timeout, self.client.id))

@@ -61,7 +61,7 @@ async def test_queue_put_get_batch_and_timeouts(c_s_ws: tuple[Client, Any, list[
     assert await second == 2
     assert await q.get(batch=True) == []
     with pytest.raises(TimeoutError, match=r"Queue .jobs. had no item to get within 0\.1 s"):
-        await q.get(timeout=0.1)
+        await q.get(timeout="100ms")  # durations as distributed writes them
     taker = asyncio.ensure_future(q.get(batch=2))
     await q.put("a")
     await asyncio.sleep(0.05)

@@ -213,3 +213,24 @@ def test_a_variable_keeps_its_future_alive_after_the_client_drops_it(client: Cli
     while key in client.who_has() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert key not in client.who_has()
+
+
+# --------------------------------------------------------------------------- as arguments
+
+
+def use_passed(lock: Lock, queue: Queue, variable: Variable, sem: Semaphore) -> str:
+    with lock, sem:
+        queue.put(variable.get(timeout=30) * 2)
+    return "done"
+
+
+def test_primitives_passed_to_tasks_reach_the_same_objects(client: Client) -> None:
+    lock = Lock("passed-lock", client=client)
+    queue = Queue("passed-queue", client=client)
+    variable = Variable("passed-variable", client=client)
+    sem = Semaphore(max_leases=3, name="passed-sem", client=client)
+    variable.set(21)
+    assert client.submit(use_passed, lock, queue, variable, sem, pure=False).result() == "done"
+    assert queue.get(timeout=5) == 42
+    assert not lock.locked()
+    assert sem.get_value() == 0
