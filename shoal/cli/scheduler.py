@@ -21,8 +21,16 @@ from shoal.cli.main import run_until_signal, security_options, setup_logging
 @address_options("scheduler")
 @click.option(
     "--dashboard-address",
-    default=None,
-    help="accepted for compatibility; shoal has no dashboard yet",
+    default=":8787",
+    show_default=True,
+    help="where the dashboard and HTTP API listen ('host:port' or ':port'; a random port "
+    "when this one is taken)",
+)
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=True,
+    show_default=True,
+    help="serve the dashboard pages (--no-dashboard keeps /health, /metrics, /api/v1)",
 )
 @security_options
 @click.option(
@@ -39,7 +47,8 @@ def scheduler(
     protocol: str | None,
     listen_address: str | None,
     contact_address: str | None,
-    dashboard_address: str | None,
+    dashboard_address: str,
+    dashboard: bool,
     tls_ca_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -74,6 +83,12 @@ def scheduler(
         )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--auth-token-file") from None
+    from shoal.dashboard.server import parse_dashboard_address
+
+    try:
+        parse_dashboard_address(dashboard_address)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--dashboard-address") from None
 
     async def start() -> Scheduler:
         s = await Scheduler(
@@ -82,6 +97,8 @@ def scheduler(
             protocol=bind.protocol,
             contact_address=contact,
             security=security,
+            dashboard_address=dashboard_address,
+            dashboard=dashboard,
         )
         if allow_run_on_scheduler:
             run_on_scheduler.enable(s)
@@ -96,6 +113,9 @@ def scheduler(
         if s.address != s.listen_address:
             log.info("Listening on: %s", s.listen_address)
         click.echo(f"Scheduler at: {s.address}", err=True)
+        if s.http_server is not None:
+            what = "Dashboard at" if dashboard else "HTTP API (no dashboard) at"
+            click.echo(f"{what}: {s.http_server.link('/status' if dashboard else '/')}", err=True)
         return s
 
     async def stop(s: Scheduler) -> None:

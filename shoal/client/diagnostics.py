@@ -52,7 +52,42 @@ class ClusterQueries:
 
     def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> Any:
         """The scheduler's identity and its workers."""
-        return self._sync(self._request, Identity())
+        return self._sync(self._scheduler_info)
+
+    async def _scheduler_info(self) -> Any:
+        info = await self._request(Identity())
+        self._scheduler_identity = info  # for dashboard_link in asynchronous mode
+        return info
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The URL of the cluster's dashboard (None when the scheduler serves none).
+
+        The cluster's own link when this client made or was given one; else the port
+        the scheduler reports (``scheduler_info()["services"]["dashboard"]``) on the
+        host this client connected to. An asynchronous client uses what its last
+        ``await client.scheduler_info()`` said.
+        """
+        link = getattr(getattr(self, "cluster", None), "dashboard_link", None)
+        if link:
+            return str(link)
+        if getattr(self, "_asynchronous", False):
+            info = getattr(self, "_scheduler_identity", None)
+            if info is None:
+                raise RuntimeError(
+                    "an asynchronous client learns the dashboard's port from the scheduler: "
+                    "`await client.scheduler_info()` once, then read client.dashboard_link"
+                )
+        else:
+            info = self.scheduler_info()
+        port = info.get("services", {}).get("dashboard")
+        if port is None or self.scheduler_address is None:
+            return None
+        scheme, _, rest = self.scheduler_address.partition("://")
+        host = "127.0.0.1" if scheme == "inproc" else rest.rpartition(":")[0].strip("[]")
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/status"
 
     def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
         """Which workers hold each key (of ``futures``, or all)."""

@@ -56,8 +56,8 @@ class LocalCluster:
     this process over ``inproc://`` (``nanny`` is then ignored).
     ``resources`` (e.g. ``{"GPU": 1}``) are declared by every worker, for tasks
     submitted with ``resources=``.
-    ``dashboard_address`` is accepted for compatibility: shoal has no dashboard yet, so
-    nothing is served there.
+    ``dashboard_address`` is where the scheduler serves its dashboard (``":8787"``; a
+    random port when that one is taken; ``None``: no dashboard), see ``dashboard_link``.
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class LocalCluster:
         processes: bool = True,
         memory_limit: str | int | float | None = "auto",
         scheduler_port: int = 0,
-        dashboard_address: str | None = ":8787",
+        dashboard_address: str | int | None = ":8787",
         host: str | None = None,
         protocol: str | None = None,
         asynchronous: bool = False,
@@ -152,13 +152,22 @@ class LocalCluster:
             return
         self._lock = asyncio.Lock()
         self.scheduler = await Scheduler(
-            host=self.host, port=self.scheduler_port, protocol=self.protocol, security=self.security
+            host=self.host,
+            port=self.scheduler_port,
+            protocol=self.protocol,
+            security=self.security,
+            dashboard_address=self.dashboard_address,
         )
         if self.allow_run_on_scheduler:
             run_on_scheduler.enable(self.scheduler)
         remember_security(self.scheduler.address, self.security)
         self.status = "running"
         await self._scale(self.n_workers)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The URL of the dashboard (None when the cluster has none)."""
+        return None if self.scheduler is None else self.scheduler.dashboard_link
 
     @property
     def scheduler_address(self) -> str:

@@ -216,6 +216,7 @@ def identity(scheduler: Scheduler) -> dict[str, Any]:
     info["id"] = scheduler.id
     info["address"] = scheduler.address
     info["started"] = scheduler.start_time
+    info["services"] = dict(scheduler.services)
     for addr, w in info.get("workers", {}).items():
         extra = scheduler.worker_info.get(addr)
         if extra is not None:

@@ -104,6 +104,8 @@ class Scheduler:
         worker_saturation: float | None = None,
         security: Security | None = None,
         plugins: Iterable[SchedulerPlugin] = (),
+        dashboard_address: str | int | None = ":8787",
+        dashboard: bool = True,
     ) -> None:
         self.id = f"Scheduler-{uuid.uuid4()}"
         self._protocol = protocol.removesuffix("://")
@@ -168,6 +170,17 @@ class Scheduler:
         self.events: dict[str, deque[tuple[float, Any]]] = {}
         self.events_length = int(config.get("scheduler.events-length"))
         self.task_stream = TaskStream(int(config.get("scheduler.task-stream-length")))
+        #: where the dashboard and HTTP API listen (None: no HTTP server); with
+        #: ``dashboard=False`` only /health, /metrics and /api/v1 are served
+        self.dashboard_address = dashboard_address
+        self.dashboard = dashboard
+        if dashboard_address is not None:
+            from shoal.dashboard.server import parse_dashboard_address
+
+            parse_dashboard_address(dashboard_address)  # a bad one fails here, not at start
+        self.http_server: Any = None
+        #: the ports of the services beside the scheduler (``{"dashboard": 8787}``)
+        self.services: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -200,12 +213,32 @@ class Scheduler:
             secret=self.security.secret,
             ssl_context=self.security.server_context(),
         )
+        if self.dashboard_address is not None:
+            await self._start_dashboard()
         self.status = "running"
         for plugin in list(self.hooks.plugins.values()):
             await plugin.start(self)
         self._spawn(self._tick_loop())
         logger.info("Scheduler at %s", self.address)
         return self
+
+    async def _start_dashboard(self) -> None:
+        from shoal.dashboard import DashboardServer  # imports tornado only now
+
+        assert self.dashboard_address is not None
+        server = DashboardServer(self, self.dashboard_address, pages=self.dashboard)
+        try:
+            await server.start()
+        except BaseException:
+            self._listener.stop()
+            raise
+        self.http_server = server
+        self.services["dashboard"] = server.port
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The URL of the dashboard's status page (None without a dashboard)."""
+        return None if self.http_server is None else str(self.http_server.link())
 
     def __await__(self) -> Generator[Any, None, Scheduler]:
         return self.start().__await__()
@@ -224,6 +257,9 @@ class Scheduler:
         self.status = "closing"
         if self._listener is not None:
             self._listener.stop()
+        if self.http_server is not None:
+            with contextlib.suppress(Exception):
+                await self.http_server.close()
         for plugin in list(self.hooks.plugins.values()):
             try:
                 await plugin.close()

@@ -28,8 +28,13 @@ async def cluster(
     of their state after every event: thorough, but O(tasks) per event, so turn it off
     for graphs of thousands of tasks. Everything is closed on exit.
     """
+    # no dashboard unless asked for (scheduler_kwargs={"dashboard_address": ":0"})
     s = await Scheduler(
-        host="127.0.0.1", port=0, protocol=protocol, validate=validate, **(scheduler_kwargs or {})
+        host="127.0.0.1",
+        port=0,
+        protocol=protocol,
+        validate=validate,
+        **{"dashboard_address": None, **(scheduler_kwargs or {})},
     )
     workers: list[Worker] = []
     try:

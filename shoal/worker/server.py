@@ -74,6 +74,7 @@ from shoal.worker.state import (
     WorkerState,
 )
 from shoal.worker.store import SpillStore
+from shoal.worker.system import SystemSampler
 from shoal.worker.threads import TaskThreads
 
 logger = logging.getLogger("shoal.worker")
@@ -172,6 +173,10 @@ class Worker:
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        #: CPU and network rates for heartbeats; bytes and values fetched from peers
+        self._system = SystemSampler()
+        self.transfer_incoming_bytes = 0
+        self.transfer_incoming_count = 0
         Worker.instances.add(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -411,6 +416,8 @@ class Worker:
         for key, value in values.items():
             nbytes[key] = nbytes_of(value)
             self.data.put(key, value, nbytes[key])
+        self.transfer_incoming_bytes += sum(nbytes.values())
+        self.transfer_incoming_count += len(nbytes)
         if missing:
             self.handle(
                 GatherDepMissing(
@@ -566,6 +573,10 @@ class Worker:
             "managed_bytes": self.data.fast_nbytes,
             "spilled_bytes": self.data.slow_nbytes,
             "spill": self.data.stats(),
+            # since the last heartbeat: {"cpu": %, "read_bps", "write_bps"} (host network)
+            **self._system.sample(),
+            "transfer_incoming_bytes": self.transfer_incoming_bytes,
+            "transfer_incoming_count": self.transfer_incoming_count,
         }
 
     # ------------------------------------------------------------------ requests

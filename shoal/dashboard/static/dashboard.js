@@ -44,14 +44,17 @@ const shoal = (() => {
     return response.json();
   }
 
+  // A chart's box (made on first use, resized to ``height`` after). Pages make all of
+  // their boxes before drawing any, so charts sharing a row are sized side by side.
   function panel(id, height, row) {
     let el = document.getElementById(id);
-    if (el) return el;
-    el = document.createElement("div");
-    el.id = id;
-    el.className = "chart";
+    if (!el) {
+      el = document.createElement("div");
+      el.id = id;
+      el.className = "chart";
+      (row || document.getElementById("charts")).appendChild(el);
+    }
     el.style.height = height + "px";
-    (row || document.getElementById("charts")).appendChild(el);
     return el;
   }
 
@@ -67,12 +70,17 @@ const shoal = (() => {
 
   function draw(el, traces, layout) {
     const base = {
+      width: el.clientWidth,
+      height: el.clientHeight,
       margin: { l: 140, r: 20, t: 36, b: 40 },
       font: { size: 11 },
       uirevision: el.id,
       paper_bgcolor: "white",
       plot_bgcolor: "white",
     };
+    if (layout.title) {  // left, clear of the mode bar on the right
+      layout.title = Object.assign({ x: 0.01, xanchor: "left" }, layout.title);
+    }
     return Plotly.react(el, traces, Object.assign(base, layout), CONFIG);
   }
 
@@ -93,7 +101,8 @@ const shoal = (() => {
     document.getElementById("summary").textContent =
       s.workers + " workers · " + s.threads + " threads · " + s.tasks + " tasks (" +
       s.states.processing + " processing, " + s.states.memory + " in memory) · " +
-      s.task_rate.toFixed(1) + " tasks/s · " + s.clients + " clients";
+      s.task_rate.toFixed(1) + " tasks/s · " + s.clients +
+      (s.clients === 1 ? " client" : " clients");
   }
 
   function memoryChart(el, workers) {
@@ -119,8 +128,7 @@ const shoal = (() => {
     ], {
       title: { text: "Worker memory (managed, unmanaged, spilled)" },
       barmode: "stack",
-      xaxis: { title: { text: "bytes" }, rangemode: "tozero" },
-      legend: { orientation: "h", y: -0.25 },
+      xaxis: { rangemode: "tozero", tickformat: ".2s", ticksuffix: "B" },
     });
   }
 
@@ -142,10 +150,9 @@ const shoal = (() => {
       { type: "bar", orientation: "h", name: "write", y: y,
         x: workers.map((w) => w.network.write_bps), marker: { color: "#fd8d3c" } },
     ], {
-      title: { text: "Host network (bytes/s)" },
+      title: { text: "Host network" },
       barmode: "group",
-      xaxis: { rangemode: "tozero" },
-      legend: { orientation: "h", y: -0.25 },
+      xaxis: { rangemode: "tozero", tickformat: ".2s", ticksuffix: "B/s" },
     });
   }
 
@@ -173,6 +180,7 @@ const shoal = (() => {
       header: { values: cols.map((c) => "<b>" + c[0] + "</b>"), fill: { color: "#1f3b57" },
                 font: { color: "white" } },
       cells: { values: cols.map((c) => workers.map(c[1])) },
+      columnwidth: cols.map((c) => (c[0] === "address" ? 2.4 : 1)),
     }], { title: { text: "Workers" }, margin: { l: 10, r: 10, t: 36, b: 10 } });
   }
 
@@ -188,8 +196,7 @@ const shoal = (() => {
       title: { text: "Progress: tasks of each group, by state (" + tasks.total + " tasks)" },
       barmode: "stack",
       yaxis: { automargin: true, autorange: "reversed" },
-      xaxis: { title: { text: "tasks" }, rangemode: "tozero" },
-      legend: { orientation: "h", y: -0.2 },
+      xaxis: { rangemode: "tozero" },
     });
   }
 
@@ -278,13 +285,15 @@ const shoal = (() => {
 
   const PAGES = {
     async status() {
+      const top = row("status-top");
+      const boxes = [panel("memory", 280, top), panel("progress", 280, top),
+                     panel("task-stream", 360)];
       const [workers, tasks, now] = await Promise.all([
         getJSON("/api/v1/workers"), getJSON("/api/v1/tasks"), pollStream(),
       ]);
-      const top = row("status-top");
-      await memoryChart(panel("memory", 280, top), workers.workers);
-      await progressChart(panel("progress", 280, top), tasks, 12);
-      await streamChart(panel("task-stream", 360), now);
+      await memoryChart(boxes[0], workers.workers);
+      await progressChart(boxes[1], tasks, 12);
+      await streamChart(boxes[2], now);
     },
     async tasks() {
       const now = await pollStream();
@@ -298,11 +307,14 @@ const shoal = (() => {
     async workers() {
       const workers = (await getJSON("/api/v1/workers")).workers;
       const h = 160 + 26 * workers.length;
-      await memoryChart(panel("memory", h), workers);
+      const memory = panel("memory", h);
       const r = row("workers-row");
-      await cpuChart(panel("cpu", h, r), workers);
-      await networkChart(panel("network", h, r), workers);
-      await workersTable(panel("workers-table", 120 + 28 * workers.length), workers);
+      const boxes = [panel("cpu", h, r), panel("network", h, r),
+                     panel("workers-table", 120 + 28 * workers.length)];
+      await memoryChart(memory, workers);
+      await cpuChart(boxes[0], workers);
+      await networkChart(boxes[1], workers);
+      await workersTable(boxes[2], workers);
     },
     async graph() {
       await graphChart(panel("graph", 640));
