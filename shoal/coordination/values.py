@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal._types import Key
 from shoal.client.futures import Future
+from shoal.errors import SerializeError
 from shoal.protocol.opaque import Opaque
 from shoal.protocol.serialize import dumps, loads
 
@@ -32,9 +33,23 @@ if TYPE_CHECKING:
 
 __all__ = ["decode", "encode"]
 
+
+class _Capture:
+    """What :func:`encode` collects while pickling: the keys of the futures found, and
+    why a future could not be stored (if so)."""
+
+    __slots__ = ("client", "keys", "problem", "what")
+
+    def __init__(self, client: Client, what: str) -> None:
+        self.client = client
+        self.what = what
+        self.keys: dict[Key, None] = {}
+        self.problem: str | None = None
+
+
 #: while encoding: the keys found so far and the client the futures must belong to
-_capture: contextvars.ContextVar[tuple[dict[Key, None], Client, str] | None] = (
-    contextvars.ContextVar("shoal_capture", default=None)
+_capture: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar(
+    "shoal_capture", default=None
 )
 #: while decoding: the client the rebuilt futures belong to
 _reader: contextvars.ContextVar[Client | None] = contextvars.ContextVar(
@@ -57,15 +72,17 @@ def _reduce_future(future: Future) -> Any:
     capture = _capture.get()
     if capture is None:
         return Future.__reduce__(future)  # refuses, with its explanation
-    keys, client, what = capture
+    client, what = capture.client, capture.what
     if future.client.scheduler_address != client.scheduler_address:
-        raise ValueError(
+        capture.problem = (
             f"{future!r} belongs to a client of scheduler {future.client.scheduler_address}, "
             f"but this {what} lives on {client.scheduler_address}"
         )
-    if future.status == "cancelled":
-        raise ValueError(f"{future!r} is cancelled: it can't be stored in a {what}")
-    keys[future.key] = None
+    elif future.status == "cancelled":
+        capture.problem = f"{future!r} is cancelled: it can't be stored in a {what}"
+    if capture.problem is not None:
+        raise ValueError(capture.problem)
+    capture.keys[future.key] = None
     return _rebuild_future, (future.key,)
 
 
@@ -77,12 +94,17 @@ def encode(
 ) -> tuple[Opaque, tuple[Key, ...]]:
     """Pickle ``value`` for a ``what`` (``"Variable"``...); return the bytes and the keys
     of the Futures inside it (refused unless ``futures``)."""
-    keys: dict[Key, None] = {}
-    token = _capture.set((keys, client, what))
+    capture = _Capture(client, what)
+    token = _capture.set(capture)
     try:
         data = dumps(value)
+    except SerializeError:
+        if capture.problem is not None:
+            raise ValueError(capture.problem) from None
+        raise
     finally:
         _capture.reset(token)
+    keys = capture.keys
     if keys and not futures:
         raise TypeError(
             f"a {what} carries plain values, not Futures: put futures into a Queue or a "

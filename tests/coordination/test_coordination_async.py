@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from shoal import Client, Event, Lock, Pub, Queue, Semaphore, Sub, Variable
+from shoal.coordination.values import encode
 from shoal.errors import SerializeError
-from shoal.protocol.serialize import dumps
+from shoal.protocol.serialize import dumps, loads
 
 
 def inc(x: int) -> int:
@@ -192,3 +193,33 @@ async def test_a_future_can_not_be_pickled_outside_a_primitive(
     fut = c.submit(inc, 1)
     with pytest.raises(SerializeError, match="can't be pickled"):
         dumps({"inside": [fut]})
+
+
+async def test_values_that_can_not_be_stored_say_why(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    fut = c.submit(inc, 1)
+    await c.cancel([fut])
+    with pytest.raises(ValueError, match="is cancelled: it can't be stored in a Variable"):
+        Variable("cancelled", client=c).set(fut)
+    with pytest.raises(ValueError, match="batch must be True, False or an int >= 0"):
+        Queue("q", client=c).get(batch=-1)
+    with pytest.raises(TypeError, match="a timeout is a number of seconds or None"):
+        Event("e", client=c).wait(timeout=True)
+    # a stored future can't be unpickled except through the primitive
+    data, keys = encode(c, [c.submit(inc, 2)], "Variable")
+    assert len(keys) == 1
+    with pytest.raises(SerializeError, match="can only be read back through them"):
+        loads(data)
+
+
+async def test_dataset_misuse_says_what_to_do(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    with pytest.raises(ValueError, match=r"publish several as keywords: publish_dataset\(a=a"):
+        await c.publish_dataset(1, 2, name="two")
+    with pytest.raises(ValueError, match="needs the value"):
+        await c.publish_dataset(name="nothing")
+    with pytest.raises(ValueError, match="needs something to publish"):
+        await c.publish_dataset()
+    with pytest.raises(RuntimeError, match=r"client\.datasets is for synchronous clients"):
+        _ = c.datasets
+    assert await c.get_dataset("absent", default="fallback") == "fallback"
