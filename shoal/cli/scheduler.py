@@ -115,7 +115,7 @@ def scheduler(
         click.echo(f"Scheduler at: {s.address}", err=True)
         if s.http_server is not None:
             what = "Dashboard at" if dashboard else "HTTP API (no dashboard) at"
-            click.echo(f"{what}: {s.http_server.link('/status' if dashboard else '/')}", err=True)
+            click.echo(f"{what}: {s.http_server.link('/status' if dashboard else '')}", err=True)
         return s
 
     async def stop(s: Scheduler) -> None:

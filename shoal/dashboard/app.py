@@ -14,15 +14,12 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.web
 
 from shoal.dashboard import metrics
 from shoal.dashboard.views import ClusterView
-
-if TYPE_CHECKING:
-    from shoal.scheduler.server import Scheduler
 
 logger = logging.getLogger("shoal.dashboard")
 
@@ -178,9 +175,8 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(scheduler: Scheduler, *, pages: bool = True) -> tornado.web.Application:
-    """The tornado application serving ``scheduler``'s dashboard and API."""
-    view = ClusterView(scheduler)
+def make_app(view: ClusterView, *, pages: bool = True) -> tornado.web.Application:
+    """The tornado application serving the dashboard and API of ``view``'s scheduler."""
     args = {"view": view}
     routes: list[Any] = [
         (r"/health", HealthHandler, args),

@@ -12,6 +12,8 @@ import errno
 import logging
 from typing import TYPE_CHECKING, Any
 
+from shoal.dashboard.views import ClusterView
+
 if TYPE_CHECKING:
     from shoal.scheduler.server import Scheduler
 
@@ -56,6 +58,8 @@ class DashboardServer:
         self.requested = address
         self.host, self.port = parse_dashboard_address(address, scheduler_host(scheduler))
         self.pages = pages
+        #: what the pages and the API read (see :mod:`shoal.dashboard.views`)
+        self.view = ClusterView(scheduler)
         self._server: Any = None
 
     async def start(self) -> DashboardServer:
@@ -84,7 +88,7 @@ class DashboardServer:
                 sockets[0].getsockname()[1],
             )
         self.port = int(sockets[0].getsockname()[1])
-        self._server = HTTPServer(make_app(self.scheduler, pages=self.pages))
+        self._server = HTTPServer(make_app(self.view, pages=self.pages))
         self._server.add_sockets(sockets)
         logger.info("Dashboard at %s", self.link())
         return self

@@ -50,6 +50,8 @@ class ClusterView:
         self._counts: tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]] = ({}, {})
         self._counts_until = 0.0
         self._layout: dict[str, Any] | None = None
+        #: most tasks the graph view draws
+        self.graph_limit = GRAPH_LIMIT
 
     # ------------------------------------------------------------------ summary
 
@@ -197,12 +199,14 @@ class ClusterView:
 
     # ------------------------------------------------------------------ graph
 
-    def graph(self, version: str | None = None, limit: int = GRAPH_LIMIT) -> dict[str, Any]:
-        """The newest ``limit`` tasks as a layered node-link drawing, colored by state.
+    def graph(self, version: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """The newest ``limit`` tasks (``graph_limit`` by default) as a layered node-link
+        drawing, colored by state.
 
         ``version`` names the layout a page already has: while the shown tasks stay the
         same, only their states are sent.
         """
+        limit = self.graph_limit if limit is None else limit
         tasks_by_key = self.scheduler.state.tasks
         shown = list(itertools.islice(reversed(tasks_by_key.values()), limit))
         shown.reverse()

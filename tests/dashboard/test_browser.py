@@ -176,7 +176,7 @@ def _workload(client: Client, stop: threading.Event) -> None:
 
 
 @pytest.fixture(scope="module")
-def dashboard() -> Iterator[tuple[str, Browser]]:
+def dashboard() -> Iterator[tuple[str, Browser, LocalCluster]]:
     """A cluster kept busy, its dashboard's address, and a browser."""
     assert CHROMIUM is not None
     with LocalCluster(
@@ -193,7 +193,7 @@ def dashboard() -> Iterator[tuple[str, Browser]]:
             browser = Browser(CHROMIUM)
             try:
                 assert lc.dashboard_link is not None
-                yield lc.dashboard_link.removesuffix("/status"), browser
+                yield lc.dashboard_link.removesuffix("/status"), browser, lc
             finally:
                 browser.close()
                 stop.set()
@@ -205,8 +205,10 @@ PAGES = {"status": 3, "tasks": 1, "progress": 1, "workers": 4, "graph": 1}
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-def test_page_loads_draws_and_moves(dashboard: tuple[str, Browser], page: str) -> None:
-    base, browser = dashboard
+def test_page_loads_draws_and_moves(
+    dashboard: tuple[str, Browser, LocalCluster], page: str
+) -> None:
+    base, browser, _ = dashboard
     browser.events.clear()
     browser.send("Page.navigate", url=f"{base}/{page}")
     browser.wait_for(f"document.body && document.body.dataset.page === '{page}'")
@@ -225,3 +227,23 @@ def test_page_loads_draws_and_moves(dashboard: tuple[str, Browser], page: str) -
         assert time.monotonic() < deadline, f"/{page} did not change in 10 s of work"
         time.sleep(0.5)
     assert browser.errors() == []
+
+
+def test_graph_page_says_when_it_is_capped(dashboard: tuple[str, Browser, LocalCluster]) -> None:
+    base, browser, lc = dashboard
+    assert lc.scheduler is not None and lc.scheduler.http_server is not None
+    view = lc.scheduler.http_server.view
+    view.graph_limit = 10  # the batches hold 41 tasks
+    try:
+        browser.events.clear()
+        browser.send("Page.navigate", url=f"{base}/graph")
+        text = browser.wait_for(
+            "!document.getElementById('notice').hidden && "
+            "document.getElementById('notice').textContent"
+        )
+        assert re.fullmatch(
+            r"Showing the newest 10 of \d+ tasks \(the view draws at most 10\)\.", text
+        ), text
+        assert browser.errors() == []
+    finally:
+        view.graph_limit = 2000

@@ -214,8 +214,8 @@ def test_cli_no_dashboard(get_url: Callable[[str], Any]) -> None:
     proc = _cli("--port", "0", "--dashboard-address", ":0", "--no-dashboard")
     try:
         link = _wait_line(proc, "HTTP API (no dashboard) at: ")
-        assert get_url(link + "health")[2] == "ok"
-        assert get_url(link + "status")[0] == 404
+        assert get_url(link + "/health")[2] == "ok"
+        assert get_url(link + "/status")[0] == 404
     finally:
         _stop(proc)
 
