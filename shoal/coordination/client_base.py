@@ -9,11 +9,14 @@ synchronous client and return awaitables with an asynchronous one (like every
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from shoal.config import parse_seconds
+from shoal.coordination.messages import CancelWait
 from shoal.protocol.messages import Message
 
 if TYPE_CHECKING:
@@ -82,6 +85,29 @@ class Primitive:
 
     async def _request(self, msg: Message) -> Any:
         return await request(self.client, msg)
+
+    async def _blocking(
+        self, make: Callable[[str], Message], wait_id: str = "", cleanup: Message | None = None
+    ) -> Any:
+        """Send the blocking request ``make(wait_id)``. If the caller stops waiting (its
+        coroutine is cancelled), tell the scheduler, so that the request takes nothing
+        (then send ``cleanup``, e.g. the release of a lease granted meanwhile)."""
+        wait_id = wait_id or uuid.uuid4().hex
+        try:
+            return await self._request(make(wait_id))
+        except asyncio.CancelledError:
+            client = self.client
+
+            async def cancel() -> None:
+                with contextlib.suppress(Exception):
+                    await request(client, CancelWait(wait_id))
+                    if cleanup is not None:
+                        await request(client, cleanup)
+
+            task = asyncio.ensure_future(cancel())
+            client._background.add(task)
+            task.add_done_callback(client._background.discard)
+            raise
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.name!r}>"

@@ -30,7 +30,7 @@ class Event(Primitive):
         return self._call(self._wait, seconds(timeout))
 
     async def _wait(self, timeout: float | None) -> bool:
-        return bool(await self._request(EventWait(self.name, timeout)))
+        return bool(await self._blocking(lambda wait_id: EventWait(self.name, timeout, wait_id)))
 
     def set(self) -> Any:
         """Set the event: every waiter wakes, and later waits return at once."""

@@ -11,7 +11,8 @@ found inside a value, which the scheduler keeps alive while it holds the value.
 before the reply leaves, so they can't be forgotten before its Futures exist.
 Blocking operations take a ``timeout`` in seconds (``None``: wait forever) that the
 scheduler enforces, so that a value is never taken from a queue for a caller that
-stopped waiting.
+stopped waiting, and a ``wait_id``: a caller that stops waiting early (its coroutine
+cancelled) sends ``CancelWait(wait_id)``, and the request ends without taking anything.
 
 Importing this module registers the ops; the scheduler imports it when it installs
 the coordination extension, before any request can arrive.
@@ -25,6 +26,17 @@ from typing import Any, ClassVar
 from shoal._types import Key
 from shoal.protocol.messages import Message
 from shoal.protocol.opaque import Opaque
+
+# --------------------------------------------------------------------------- waiting
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWait(Message):
+    """The caller of the blocking request ``wait_id`` stopped waiting. Reply ``OK()``."""
+
+    op: ClassVar[str] = "coordination-cancel-wait"
+    wait_id: str
+
 
 # --------------------------------------------------------------------------- Variable
 
@@ -50,6 +62,7 @@ class VariableGet(Message):
     name: Any
     timeout: float | None = None
     client: str = ""
+    wait_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +97,7 @@ class QueuePut(Message):
     timeout: float | None = None
     maxsize: int = 0
     client: str = ""
+    wait_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +113,7 @@ class QueueGet(Message):
     batch: bool | int = False
     maxsize: int = 0
     client: str = ""
+    wait_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +148,7 @@ class SemaphoreAcquire(Message):
     max_leases: int
     timeout: float | None = None
     client: str = ""
+    wait_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +204,7 @@ class EventWait(Message):
     op: ClassVar[str] = "event-wait"
     name: Any
     timeout: float | None = None
+    wait_id: str = ""
 
 
 # --------------------------------------------------------------------------- Pub/Sub
@@ -221,6 +238,7 @@ class SubGet(Message):
     op: ClassVar[str] = "sub-get"
     sub: str
     timeout: float | None = None
+    wait_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

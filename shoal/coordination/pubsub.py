@@ -103,7 +103,7 @@ class Sub(Primitive):
     async def _get(self, timeout: float | None) -> Any:
         if self.client.asynchronous:
             await self._ready()
-        data = await self._request(SubGet(self._id, timeout))
+        data = await self._blocking(lambda wait_id: SubGet(self._id, timeout, wait_id))
         return decode(self.client, data)
 
     def close(self) -> Any:

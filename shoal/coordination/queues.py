@@ -43,8 +43,11 @@ class Queue(Primitive):
         self, data: Any, keys: tuple[Any, ...], timeout: float | None, value: Any
     ) -> None:
         # ``value`` is kept referenced until the scheduler holds its futures' keys
-        msg = QueuePut(self.name, data, keys, timeout, self.maxsize, self.client.id)
-        await self._request(msg)
+        await self._blocking(
+            lambda wait_id: QueuePut(
+                self.name, data, keys, timeout, self.maxsize, self.client.id, wait_id
+            )
+        )
 
     def get(
         self, timeout: float | str | None = None, batch: bool | int = False, **kwargs: Any
@@ -59,8 +62,11 @@ class Queue(Primitive):
         return self._call(self._get, seconds(timeout), batch)
 
     async def _get(self, timeout: float | None, batch: bool | int) -> Any:
-        msg = QueueGet(self.name, timeout, batch, self.maxsize, self.client.id)
-        reply = await self._request(msg)
+        reply = await self._blocking(
+            lambda wait_id: QueueGet(
+                self.name, timeout, batch, self.maxsize, self.client.id, wait_id
+            )
+        )
         items = [decode(self.client, data, tuple(keys)) for data, keys in reply["items"]]
         if batch is False:
             return items[0]

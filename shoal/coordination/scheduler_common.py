@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,53 @@ def stimulus(prefix: str) -> str:
 
 
 class Gone(Exception):
-    """The client a waiter waited for left the cluster."""
+    """The caller a waiter waited for left the cluster or stopped waiting."""
+
+
+class WaitRegistry:
+    """Blocking requests by the ``wait_id`` their caller gave them, so that a caller
+    that stops waiting (its coroutine cancelled) can say so with ``CancelWait``: the
+    request then ends without taking anything (no queue item, no lease).
+
+    A cancellation may arrive before its request (they travel on different
+    connections): the last ``memory`` cancelled ids are remembered.
+    """
+
+    def __init__(self, memory: int = 10_000) -> None:
+        self.parked: dict[str, asyncio.Future[None]] = {}
+        self.cancelled: OrderedDict[str, None] = OrderedDict()
+        self.memory = memory
+
+    def is_cancelled(self, wait_id: str) -> bool:
+        """Whether the caller of ``wait_id`` stopped waiting."""
+        return bool(wait_id) and wait_id in self.cancelled
+
+    def cancel(self, wait_id: str) -> None:
+        """The caller of ``wait_id`` stopped waiting: wake its request with Gone."""
+        if not wait_id:
+            return
+        self.cancelled[wait_id] = None
+        while len(self.cancelled) > self.memory:
+            self.cancelled.popitem(last=False)
+        fut = self.parked.get(wait_id)
+        if fut is not None and not fut.done():
+            fut.set_exception(Gone("the caller stopped waiting"))
+
+
+class Caller:
+    """Who waits in a blocking request: its client and, when given, its wait id."""
+
+    __slots__ = ("client", "registry", "wait_id")
+
+    def __init__(self, client: str, wait_id: str, registry: WaitRegistry) -> None:
+        self.client = client
+        self.wait_id = wait_id
+        self.registry = registry
+
+    def check(self) -> None:
+        """Raise Gone if this caller already stopped waiting."""
+        if self.registry.is_cancelled(self.wait_id):
+            raise Gone("the caller stopped waiting")
 
 
 class Waiters:
@@ -62,21 +108,31 @@ class Waiters:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    async def wait(self, deadline: float | None, client: str = "") -> bool:
+    async def wait(self, deadline: float | None, caller: Caller | None = None) -> bool:
         """Wait for :meth:`notify_all`; return False once ``deadline`` has passed.
 
-        Raise :class:`Gone` if :meth:`drop_client` dropped ``client`` meanwhile.
+        Raise :class:`Gone` if the caller's client left (:meth:`drop_client`) or the
+        caller cancelled its wait, before or meanwhile.
         """
+        if caller is not None:
+            caller.check()
         loop = asyncio.get_running_loop()
         timeout = None if deadline is None else deadline - loop.time()
         if timeout is not None and timeout <= 0:
             return False
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiting[fut] = client
+        self._waiting[fut] = "" if caller is None else caller.client
+        parked = caller is not None and bool(caller.wait_id)
+        if parked:
+            assert caller is not None
+            caller.registry.parked[caller.wait_id] = fut
         try:
             await asyncio.wait({fut}, timeout=timeout)
         finally:
             self._waiting.pop(fut, None)
+            if parked:
+                assert caller is not None
+                caller.registry.parked.pop(caller.wait_id, None)
         if not fut.done():
             fut.cancel()
             return False
@@ -93,7 +149,7 @@ class Waiters:
         """Wake the waiters of ``client`` (gone) with :class:`Gone`."""
         for fut, who in self._waiting.items():
             if who == client and not fut.done():
-                fut.set_exception(Gone(client))
+                fut.set_exception(Gone(f"client {client} left"))
 
     def close(self) -> None:
         """Wake everyone: the scheduler closes."""
@@ -110,7 +166,7 @@ def deadline_of(timeout: float | None) -> float | None:
 
 
 def gone_reply(exc: Gone) -> OK:
-    """The reply of a request whose caller left before it could be answered."""
+    """The reply of a request whose caller left or stopped waiting."""
     return failure("RuntimeError", f"no longer waiting: {exc}")
 
 

@@ -13,9 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from shoal import config
-from shoal.coordination import messages  # noqa: F401  (registers the ops)
+from shoal.coordination.messages import CancelWait  # (importing it registers the ops)
+from shoal.coordination.scheduler_common import WaitRegistry
 from shoal.coordination.scheduler_sync import SyncStore
 from shoal.coordination.scheduler_values import ValueStore
+from shoal.protocol.messages import OK, Message
 from shoal.scheduler.plugins import SchedulerPlugin
 
 if TYPE_CHECKING:
@@ -33,8 +35,10 @@ class CoordinationPlugin(SchedulerPlugin):
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.values = ValueStore(scheduler)
-        self.sync = SyncStore(scheduler, float(config.get("scheduler.locks.lease-timeout")))
+        self.registry = WaitRegistry()
+        self.values = ValueStore(scheduler, self.registry)
+        lease_timeout = float(config.get("scheduler.locks.lease-timeout"))
+        self.sync = SyncStore(scheduler, self.registry, lease_timeout)
         self.validation_interval = float(config.get("scheduler.locks.lease-validation-interval"))
         self._task: asyncio.Task[None] | None = None
 
@@ -55,6 +59,12 @@ class CoordinationPlugin(SchedulerPlugin):
         self.values.close()
         self.sync.close()
 
+    async def cancel_wait(self, scheduler: Scheduler, msg: Message) -> Message:
+        """A caller stopped waiting: its blocking request ends, taking nothing."""
+        assert isinstance(msg, CancelWait)
+        self.registry.cancel(msg.wait_id)
+        return OK()
+
     def remove_client(self, scheduler: Scheduler, client: str) -> None:
         """A client left: it gives back its leases and stops waiting."""
         self.values.remove_client(client)
@@ -73,7 +83,11 @@ class CoordinationPlugin(SchedulerPlugin):
 def install(scheduler: Scheduler) -> CoordinationPlugin:
     """Serve the coordination primitives' requests on ``scheduler``."""
     plugin = CoordinationPlugin(scheduler)
-    handlers: dict[str, Any] = {**plugin.values.handlers(), **plugin.sync.handlers()}
+    handlers: dict[str, Any] = {
+        **plugin.values.handlers(),
+        **plugin.sync.handlers(),
+        CancelWait.op: plugin.cancel_wait,
+    }
     scheduler.extra_handlers.update(handlers)
     scheduler.hooks.add(plugin)
     return plugin

@@ -33,8 +33,10 @@ from shoal.coordination.messages import (
     SubUnregister,
 )
 from shoal.coordination.scheduler_common import (
+    Caller,
     Gone,
     Waiters,
+    WaitRegistry,
     deadline_of,
     failure,
     gone_reply,
@@ -79,8 +81,9 @@ class _Subscriber:
 class SyncStore:
     """Semaphores, events and subscriptions of one scheduler, by name."""
 
-    def __init__(self, scheduler: Scheduler, lease_timeout: float) -> None:
+    def __init__(self, scheduler: Scheduler, registry: WaitRegistry, lease_timeout: float) -> None:
         self.scheduler = scheduler
+        self.registry = registry
         self.lease_timeout = lease_timeout
         self.semaphores: dict[Any, _Semaphore] = {}
         self.events: dict[Any, _Event] = {}
@@ -177,12 +180,14 @@ class SyncStore:
             return sem
         loop = asyncio.get_running_loop()
         deadline = deadline_of(msg.timeout)
+        caller = Caller(msg.client, msg.wait_id, self.registry)
         try:
+            caller.check()
             while msg.lease not in sem.leases:
                 if len(sem.leases) < sem.max_leases:
                     sem.leases[msg.lease] = (msg.client, loop.time())
                     break
-                if not await sem.waiters.wait(deadline, msg.client):
+                if not await sem.waiters.wait(deadline, caller):
                     return OK(False)
         except Gone as e:
             return gone_reply(e)
@@ -247,10 +252,12 @@ class SyncStore:
         """Wait for an event to be set; answer whether it is."""
         assert isinstance(msg, EventWait)
         deadline = deadline_of(msg.timeout)
+        caller = Caller("", msg.wait_id, self.registry)
         ev = self._event(msg.name)
         try:
+            caller.check()
             while not ev.flag:
-                if not await ev.waiters.wait(deadline):
+                if not await ev.waiters.wait(deadline, caller):
                     break
                 ev = self._event(msg.name)
         except Gone as e:
@@ -294,15 +301,17 @@ class SyncStore:
         if sub is None:
             return failure("RuntimeError", "this Sub is closed: make a new Sub to receive again")
         deadline = deadline_of(msg.timeout)
+        caller = Caller(sub.client, msg.wait_id, self.registry)
         try:
+            caller.check()
             while not sub.buffer:
-                if not await sub.waiters.wait(deadline):
+                if not await sub.waiters.wait(deadline, caller):
                     return failure(
                         "TimeoutError",
                         f"nothing was published on {sub.name!r} within {msg.timeout} s",
                     )
-        except Gone:
-            return failure("RuntimeError", "the Sub was closed while waiting")
+        except Gone as e:
+            return failure("RuntimeError", f"the Sub stopped waiting: {e}")
         return OK(sub.buffer.popleft())
 
     async def pub_put(self, scheduler: Scheduler, msg: Message) -> Message:

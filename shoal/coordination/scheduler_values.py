@@ -27,9 +27,11 @@ from shoal.coordination.messages import (
     VariableSet,
 )
 from shoal.coordination.scheduler_common import (
+    Caller,
     Gone,
     KeyHolder,
     Waiters,
+    WaitRegistry,
     deadline_of,
     ensure_known,
     failure,
@@ -70,8 +72,9 @@ class _Queue:
 class ValueStore:
     """Variables, queues and datasets of one scheduler, by name."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, registry: WaitRegistry) -> None:
         self.scheduler = scheduler
+        self.registry = registry
         self.variables: dict[Any, _Variable] = {}
         self.queues: dict[Any, _Queue] = {}
         self.datasets: dict[Any, tuple[Item, KeyHolder]] = {}
@@ -132,10 +135,12 @@ class ValueStore:
         """The value of a variable, once it has one."""
         assert isinstance(msg, VariableGet)
         deadline = deadline_of(msg.timeout)
+        caller = Caller(msg.client, msg.wait_id, self.registry)
         var = self._variable(msg.name)
         try:
+            caller.check()
             while var.value is None:
-                if not await var.waiters.wait(deadline, msg.client):
+                if not await var.waiters.wait(deadline, caller):
                     return failure(
                         "TimeoutError",
                         f"Variable {msg.name!r} had no value within {msg.timeout} s",
@@ -180,10 +185,12 @@ class ValueStore:
         if error is not None:
             return error
         deadline = deadline_of(msg.timeout)
+        caller = Caller(msg.client, msg.wait_id, self.registry)
         q = self._queue(msg.name, msg.maxsize)
         try:
+            caller.check()
             while q.full():
-                if not await q.changed.wait(deadline, msg.client):
+                if not await q.changed.wait(deadline, caller):
                     return failure(
                         "TimeoutError",
                         f"Queue {msg.name!r} stayed full ({q.maxsize} items) for {msg.timeout} s",
@@ -201,9 +208,11 @@ class ValueStore:
         q = self._queue(msg.name, msg.maxsize)
         n = len(q.items) if msg.batch is True else 1 if msg.batch is False else int(msg.batch)
         deadline = deadline_of(msg.timeout)
+        caller = Caller(msg.client, msg.wait_id, self.registry)
         try:
+            caller.check()
             while len(q.items) < n:
-                if not await q.changed.wait(deadline, msg.client):
+                if not await q.changed.wait(deadline, caller):
                     what = "no item" if n == 1 else f"fewer than {n} items"
                     return failure(
                         "TimeoutError",

@@ -77,8 +77,14 @@ class Semaphore(Primitive):
     async def _acquire(self, timeout: float | None) -> bool:
         await self._create()
         lease = uuid.uuid4().hex
-        msg = SemaphoreAcquire(self.name, lease, self.max_leases, timeout, self.client.id)
-        if not await self._request(msg):
+        acquired = await self._blocking(
+            lambda wait_id: SemaphoreAcquire(
+                self.name, lease, self.max_leases, timeout, self.client.id, wait_id
+            ),
+            wait_id=lease,
+            cleanup=SemaphoreRelease(self.name, lease),
+        )
+        if not acquired:
             return False
         self._leases.append(lease)
         if self._refresher is None or self._refresher.done():

@@ -42,7 +42,9 @@ class Variable(Primitive):
         return self._call(self._get, seconds(timeout))
 
     async def _get(self, timeout: float | None) -> Any:
-        reply = await self._request(VariableGet(self.name, timeout, self.client.id))
+        reply = await self._blocking(
+            lambda wait_id: VariableGet(self.name, timeout, self.client.id, wait_id)
+        )
         return decode(self.client, reply["value"], tuple(reply["keys"]))
 
     def delete(self) -> Any:

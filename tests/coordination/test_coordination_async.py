@@ -223,3 +223,29 @@ async def test_dataset_misuse_says_what_to_do(c_s_ws: tuple[Client, Any, list[An
     with pytest.raises(RuntimeError, match=r"client\.datasets is for synchronous clients"):
         _ = c.datasets
     assert await c.get_dataset("absent", default="fallback") == "fallback"
+
+
+async def test_a_cancelled_wait_takes_nothing(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
+    c, _, _ = c_s_ws
+    q = Queue("cancelled-get", client=c)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(q.get(), 0.1)  # cancels the get
+    await asyncio.sleep(0.05)  # the cancellation reaches the scheduler
+    await q.put("kept")
+    assert await q.get(timeout=5) == "kept"
+
+    holder = Lock("cancelled-acquire", client=c)
+    assert await holder.acquire()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(Lock("cancelled-acquire", client=c).acquire(), 0.1)
+    await asyncio.sleep(0.05)
+    await holder.release()
+    # the cancelled acquire did not take the freed lease
+    assert await Lock("cancelled-acquire", client=c).acquire(timeout=5)
+
+    sub = await Sub("cancelled-sub", client=c)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(sub.get(), 0.1)
+    await asyncio.sleep(0.05)
+    await Pub("cancelled-sub", client=c).put("still here")
+    assert await sub.get(timeout=5) == "still here"
