@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import logging
 import socket
 import subprocess
@@ -103,7 +105,16 @@ async def test_api_without_pages(fetch: Callable[[str], Awaitable[Any]]) -> None
 async def test_close_stops_serving() -> None:
     s = await Scheduler(host="127.0.0.1", dashboard_address=":0")
     port = s.services["dashboard"]
-    await s.close()
+
+    def keep_alive() -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/v1/workers")
+        conn.getresponse().read()
+        return conn  # left open, as a page polling the API keeps it
+
+    conn = await asyncio.to_thread(keep_alive)
+    await asyncio.wait_for(s.close(), 10)  # an open connection does not hold it up
+    conn.close()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
 
