@@ -249,3 +249,50 @@ async def test_a_cancelled_wait_takes_nothing(c_s_ws: tuple[Client, Any, list[An
     await asyncio.sleep(0.05)
     await Pub("cancelled-sub", client=c).put("still here")
     assert await sub.get(timeout=5) == "still here"
+
+
+async def test_a_future_put_twice_lives_until_both_are_taken(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    q = Queue("twice", client=c)
+    fut = c.submit(inc, 20)
+    key = fut.key
+    await q.put(fut)
+    await q.put([fut])
+    del fut
+    gc.collect()
+    first = await q.get()
+    assert await first == 21
+    del first
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert key in s.state.tasks  # the second item still holds it
+    [second] = await q.get()
+    assert await second == 21
+    del second
+    gc.collect()
+    for _ in range(100):
+        if key not in s.state.tasks:
+            break
+        await asyncio.sleep(0.02)
+    assert key not in s.state.tasks
+
+
+async def test_a_new_value_releases_the_future_of_the_old_one(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    v = Variable("replaced", client=c)
+    fut = c.submit(inc, 30)
+    key = fut.key
+    await v.set(fut)
+    del fut
+    gc.collect()
+    await v.set("plain now")
+    for _ in range(100):
+        if key not in s.state.tasks:
+            break
+        await asyncio.sleep(0.02)
+    assert key not in s.state.tasks
+    assert await v.get() == "plain now"
