@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import dask.array as da
 import numpy as np
@@ -24,7 +24,7 @@ def inc(x: int) -> int:
     return x + 1
 
 
-def wait_until_gone(client: Client, keys: list[object]) -> None:
+def wait_until_gone(client: Client, keys: Sequence[object]) -> None:
     deadline = time.monotonic() + 10
     while any(k in client.who_has() for k in keys) and time.monotonic() < deadline:
         time.sleep(0.05)
