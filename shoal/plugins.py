@@ -1,0 +1,40 @@
+"""``WorkerPlugin``: code a client installs on every worker, now and as they join.
+
+``client.register_plugin(plugin)`` pickles the plugin on the client; the scheduler
+keeps the bytes without loading them and gives them to every worker, which loads the
+plugin and calls ``setup(worker)``. ``client.unregister_worker_plugin(name)`` (and a
+worker closing) calls ``teardown(worker)``. In between, ``transition`` sees every
+change of state of every task on that worker. Hooks run on the worker's event loop:
+keep them short, or hand long work to a thread. ``setup`` and ``teardown`` may be
+coroutine functions. This module is shared by the client and the worker; it imports
+nothing of either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["WorkerPlugin"]
+
+
+class WorkerPlugin:
+    """Base class of worker plugins (distributed's hook names): override what you need.
+
+    ``name`` names the plugin (registering another one of the same name replaces it,
+    after its ``teardown``); without one, the client makes a unique name. With
+    ``idempotent = True`` a plugin whose name is already registered is not replaced.
+    """
+
+    name: str | None = None
+    idempotent: bool = False
+
+    def setup(self, worker: Any) -> Any:
+        """Called on each worker when the plugin is installed there."""
+
+    def teardown(self, worker: Any) -> Any:
+        """Called on each worker when the plugin is removed or the worker closes."""
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        """Task ``key`` went from ``start`` to ``finish`` on this worker (the worker's
+        states: ``waiting``, ``ready``, ``executing``, ``memory``, ``fetch``, ``flight``,
+        ``error``, ``released``, ``forgotten``…); ``stimulus_id`` names the cause."""
