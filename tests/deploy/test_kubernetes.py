@@ -1,0 +1,238 @@
+"""deploy/kubernetes: every manifest, and the Helm chart rendered, checked without a cluster.
+
+Each object is validated against the Kubernetes object schemas (the ``kubernetes``
+client's models, see ``k8s_check.py``), then for what the schemas can't see: that
+selectors pick the pods, that probes hit the dashboard's ``/health``, that the secret is
+mounted where ``--auth-token-file`` reads it, that every ``$(VAR)`` in the arguments is
+defined, that the resource limits reach ``--nthreads``/``--memory-limit``, and that the
+arguments are ones ``shoal scheduler``/``shoal worker`` accept.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+pytest.importorskip("kubernetes")
+
+from k8s_check import ChartError, check_object, load_manifests, render_chart
+
+from shoal.cli.addresses import resolve_cli_addresses
+from shoal.cli.scheduler import scheduler as scheduler_command
+from shoal.cli.worker import worker as worker_command
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "deploy" / "kubernetes" / "manifests"
+CHART = ROOT / "deploy" / "kubernetes" / "helm" / "shoal"
+#: what the downward API and the pod give, for checking arguments
+POD_ENV = {"POD_NAME": "shoal-worker-0", "POD_IP": "10.1.2.3"}
+
+
+def objects_of(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [obj for objs in rendered.values() for obj in objs]
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str, component: str | None = None) -> Any:
+    found = [
+        o
+        for o in objs
+        if o["kind"] == kind
+        and (
+            component is None or o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        )
+    ]
+    assert len(found) == 1, f"expected one {kind} {component or ''}, found {len(found)}"
+    return found[0]
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in container arguments."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
+
+
+def container_env(c: dict[str, Any]) -> dict[str, str]:
+    """The container's variables with made-up values for those the kubelet fills in."""
+    env = dict(POD_ENV)
+    for var in c.get("env", []):
+        ref = var.get("valueFrom", {}).get("resourceFieldRef")
+        if ref is not None:
+            env[var["name"]] = "2" if ref["resource"] == "limits.cpu" else "4294967296"
+        elif "value" in var:
+            env[var["name"]] = var["value"]
+    return env
+
+
+def check_cluster(objs: list[dict[str, Any]], secret_name: str) -> None:
+    """The checks beyond the schemas (see the module docstring)."""
+    for obj in objs:
+        assert check_object(obj) == [], obj["metadata"]["name"]
+    sched = by_kind(objs, "Deployment", "scheduler")
+    workers = by_kind(objs, "Deployment", "worker")
+    service = by_kind(objs, "Service", "scheduler")
+
+    for dep in (sched, workers):
+        pod = dep["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        # the image's user (Dockerfile: USER 1000), and the secret readable by it
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+        c = container(dep)
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        auth = volumes[mounts["/etc/shoal"]]["secret"]
+        assert auth["secretName"] == secret_name
+        assert auth["items"] == [{"key": "token", "path": "token"}]
+        assert "--auth-token-file=/etc/shoal/token" in c["args"]
+        # every $(VAR) is defined, else Kubernetes passes it through verbatim
+        env = container_env(c)
+        for arg in c["args"]:
+            for var in re.findall(r"\$\((\w+)\)", arg):
+                assert var in env, f"{arg}: ${var} is not in the container's env"
+
+    # the Service selects the scheduler pod and exposes its comm and dashboard ports
+    pod_labels = sched["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    c = container(sched)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    assert {p["port"] for p in service["spec"]["ports"]} == {8786, 8787}
+
+    # the scheduler's probes ask the dashboard's /health, on the port it serves
+    ctx = scheduler_command.make_context("scheduler", list(c["args"][1:]))
+    assert c["args"][0] == "scheduler"
+    dashboard_port = int(ctx.params["dashboard_address"].rsplit(":", 1)[1])
+    assert ports["http-dashboard"] == dashboard_port == 8787
+    assert ports["tcp-comm"] == ctx.params["port"] == 8786
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http-dashboard"}
+
+    # workers: the arguments parse, join the Service, and advertise the pod's IP
+    w = container(workers)
+    env = container_env(w)
+    args = [expand(a, env) for a in w["args"]]
+    assert args[0] == "worker"
+    wctx = worker_command.make_context("worker", args[1:])
+    p = wctx.params
+    svc = service["metadata"]["name"]
+    assert p["scheduler_address"] == f"tcp://{svc}:8786"
+    bind, contact = resolve_cli_addresses(
+        host=p["host"],
+        port=p["worker_port"],
+        interface=p["interface"],
+        protocol=p["protocol"],
+        listen_address=p["listen_address"],
+        contact_address=p["contact_address"],
+        default_port=0,
+        port_option="--worker-port",
+    )
+    worker_ports = {q["name"]: q["containerPort"] for q in w["ports"]}
+    assert (bind.host, bind.port) == ("0.0.0.0", worker_ports["tcp-worker"])
+    assert contact == f"tcp://{POD_ENV['POD_IP']}:{worker_ports['tcp-worker']}"
+    assert p["nanny_port"] == worker_ports["tcp-nanny"]
+    assert p["nanny"] is True
+    # resources: the limits are what --nthreads and --memory-limit read
+    refs = {
+        v["name"]: v["valueFrom"]["resourceFieldRef"]
+        for v in w["env"]
+        if "resourceFieldRef" in v.get("valueFrom", {})
+    }
+    assert refs["WORKER_NTHREADS"] == {
+        "containerName": w["name"],
+        "resource": "limits.cpu",
+        "divisor": "1",
+    }
+    assert refs["WORKER_MEMORY_LIMIT"]["resource"] == "limits.memory"
+    assert "--nthreads=$(WORKER_NTHREADS)" in w["args"]
+    assert "--memory-limit=$(WORKER_MEMORY_LIMIT)" in w["args"]
+    assert set(w["resources"]["limits"]) == {"cpu", "memory"}
+    assert w["resources"]["requests"] == w["resources"]["limits"]  # Guaranteed QoS
+    # results spill to the scratch volume
+    scratch = {m["mountPath"] for m in w["volumeMounts"]}
+    assert p["local_directory"] in scratch
+
+
+def test_every_manifest_is_a_valid_kubernetes_object() -> None:
+    rendered = load_manifests(MANIFESTS)
+    assert set(rendered) == {"scheduler.yaml", "worker.yaml"}
+    check_cluster(objects_of(rendered), secret_name="shoal-auth")
+
+
+def test_the_helm_chart_renders_valid_objects() -> None:
+    rendered = render_chart(CHART, {"auth": {"token": "s3cret"}}, release="prod")
+    objs = objects_of(rendered)
+    assert {o["kind"] for o in objs} == {"Deployment", "Service", "Secret"}
+    secret = by_kind(objs, "Secret")
+    assert secret["metadata"]["name"] == "prod-auth"
+    assert base64.b64decode(secret["data"]["token"]) == b"s3cret"
+    check_cluster(objs, secret_name="prod-auth")
+    image = container(by_kind(objs, "Deployment", "worker"))["image"]
+    assert image == "shoal:0.1.0"  # the chart's appVersion when image.tag is empty
+
+
+def test_the_helm_chart_maps_values_to_the_objects() -> None:
+    values = {
+        "auth": {"existingSecret": "team-secret"},
+        "image": {"repository": "registry.example/shoal", "tag": "1.2"},
+        "worker": {
+            "replicas": 7,
+            "resources": {
+                "requests": {"cpu": "4", "memory": "16Gi"},
+                "limits": {"cpu": "4", "memory": "16Gi"},
+            },
+        },
+    }
+    objs = objects_of(render_chart(CHART, values, release="big"))
+    assert {o["kind"] for o in objs} == {"Deployment", "Service"}  # no Secret of its own
+    check_cluster(objs, secret_name="team-secret")
+    workers = by_kind(objs, "Deployment", "worker")
+    assert workers["spec"]["replicas"] == 7
+    w = container(workers)
+    assert w["image"] == "registry.example/shoal:1.2"
+    assert w["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
+    assert w["args"][1] == "tcp://big-scheduler:8786"
+
+
+def test_the_helm_chart_refuses_to_install_without_a_secret() -> None:
+    with pytest.raises(ChartError, match=r"set auth\.token to a long random secret"):
+        render_chart(CHART)
+
+
+def test_the_checker_catches_what_it_should() -> None:
+    """The validation is not vacuous: typos, wrong types and missing fields fail."""
+    (dep,) = load_manifests(MANIFESTS)["worker.yaml"]
+    spec = dep["spec"]["template"]["spec"]
+    spec["containers"][0]["imagePullPolicyy"] = "Always"
+    spec["containers"][0]["ports"][0]["containerPort"] = "8788"
+    assert sorted(check_object(dep)) == sorted(
+        [
+            "Deployment.spec.template.spec.containers[0]: 'imagePullPolicyy' is not a field "
+            "of V1Container",
+            "Deployment.spec.template.spec.containers[0].ports[0].containerPort: "
+            "expected int, got str",
+        ]
+    )
+    (dep,) = load_manifests(MANIFESTS)["worker.yaml"]
+    del dep["spec"]["template"]["spec"]["containers"][0]["name"]
+    (error,) = check_object(dep)
+    # (older clients: "Invalid value for `name`, must not be `None`"; newer: pydantic's)
+    assert "name" in error
+    assert "must not be `None`" in error or "validation error for V1Container" in error
+    assert check_object({"apiVersion": "v1", "kind": "Pod"}) == [
+        "unexpected kind ('v1', 'Pod'): add its model to MODELS"
+    ]
+
+
+def test_the_worker_arguments_fail_loudly_when_a_flag_is_unknown() -> None:
+    with pytest.raises(click.NoSuchOption):
+        worker_command.make_context("worker", ["tcp://s:8786", "--no-such-flag"])
