@@ -217,6 +217,8 @@ const shoal = (() => {
       if (!byPrefix.has(r.name)) byPrefix.set(r.name, []);
       byPrefix.get(r.name).push(r);
     }
+    const oldest = stream.records.length ? stream.records[0].start : now - 5;
+    const span = Math.min(Math.max(now - oldest, 5), STREAM_SECONDS);
     const traces = [];
     for (const [name, recs] of byPrefix) {
       traces.push({
@@ -234,10 +236,11 @@ const shoal = (() => {
       });
     }
     return draw(el, traces, {
-      title: { text: "Task stream: the last " + STREAM_SECONDS + " s (" +
-                     stream.records.length + " task runs)" },
+      title: { text: "Task stream: " + stream.records.length + " task runs in the last " +
+                     Math.round(span) + " s" },
       barmode: "overlay",
-      xaxis: { title: { text: "seconds before now" }, range: [-STREAM_SECONDS, 0.5] },
+      // the span of the runs shown (at most STREAM_SECONDS), so a new stream is legible
+      xaxis: { title: { text: "seconds before now" }, range: [-span, 0.02 * span] },
       yaxis: { type: "category", automargin: true },
       showlegend: true,
     });
