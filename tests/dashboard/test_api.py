@@ -128,6 +128,9 @@ async def test_task_stream_endpoint(
     status, _, body = await fetch(base + "/api/v1/task-stream?since=abc")
     assert status == 400
     assert "since must be an integer" in body
+    status, _, body = await fetch(base + "/api/v1/task-stream?limit=0")
+    assert status == 400
+    assert "limit must be positive" in body
 
 
 async def test_graph_endpoint(busy: Cluster, fetch_json: Callable[[str], Awaitable[Any]]) -> None:
