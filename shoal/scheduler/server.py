@@ -26,6 +26,7 @@ from shoal import config
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, listen
+from shoal.comm.registry import unparse_host_port
 from shoal.comm.rpc import ConnectionPool, serve_requests
 from shoal.comm.tasks import BackgroundTasks
 from shoal.coordination import scheduler_ext
@@ -203,7 +204,7 @@ class Scheduler:
         if self._protocol == "inproc":
             addr = "inproc://"
         else:
-            addr = f"{self._protocol}://{self._host}:{self._port}"
+            addr = f"{self._protocol}://{unparse_host_port(self._host, self._port)}"
         config.tune_gc()
         self._listener = await listen(
             addr,

@@ -51,7 +51,7 @@ from shoal import config
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.base import Listener
 from shoal.comm.connection import Connection, listen
-from shoal.comm.registry import parse_address
+from shoal.comm.registry import parse_address, unparse_host_port
 from shoal.comm.rpc import serve_requests
 from shoal.comm.tasks import BackgroundTasks
 from shoal.protocol.messages import OK, ErrorReply, Identity, Message, RestartWorker, Terminate
@@ -416,7 +416,7 @@ class Nanny:
         if self.status == "running":
             return self
         self._listener = await listen(
-            f"{self._protocol}://{self._host}:{self._port}",
+            f"{self._protocol}://{unparse_host_port(self._host, self._port)}",
             self._handle_connection,
             role="nanny",
             secret=self._secret,

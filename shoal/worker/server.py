@@ -26,7 +26,7 @@ from shoal._context import task_context
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
-from shoal.comm.registry import parse_address
+from shoal.comm.registry import parse_address, unparse_host_port
 from shoal.comm.rpc import ConnectionPool, serve_requests
 from shoal.comm.tasks import BackgroundTasks
 from shoal.errors import CommError, ProtocolError, RemoteError, SerializeError
@@ -204,7 +204,7 @@ class Worker:
         addr = (
             "inproc://"
             if self._protocol == "inproc"
-            else f"{self._protocol}://{self._host}:{self._port}"
+            else f"{self._protocol}://{unparse_host_port(self._host, self._port)}"
         )
         self._listener = await listen(
             addr,

@@ -216,3 +216,26 @@ def addresses() -> dict[str, str]:
 
 def get_address_host_port(address: str) -> tuple[str, int]:
     return parse_host_port(parse_address(address)[1])
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this host")
+async def test_servers_listen_and_advertise_ipv6_addresses() -> None:
+    async with Scheduler(host="::1", port=0) as s:
+        assert s.address.startswith("tcp://[::1]:")
+        async with forward("::1", 0, "::1", 0) as fwd:
+            async with Worker(s.address, nthreads=1, host="::1", contact_address=fwd.address) as w:
+                fwd.target = get_address_host_port(w.listen_address)
+                assert w.listen_address.startswith("tcp://[::1]:")
+                assert w.address == fwd.address
+                async with Client(s.address, asynchronous=True) as c:
+                    assert await c.submit(add, 40, 2) == 42
+            assert fwd.connections >= 1
