@@ -114,9 +114,7 @@ class ActorFuture(BaseActorFuture[T]):
         self._loop = loop
 
     @classmethod
-    def start(
-        cls, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop
-    ) -> ActorFuture[T]:
+    def start(cls, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> ActorFuture[T]:
         """Run ``coro`` on ``loop`` (from any thread) and return its future."""
         if _on_loop(loop):
             task = loop.create_task(coro)

@@ -18,6 +18,7 @@
     ├─ KilledWorker                  a task was running on too many workers that died
     ├─ NoValidWorker                 no worker can ever run a task (restrictions)
     ├─ FutureCancelledError          the future was cancelled (also a CancelledError)
+    ├─ ActorLost                     the worker holding an actor died or released it
     ├─ RemoteError                   a server answered a request with an error
     └─ InternalError                 a bug in shoal; please report it
 
@@ -120,6 +121,15 @@ class FutureCancelledError(ShoalError, asyncio.CancelledError):
         super().__init__(msg)
         self.key = key
         self.reason = reason
+
+
+class ActorLost(ShoalError):
+    """An actor can't be reached: its worker died, or the actor was released there.
+
+    The actor's state is gone. If its future is still held, the scheduler computes the
+    actor again on another worker (a new object, from its constructor): get a new proxy
+    from the future's ``result()``.
+    """
 
 
 class RemoteError(ShoalError):

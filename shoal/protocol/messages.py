@@ -84,6 +84,8 @@ class TaskSpec:
     workers: tuple[str, ...] | None = None
     allow_other_workers: bool = False
     resources: dict[str, float] | None = None
+    #: an actor: its value is a stateful object that never leaves its worker
+    actor: bool = False
 
     def to_wire(self) -> tuple[Any, ...]:
         """Compact positional form."""
@@ -96,6 +98,7 @@ class TaskSpec:
             self.workers,
             self.allow_other_workers,
             self.resources,
+            self.actor,
         )
 
     @classmethod

@@ -58,24 +58,29 @@ class WorkerSetup(SchedulerPlugin):
         """Keep (or drop) the item ``msg`` names and forward ``msg`` to every worker."""
         if scheduler.hooks.plugins.get(self.name) is not self:
             await scheduler.add_plugin(self)
-        if isinstance(msg, UploadFile):
-            self.items.pop(("file", msg.filename), None)
-            self.items[("file", msg.filename)] = msg
-        elif isinstance(msg, RegisterWorkerPlugin):
-            key = ("plugin", msg.name)
-            if msg.idempotent and key in self.items:
-                return OK({})
-            self.items.pop(key, None)
-            self.items[key] = msg
-        elif isinstance(msg, UnregisterWorkerPlugin):
+        if isinstance(msg, UnregisterWorkerPlugin):
             if self.items.pop(("plugin", msg.name), None) is None:
                 return ErrorReply(
                     f"no worker plugin named {msg.name!r} is registered "
                     f"(registered: {self.plugin_names()})"
                 )
+            return OK(await forward(scheduler, msg))
+        if isinstance(msg, UploadFile):
+            key = ("file", msg.filename)
+        elif isinstance(msg, RegisterWorkerPlugin):
+            key = ("plugin", msg.name)
+            if msg.idempotent and key in self.items:
+                return OK({})
         else:  # pragma: no cover - install() routes only the three ops
             return ErrorReply(f"unexpected {msg.op!r}")
-        return OK(await forward(scheduler, msg))
+        self.items.pop(key, None)
+        self.items[key] = msg
+        replies = await forward(scheduler, msg)
+        failed = any(r.get("op") == ErrorReply.op for r in replies.values())
+        if failed and self.items.get(key) is msg:
+            # The client raises: workers that join later don't get it either.
+            del self.items[key]
+        return OK(replies)
 
 
 async def forward(scheduler: Scheduler, msg: Message) -> dict[str, Any]:

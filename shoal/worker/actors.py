@@ -159,9 +159,7 @@ class WorkerActors:
         try:
             # on the actor's thread: in order with its method calls, never during one
             loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(
-                held.executor, getattr, held.instance, msg.attribute
-            )
+            value = await loop.run_in_executor(held.executor, getattr, held.instance, msg.attribute)
         except AttributeError:
             return self._missing(held, msg.key, msg.attribute)
         except Exception as exc:  # a property that raised

@@ -18,11 +18,12 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, ClassVar
 
 from shoal import config
 from shoal._context import task_context
+from shoal.actor import NewActor
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
@@ -52,7 +53,9 @@ from shoal.protocol.serialize import dumps_run_spec, loads, nbytes_of
 from shoal.protocol.versions import collect_versions
 from shoal.security import Security
 from shoal.worker import execute, memory, transfer
+from shoal.worker.actors import WorkerActors
 from shoal.worker.memory import MemoryFractions, MemoryMonitor, parse_memory_limit
+from shoal.worker.plugins import WorkerPlugins
 from shoal.worker.state import (
     AcquireReplicasEvent,
     ComputeTaskEvent,
@@ -173,6 +176,11 @@ class Worker:
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        #: request (and stream) handlers by op, installed by the parts below
+        self.extra_handlers: dict[str, Callable[[Message], Awaitable[Message]]] = {}
+        #: actors held here (shoal.worker.actors); plugins and uploaded files
+        self.actors = WorkerActors(self)
+        self.plugins = WorkerPlugins(self)
         #: CPU and network rates for heartbeats; bytes and values fetched from peers
         self._system = SystemSampler()
         self.transfer_incoming_bytes = 0
@@ -258,6 +266,7 @@ class Worker:
         self.status = "closing"
         if self.memory_monitor is not None:
             self.memory_monitor.stop()
+        await self.plugins.close()  # teardown hooks, while the worker is still whole
         logger.info(
             "Worker %s closing%s",
             self.address if self._listener else self.name,
@@ -271,6 +280,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._stream.conn.close()
         await self._background.cancel_all()
+        self.actors.close()
         await self.pool.close()
         if self._client is not None:
             # a synchronous client made by get_client() in a task: it runs on its own
@@ -306,6 +316,8 @@ class Worker:
             elif isinstance(inst, DropData):
                 for key in inst.keys:
                     self.data.discard(key)
+                if self.actors.held:
+                    self.actors.discard(inst.keys)
             else:  # pragma: no cover - a new instruction without a handler is a bug
                 logger.error("no handler for instruction %r", inst)
 
@@ -342,6 +354,8 @@ class Worker:
         events: list[Any] = []
         for o in done:
             if o.ok:
+                if type(o.value) is NewActor:
+                    self.actors.adopt(o)  # the object stays here; the value is its proxy
                 self.data.put(o.key, o.value, o.nbytes)
                 events.append(
                     ExecuteSuccess(
@@ -462,6 +476,10 @@ class Worker:
                         )
                     elif isinstance(msg, ErrorReply):
                         logger.error("the scheduler reported an error: %s", msg.message)
+                    elif msg.op in self.extra_handlers:  # before the tasks that came with it
+                        reply = await self.extra_handlers[msg.op](msg)
+                        if isinstance(reply, ErrorReply):
+                            logger.error("%s from the scheduler failed: %s", msg.op, reply.message)
                     else:
                         logger.warning("unexpected %r from the scheduler", msg.op)
                 if events:
@@ -606,6 +624,9 @@ class Worker:
         if isinstance(msg, Terminate):
             self._spawn(self.close(reason="asked to terminate"))
             return OK()
+        extra = self.extra_handlers.get(msg.op)
+        if extra is not None:
+            return await extra(msg)
         return ErrorReply(f"a worker does not answer {msg.op!r} requests")
 
     def _update_data(self, msg: UpdateData) -> Message:

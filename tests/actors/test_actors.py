@@ -66,9 +66,7 @@ def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_counter_called_1000_times_straight_on_its_worker(
-    c: Client, cluster: LocalCluster
-) -> None:
+def test_counter_called_1000_times_straight_on_its_worker(c: Client, cluster: LocalCluster) -> None:
     fut = c.submit(make_counter(), actor=True)
     counter = fut.result()
     assert isinstance(counter, Actor)
@@ -93,7 +91,7 @@ def test_bad_calls_raise_clear_errors(c: Client) -> None:
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         counter.nope()
     with pytest.raises(AttributeError, match="has no attribute 'marker'"):
-        counter.marker  # set in __init__ only: not declared in the class body
+        _ = counter.marker  # set in __init__ only: not declared in the class body
     with pytest.raises(ValueError, match="the actor's method failed"):
         counter.fail().result()
     with pytest.raises(AttributeError, match="actor proxy"):

@@ -129,6 +129,7 @@ class TaskState:
     """
 
     __slots__ = (
+        "actor",
         "allow_other_workers",
         "dependencies",
         "dependents",
@@ -163,6 +164,8 @@ class TaskState:
         self.worker_restrictions: tuple[str, ...] | None = None
         self.allow_other_workers = False
         self.resources: dict[str, float] | None = None
+        #: an actor: never stolen, copied or moved (its object lives on one worker)
+        self.actor = False
         self.dependencies: dict[TaskState, None] = {}
         self.dependents: dict[TaskState, None] = {}
         self.waiting_on: dict[TaskState, None] = {}
@@ -186,6 +189,7 @@ class TaskState:
         self.worker_restrictions = None if spec.workers is None else tuple(spec.workers)
         self.allow_other_workers = spec.allow_other_workers
         self.resources = dict(spec.resources) if spec.resources else None
+        self.actor = spec.actor
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"

@@ -206,17 +206,17 @@ def _advance_retirement(s: SchedulerState, r: Retirement, ctx: Context) -> None:
             continue
         if ws.processing or any(c.leaver is ws for c in r.pending):
             continue
+        if any(ts.actor for ts in ws.has_what):
+            # An actor's object can't be copied: the worker stays (as in distributed).
+            _give_up(s, r, ws, ctx)
+            continue
         unique = [ts for ts in _only_on_leaving(ws) if ts not in s.pending_copies]
         if unique:
             _plan_copies(s, r, ws, unique, ctx)
             if any(c.leaver is ws for c in r.pending):
                 continue
             # No accepting worker is left to take them: give up on this worker.
-            ws.retiring = False
-            s.update_accepting(ws)
-            if ws.accepting:
-                offer_worker(s, ws, ctx)
-            del r.workers[ws]
+            _give_up(s, r, ws, ctx)
             continue
         del r.workers[ws]
         r.retired[ws.address] = _info(ws)
@@ -225,6 +225,15 @@ def _advance_retirement(s: SchedulerState, r: Retirement, ctx: Context) -> None:
     if not r.workers:
         del s.retirements[r.request]
         ctx.out.to_server(RequestDone(r.request, r.retired))
+
+
+def _give_up(s: SchedulerState, r: Retirement, ws: WorkerInfo, ctx: Context) -> None:
+    """``ws`` can't leave without losing data: it stays and takes work again."""
+    ws.retiring = False
+    s.update_accepting(ws)
+    if ws.accepting:
+        offer_worker(s, ws, ctx)
+    del r.workers[ws]
 
 
 def _plan_copies(
@@ -265,8 +274,8 @@ def replication_requested(s: SchedulerState, ev: ReplicationRequested, ctx: Cont
     copies: list[Copy] = []
     for key in ev.keys:
         ts = s.tasks.get(key)
-        if ts is None or ts.state != "memory" or target < 1:
-            continue
+        if ts is None or ts.state != "memory" or ts.actor or target < 1:
+            continue  # an actor's object is never copied
         holders = [ws for ws in candidates if ws in ts.who_has]
         if len(holders) > target:
             holders.sort(key=lambda ws: -ws.nbytes)
@@ -303,7 +312,7 @@ def plan_rebalance(
         movable = [
             ts
             for ts in sender.has_what
-            if ts.state == "memory" and (keys is None or ts.key in keys)
+            if ts.state == "memory" and not ts.actor and (keys is None or ts.key in keys)
         ]
         movable.sort(key=lambda ts: -ts.nbytes)
         for ts in movable:

@@ -90,8 +90,8 @@ def transfer_seconds(s: SchedulerState, ts: TaskState, thief: WorkerInfo) -> flo
 
 
 def _worth_stealing(s: SchedulerState, ts: TaskState, thief: WorkerInfo) -> bool:
-    if ts in s.steals or ts in s.unstealable or not worker_fits(s, ts, thief):
-        return False
+    if ts.actor or ts in s.steals or ts in s.unstealable or not worker_fits(s, ts, thief):
+        return False  # an actor stays where it was placed
     return transfer_seconds(s, ts, thief) <= s.expected_duration(ts)
 
 

@@ -119,6 +119,9 @@ class WorkerState:
         self.log: deque[tuple[Any, ...]] = deque(maxlen=log_size)
         #: Number of transitions made so far.
         self.transition_counter = 0
+        #: Called with ``(key, start, finish, stimulus_id)`` after each transition
+        #: (the worker's plugins); ``None``, the default, costs nothing.
+        self.transition_listener: Callable[[Key, str, str, str], None] | None = None
         self._next_id = 0
         self._seq = 0
         self._stimulus_id = ""
@@ -186,6 +189,8 @@ class WorkerState:
             ts.state = finish
             self.transition_counter += 1
             self.log.append((ts.key, start, finish, self._stimulus_id, self._now))
+            if self.transition_listener is not None:
+                self.transition_listener(ts.key, start, finish, self._stimulus_id)
             return recs, instructions
         if (start, "released") in TRANSITIONS and ("released", finish) in TRANSITIONS:
             recs, instructions = self._transition(ts, "released")
