@@ -256,6 +256,8 @@ def _run_worker(
             local_directory=local_directory,
         )
         log.info("Worker at: %s", w.address)
+        if w.address != w.listen_address:
+            log.info("Listening on: %s", w.listen_address)
         if ready_fd is not None:
             _announce(ready_fd, w.address)
         if exit_with_parent:

@@ -109,6 +109,7 @@ def test_a_worker_behind_a_forwarder_is_reached_at_its_contact_address() -> None
         plain = Proc("worker", address, "--no-nanny", "--nthreads", "1", "--host", "127.0.0.1")
         procs.append(plain)
         assert behind.wait_for(r"Worker at: (\S+)") == contact
+        assert behind.wait_for(r"Listening on: (\S+)") == f"tcp://127.0.0.1:{inner}"
         other = plain.wait_for(r"Worker at: (\S+)")
         with Client(address, set_as_default=False) as c:
             c.wait_for_workers(2, timeout=30)
