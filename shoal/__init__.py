@@ -18,6 +18,12 @@ from typing import TYPE_CHECKING, Any
 #: dask and the client.
 _EXPORTS: dict[str, str] = {
     "ALL_COMPLETED": "shoal.client.futures",
+    "Actor": "shoal.actor",
+    "ActorFuture": "shoal.actor",
+    "ActorLost": "shoal.errors",
+    "BaseActorFuture": "shoal.actor",
+    "SchedulerPlugin": "shoal.scheduler.plugins",
+    "WorkerPlugin": "shoal.plugins",
     "FIRST_COMPLETED": "shoal.client.futures",
     "FIRST_EXCEPTION": "shoal.client.futures",
     "Client": "shoal.client.client",
@@ -64,6 +70,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from shoal.actor import Actor, ActorFuture, BaseActorFuture
     from shoal.client.client import Client, default_client, get_client
     from shoal.client.collections import futures_of
     from shoal.client.futures import (
@@ -82,6 +89,7 @@ if TYPE_CHECKING:
     from shoal.coordination.variable import Variable
     from shoal.deploy.local import LocalCluster
     from shoal.errors import (
+        ActorLost,
         CommClosedError,
         FutureCancelledError,
         KilledWorker,
@@ -89,6 +97,8 @@ if TYPE_CHECKING:
         TaskError,
     )
     from shoal.errors import FutureCancelledError as CancelledError
+    from shoal.plugins import WorkerPlugin
+    from shoal.scheduler.plugins import SchedulerPlugin
     from shoal.scheduler.server import Scheduler
     from shoal.security import Security
     from shoal.worker.execute import get_worker
@@ -98,6 +108,10 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Actor",
+    "ActorFuture",
+    "ActorLost",
+    "BaseActorFuture",
     "CancelledError",
     "Client",
     "CommClosedError",
@@ -110,6 +124,7 @@ __all__ = [
     "Pub",
     "Queue",
     "Scheduler",
+    "SchedulerPlugin",
     "Security",
     "Semaphore",
     "ShoalError",
@@ -117,6 +132,7 @@ __all__ = [
     "TaskError",
     "Variable",
     "Worker",
+    "WorkerPlugin",
     "__version__",
     "as_completed",
     "default_client",

@@ -23,6 +23,8 @@ from dask.utils import funcname
 from shoal import config
 from shoal._context import current_worker
 from shoal._types import Key
+from shoal.actor import ActorConstructor
+from shoal.client.actors import ActorsMixin
 from shoal.client.collections import TASK_BASED_METHODS, CollectionsMixin
 from shoal.client.control import ClusterControl
 from shoal.client.data import DataMixin
@@ -36,6 +38,7 @@ from shoal.client.futures import (
     _wait,
     futures_in,
 )
+from shoal.client.plugins import PluginsMixin
 from shoal.client.state import ClientRefs
 from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_loop
 from shoal.comm.batched import BatchedSender
@@ -99,7 +102,15 @@ def default_client(c: Client | None = None) -> Client:
     raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
 
 
-class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, DatasetsMixin):
+class Client(
+    ActorsMixin,
+    DataMixin,
+    CollectionsMixin,
+    ClusterQueries,
+    ClusterControl,
+    DatasetsMixin,
+    PluginsMixin,
+):
     """Connect to a shoal cluster (``distributed.Client``'s API).
 
     ``Client()`` starts a :class:`~shoal.LocalCluster` sized to this machine;
@@ -495,6 +506,7 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, Datase
         workers: str | Iterable[str] | None,
         allow_other_workers: bool,
         resources: dict[str, float] | None,
+        actor: bool = False,
     ) -> TaskSpec:
         def to_ref(x: Any) -> Any:
             if isinstance(x, Future):
@@ -511,12 +523,15 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, Datase
         return TaskSpec(
             key=key,
             dependencies=tuple(deps),
-            run_spec=dumps_run_spec(RunSpec(func, args, kwargs)),
+            run_spec=dumps_run_spec(
+                RunSpec(ActorConstructor(func) if actor else func, args, kwargs)
+            ),
             priority=(-priority, next(self._generation)),
             retries=retries or 0,
             workers=tuple(workers) if workers is not None else None,
             allow_other_workers=allow_other_workers,
             resources=resources,
+            actor=actor,
         )
 
     def _check_running(self) -> None:
@@ -543,14 +558,15 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, Datase
 
         Futures among the arguments are replaced by their values on the worker. With
         ``pure=True`` (the default) the same call gives the same key, and runs once.
+        With ``actor=True`` the result is an actor (see :mod:`shoal.actor`), a new one
+        per call.
         """
         if not callable(func):
             raise TypeError("the first argument to submit must be callable")
-        if actor or actors:
-            raise ValueError("actors are not supported by shoal yet")
+        actor = actor or actors
         self._check_running()
         if key is None:
-            token = tokenize(func, args, kwargs) if pure else uuid.uuid4().hex
+            token = tokenize(func, args, kwargs) if pure and not actor else uuid.uuid4().hex
             key = f"{funcname(func)}-{token}"
         with self._lock:
             existing = key in self._refs
@@ -558,7 +574,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, Datase
         if existing:
             return fut
         spec = self._build_task(
-            func, args, kwargs, key, priority, retries, workers, allow_other_workers, resources
+            func, args, kwargs, key, priority, retries, workers, allow_other_workers, resources,
+            actor,
         )
         self._send(UpdateGraph(tasks=(spec.to_wire(),), keys=(key,)))
         return fut
@@ -583,8 +600,8 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, Datase
         """Apply ``func`` to every element of the iterables; return a list of Futures."""
         if not callable(func):
             raise TypeError("the first argument to map must be callable")
-        if actor or actors:
-            raise ValueError("actors are not supported by shoal yet")
+        actor = actor or actors
+        pure = pure and not actor  # one actor per item, every call
         if not iterables:
             raise ValueError("map needs at least one iterable")
         self._check_running()
@@ -615,7 +632,16 @@ class Client(DataMixin, CollectionsMixin, ClusterQueries, ClusterControl, Datase
             seen.add(k)
             specs.append(
                 self._build_task(
-                    func, row, kwargs, k, priority, retries, workers, allow_other_workers, resources
+                    func,
+                    row,
+                    kwargs,
+                    k,
+                    priority,
+                    retries,
+                    workers,
+                    allow_other_workers,
+                    resources,
+                    actor,
                 ).to_wire()
             )
         step = batch_size or 10_000

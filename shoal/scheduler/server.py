@@ -40,7 +40,7 @@ from shoal.protocol.messages import (
     Terminate,
 )
 from shoal.protocol.versions import collect_versions
-from shoal.scheduler import handlers
+from shoal.scheduler import handlers, worker_setup
 from shoal.scheduler.plugins import PluginHooks, SchedulerPlugin
 from shoal.scheduler.state import (
     ClientConnected,
@@ -165,6 +165,8 @@ class Scheduler:
         self.hooks = PluginHooks(self)
         #: Variable, Queue, Lock, Semaphore, Event, Pub/Sub and datasets
         self.coordination = scheduler_ext.install(self)
+        #: files uploaded by clients and worker plugins, given to every worker
+        self.worker_setup = worker_setup.install(self)
         for plugin in plugins:
             self.hooks.add(plugin)
         #: ``(time, msg)`` logged under each topic (see :meth:`log_event`)
