@@ -101,7 +101,7 @@ def main(address: str) -> None:
         report("shuffle", **shuffle(client))
 
         # 3. a computation during which one worker's link is cut
-        leaves = client.map(where, range(60), delay=0.1, pure=False)
+        leaves = client.map(where, range(60), delay=0.15, pure=False)
         groups = [client.submit(total, *leaves[i : i + 6], pure=False) for i in range(0, 60, 6)]
         final = client.submit(lambda *g: sum(g), *groups, pure=False)
         names = set()
@@ -111,9 +111,10 @@ def main(address: str) -> None:
                 break
         print("CUT-NOW", flush=True)
         sys.stdin.readline()  # the test has cut the link
+        unfinished = sum(not leaf.done() for leaf in leaves)
         assert final.result(timeout=60) == sum(i * i for i in range(60))
         remaining = sorted(client.scheduler_info()["workers"])
-        report("cut", before=sorted(names), remaining=remaining)
+        report("cut", before=sorted(names), unfinished=unfinished, remaining=remaining)
 
         # 4. the cluster goes on with the workers left
         report("after", **shuffle(client))

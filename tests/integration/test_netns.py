@@ -247,6 +247,7 @@ def test_a_cluster_across_namespaces_survives_a_cut_link(network: Network) -> No
         client.popen.stdin.flush()
         cut = result("cut")
         assert cut["before"] == ["w1", "w2"]  # w2 had done part of it before the cut
+        assert cut["unfinished"]  # and the rest was still to do
         assert cut["remaining"] == [w1_contact]
         after = result("after")
         assert after["made_on"] == after["shuffled_on"] == ["w1"]
