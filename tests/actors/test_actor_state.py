@@ -20,6 +20,7 @@ from shoal.scheduler.state import (
     WorkerAdded,
     WorkerRemoved,
 )
+from shoal.scheduler.state.snapshot import spec_of
 from shoal.worker.state import ComputeTaskEvent, ExecuteSuccess, WorkerState
 
 A, B = "tcp://a:1", "tcp://b:1"
@@ -52,6 +53,12 @@ def test_task_spec_carries_the_actor_flag_on_the_wire() -> None:
     assert TaskSpec.from_wire(spec.to_wire()).actor
     old_form = spec.to_wire()[:-1]  # from a peer that does not know actors
     assert TaskSpec.from_wire(old_form).actor is False
+
+
+def test_journal_snapshots_keep_the_actor_flag() -> None:
+    s = _state()
+    _actor_on_a(s)
+    assert spec_of(s.tasks["counter"]).actor
 
 
 def test_actor_tasks_are_never_stolen() -> None:

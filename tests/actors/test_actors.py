@@ -86,6 +86,13 @@ def test_counter_called_1000_times_straight_on_its_worker(c: Client, cluster: Lo
     assert c.who_has([fut])[fut.key] == [counter._address]
 
 
+def test_map_makes_one_actor_per_item(c: Client) -> None:
+    counters = c.gather(c.map(make_counter(), [None, None, None], actor=True))
+    assert len({a.key for a in counters}) == 3
+    assert [a.increment(i).result() for i, a in enumerate(counters)] == [0, 1, 2]
+    assert [a.n for a in counters] == [0, 1, 2]  # each kept its own state
+
+
 def test_bad_calls_raise_clear_errors(c: Client) -> None:
     counter = c.submit(make_counter(), actor=True).result()
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):

@@ -46,6 +46,7 @@ def spec_of(ts: TaskState) -> TaskSpec:
         workers=ts.worker_restrictions,
         allow_other_workers=ts.allow_other_workers,
         resources=ts.resources,
+        actor=ts.actor,
     )
 
 
