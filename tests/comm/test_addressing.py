@@ -239,3 +239,15 @@ async def test_servers_listen_and_advertise_ipv6_addresses() -> None:
                 async with Client(s.address, asynchronous=True) as c:
                     assert await c.submit(add, 40, 2) == 42
             assert fwd.connections >= 1
+
+
+async def test_a_scheduler_advertises_its_contact_address() -> None:
+    async with Scheduler(host="127.0.0.1", port=0, contact_address="sched.example:8786") as s:
+        assert s.address == "tcp://sched.example:8786"
+        assert s.listen_address.startswith("tcp://127.0.0.1:")
+        # a worker given the real address still joins; everyone is told the contact one
+        async with Worker(s.listen_address, nthreads=1) as w:
+            async with Client(s.listen_address, asynchronous=True) as c:
+                info = await c.scheduler_info()
+                assert info["address"] == "tcp://sched.example:8786"
+                assert set(info["workers"]) == {w.address}
