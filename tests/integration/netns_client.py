@@ -12,6 +12,7 @@ import json
 import operator
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import dask
@@ -83,7 +84,11 @@ def main(address: str) -> None:
     with Client(address, timeout=30) as client:
         client.wait_for_workers(2, timeout=30)
         workers = sorted(client.scheduler_info()["workers"])
-        report("connected", workers=workers)
+        # what Kubernetes' probes ask: the dashboard's /health, from another host
+        host = address.rpartition("://")[2].rpartition(":")[0]
+        with urllib.request.urlopen(f"http://{host}:8787/health", timeout=10) as r:
+            health = r.read().decode()
+        report("connected", workers=workers, health=health)
         assert dask.config.get("dataframe.shuffle.method") == "tasks"
 
         # 1. futures across both workers, and a dependency moved between them

@@ -231,7 +231,9 @@ def test_a_cluster_across_namespaces_survives_a_cut_link(network: Network) -> No
             results[phase] = data
             return data
 
-        workers = result("connected")["workers"]
+        connected = result("connected")
+        workers = connected["workers"]
+        assert connected["health"] == "ok"  # the scheduler's dashboard, across hosts
         w2_address = f"tcp://{ip['w2']}"
         assert w1_contact in workers  # w1 is known by its contact address only
         assert any(str(w).startswith(w2_address + ":") for w in workers)  # type: ignore[union-attr]
