@@ -142,6 +142,8 @@ class WorkerActors:
                     held.executor, self._run, msg.key, func, args, kwargs
                 )
         except Exception as exc:
+            if self.held.get(msg.key) is not held:  # released while the call waited
+                return self._lost(msg.key)
             return self._failed(exc)
         return self._reply(msg.key, result)
 

@@ -145,6 +145,14 @@ def test_actor_released_with_its_last_reference(c: Client, tmp_path: Path) -> No
     assert sum(c.run(held).values()) == 0
 
 
+def test_a_worker_that_no_longer_holds_the_actor_says_so(c: Client) -> None:
+    counter = c.submit(make_counter(), actor=True).result()
+    key = counter.key
+    c.run(lambda: get_worker().actors.discard([key]), workers=[counter._address])
+    with pytest.raises(ActorLost, match="does not hold actor"):
+        counter.increment().result()
+
+
 def test_killed_worker_raises_actor_lost_and_the_actor_is_made_again() -> None:
     with (
         LocalCluster(
