@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
-from shoal._context import current_worker
+from shoal._context import current_worker, task_context
 from shoal._types import Key
 from shoal.errors import ActorLost, CommError, RemoteError, SerializeError
 from shoal.protocol.actor_ops import ActorCall, ActorGetAttribute
@@ -158,6 +158,20 @@ class ActorFuture(BaseActorFuture[T]):
         return f"<ActorFuture {'done' if self.done() else 'pending'}>"
 
 
+def _call_here(loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> ActorFuture[Any]:
+    """Make ``call()`` now, on this thread; an awaitable result runs on ``loop``."""
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    try:
+        value = call()
+    except Exception as exc:
+        done.set_exception(exc)
+        return ActorFuture(done, loop)
+    if asyncio.iscoroutine(value):
+        return ActorFuture(asyncio.run_coroutine_threadsafe(value, loop), loop)
+    done.set_result(value)
+    return ActorFuture(done, loop)
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -230,6 +244,19 @@ class Actor:
             raise RuntimeError(f"the client of {self!r} is {client.status}")
         return client.loop, client._pool, bool(client.asynchronous)
 
+    def _own_instance(self) -> tuple[Any, asyncio.AbstractEventLoop] | None:
+        """(the object, its worker's loop) when called from this actor's own thread.
+
+        Its methods run one at a time on that thread: a method calling its own actor
+        through a proxy would wait for itself, so the call is made directly instead.
+        """
+        if getattr(task_context, "actor_key", None) != self.key:
+            return None
+        worker = current_worker()
+        if worker is None or worker.address != self._address or self.key not in worker.actors:
+            return None
+        return worker.actors.instance(self.key), worker._loop
+
     def _start(self, msg: Message) -> tuple[ActorFuture[Any], bool]:
         loop, pool, asynchronous = self._context()
         return ActorFuture.start(self._request(pool, msg), loop), asynchronous
@@ -273,6 +300,9 @@ class Actor:
         if callable(attr):
 
             def method(*args: Any, **kwargs: Any) -> ActorFuture[Any]:
+                own = self._own_instance()
+                if own is not None:
+                    return _call_here(own[1], lambda: getattr(own[0], name)(*args, **kwargs))
                 payload = dumps((args, kwargs))
                 fut, _ = self._start(ActorCall(key=self.key, method=name, args=payload))
                 return fut
@@ -288,6 +318,9 @@ class Actor:
                 "the methods, properties and class attributes its class defines (declare "
                 f"`{name} = ...` in the class body to read an instance attribute)"
             )
+        own = self._own_instance()
+        if own is not None:
+            return getattr(own[0], name)
         fut, asynchronous = self._start(ActorGetAttribute(key=self.key, attribute=name))
         return fut if asynchronous else fut.result()
 

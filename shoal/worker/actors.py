@@ -150,7 +150,7 @@ class WorkerActors:
     def _run(self, key: Key, func: Any, args: Any, kwargs: Any) -> Any:
         """Run a method on the actor's own thread (where get_worker() works)."""
         task_context.worker = self.worker
-        task_context.key = key
+        task_context.key = task_context.actor_key = key
         return func(*args, **kwargs)
 
     async def _getattr(self, msg: Message) -> Message:

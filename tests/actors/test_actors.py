@@ -37,6 +37,12 @@ def make_counter() -> type:
         def where(self) -> str:
             return str(get_worker().address)
 
+        def twice(self, me: Any) -> int:
+            # calls its own actor through a proxy: made directly, not queued behind
+            # this very call on the actor's thread
+            me.increment().result()
+            return int(me.increment().result()) + int(me.n)
+
         def __del__(self) -> None:
             if self.marker:
                 Path(self.marker).write_text(str(self.n))
@@ -84,6 +90,11 @@ def test_counter_called_1000_times_straight_on_its_worker(c: Client, cluster: Lo
     # the value never left its worker: one holder, even when asked for copies
     c.replicate([fut], n=2)
     assert c.who_has([fut])[fut.key] == [counter._address]
+
+
+def test_actor_calling_itself_through_a_proxy(c: Client) -> None:
+    counter = c.submit(make_counter(), actor=True).result()
+    assert counter.twice(counter).result(timeout=10) == 4
 
 
 def test_map_makes_one_actor_per_item(c: Client) -> None:
