@@ -2,8 +2,8 @@
 
 Each object is validated against the Kubernetes object schemas (the ``kubernetes``
 client's models, see ``k8s_check.py``), then for what the schemas can't see: that
-selectors pick the pods, that probes hit the dashboard's ``/health``, that the secret is
-mounted where ``--auth-token-file`` reads it, that every ``$(VAR)`` in the arguments is
+selectors pick the pods, that probes hit the dashboard's ``/health``, that the secret reaches
+``SHOAL_AUTH_TOKEN`` from the Secret, that every ``$(VAR)`` in the arguments is
 defined, that the resource limits reach ``--nthreads``/``--memory-limit``, and that the
 arguments are ones ``shoal scheduler``/``shoal worker`` accept.
 """
@@ -11,7 +11,14 @@ arguments are ones ``shoal scheduler``/``shoal worker`` accept.
 from __future__ import annotations
 
 import base64
+import operator
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ pytest.importorskip("kubernetes")
 
 from k8s_check import ChartError, check_object, load_manifests, render_chart
 
+from shoal import Client, Security
 from shoal.cli.addresses import resolve_cli_addresses
 from shoal.cli.scheduler import scheduler as scheduler_command
 from shoal.cli.worker import worker as worker_command
@@ -88,12 +96,13 @@ def check_cluster(objs: list[dict[str, Any]], secret_name: str) -> None:
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"]["securityContext"]["runAsUser"] == 1000
         c = container(dep)
-        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        auth = volumes[mounts["/etc/shoal"]]["secret"]
-        assert auth["secretName"] == secret_name
-        assert auth["items"] == [{"key": "token", "path": "token"}]
-        assert "--auth-token-file=/etc/shoal/token" in c["args"]
+        # the secret, from the Secret: through the environment (shoal refuses token
+        # files others may read, and Secret volumes are group-readable)
+        (auth,) = [v for v in c["env"] if v["name"] == "SHOAL_AUTH_TOKEN"]
+        assert auth["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": "token"}
+        # every volume mounted exists, and every volume is mounted
+        volumes = {v["name"] for v in pod["spec"]["volumes"]}
+        assert {m["name"] for m in c["volumeMounts"]} == volumes
         # every $(VAR) is defined, else Kubernetes passes it through verbatim
         env = container_env(c)
         for arg in c["args"]:
@@ -236,3 +245,91 @@ def test_the_checker_catches_what_it_should() -> None:
 def test_the_worker_arguments_fail_loudly_when_a_flag_is_unknown() -> None:
     with pytest.raises(click.NoSuchOption):
         worker_command.make_context("worker", ["tcp://s:8786", "--no-such-flag"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_line(proc: subprocess.Popen[str], pattern: str, seen: list[str]) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if m := re.search(pattern, line):
+            return m.group(1)
+    raise AssertionError(f"{pattern!r} not printed:\n{''.join(seen)}")
+
+
+def test_the_manifests_commands_run_a_cluster(tmp_path: Path) -> None:
+    """The containers' exact arguments, run here: the pod's IP is 127.0.0.1, the
+    scratch volume a temporary directory, and the ports free ones."""
+    objs = objects_of(load_manifests(MANIFESTS))
+    sched = container(by_kind(objs, "Deployment", "scheduler"))
+    worker = container(by_kind(objs, "Deployment", "worker"))
+    token = "s3cret-token-for-the-test"
+    ports = {p: str(_free_port()) for p in ("8786", "8787", "8788", "8789")}
+
+    def localize(args: list[str], env: dict[str, str]) -> list[str]:
+        out = []
+        for arg in args:
+            arg = expand(arg, env)
+            arg = arg.replace("/scratch", str(tmp_path)).replace("shoal-scheduler", "127.0.0.1")
+            for port, free in ports.items():
+                arg = arg.replace(f":{port}", f":{free}").replace(f"={port}", f"={free}")
+            out.append(arg)
+        return out
+
+    cmd = [sys.executable, "-m", "shoal.cli.main"]
+    # what secretKeyRef gives the containers
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SHOAL_AUTH_TOKEN": token}
+    procs = []
+    seen: list[str] = []
+    try:
+        s = subprocess.Popen(
+            [*cmd, *localize(sched["args"], {})],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        procs.append(s)
+        _wait_for_line(s, r"Scheduler at: (\S+)", seen)
+        # the probe
+        url = f"http://127.0.0.1:{ports['8787']}/health"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and r.read() == b"ok"
+        wenv = {**container_env(worker), "POD_IP": "127.0.0.1", "WORKER_MEMORY_LIMIT": "1e9"}
+        w = subprocess.Popen(
+            [*cmd, *localize(worker["args"], wenv)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        procs.append(w)
+        advertised = _wait_for_line(w, r"Worker at: (\S+)", seen)
+        assert advertised == f"tcp://127.0.0.1:{ports['8788']}"
+        security = Security(token=token)
+        address = f"tcp://127.0.0.1:{ports['8786']}"
+        with Client(address, security=security, set_as_default=False) as c:
+            c.wait_for_workers(1, timeout=30)
+            (info,) = c.scheduler_info()["workers"].values()
+            assert info["nthreads"] == 2  # limits.cpu
+            assert info["nanny"] == f"tcp://127.0.0.1:{ports['8789']}"
+            assert c.submit(operator.add, 40, 2).result(timeout=30) == 42
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            assert p.stdout is not None
+            p.stdout.close()
