@@ -242,6 +242,12 @@ class Actor:
             self._bind_client(client)
         if client.status != "running":
             raise RuntimeError(f"the client of {self!r} is {client.status}")
+        st = self._future._state
+        if st.status == "finished" and st.who_has and self._address not in st.who_has:
+            raise ActorLost(
+                f"{self!r} is gone: its worker was lost and the actor was made again on "
+                f"{st.who_has[0]}, with a fresh state; get its new proxy from the future"
+            )
         return client.loop, client._pool, bool(client.asynchronous)
 
     def _own_instance(self) -> tuple[Any, asyncio.AbstractEventLoop] | None:

@@ -185,6 +185,8 @@ def test_killed_worker_raises_actor_lost_and_the_actor_is_made_again() -> None:
         _wait_for(lambda: c.who_has([fut])[fut.key] not in ([], [counter._address]), 30)
         again = fut.result(timeout=30)
         assert again._address != counter._address
+        with pytest.raises(ActorLost, match="made again on"):
+            counter.increment()  # the old proxy knows at once
         assert again.increment().result(timeout=30) == 1
 
 
