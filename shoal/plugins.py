@@ -12,9 +12,11 @@ nothing of either.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["WorkerPlugin"]
+__all__ = ["SetupCallback", "WorkerPlugin"]
 
 
 class WorkerPlugin:
@@ -38,3 +40,22 @@ class WorkerPlugin:
         """Task ``key`` went from ``start`` to ``finish`` on this worker (the worker's
         states: ``waiting``, ``ready``, ``executing``, ``memory``, ``fetch``, ``flight``,
         ``error``, ``released``, ``forgotten``…); ``stimulus_id`` names the cause."""
+
+
+class SetupCallback(WorkerPlugin):
+    """``client.register_worker_callbacks(setup=fn)``: call ``fn`` on every worker.
+
+    ``fn`` gets the worker as ``dask_worker`` if it has a parameter of that name.
+    """
+
+    def __init__(self, setup: Callable[..., Any], name: str) -> None:
+        self.callback = setup
+        self.name = name
+
+    def setup(self, worker: Any) -> Any:
+        """Call the callback (with ``dask_worker=worker`` when it takes one)."""
+        try:
+            wants_worker = "dask_worker" in inspect.signature(self.callback).parameters
+        except (TypeError, ValueError):  # no signature (a builtin): call it bare
+            wants_worker = False
+        return self.callback(dask_worker=worker) if wants_worker else self.callback()

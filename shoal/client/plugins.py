@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal.errors import RemoteError
+from shoal.plugins import SetupCallback
 from shoal.protocol.messages import ErrorReply, Message
 from shoal.protocol.serialize import dumps, loads
 from shoal.protocol.setup_ops import RegisterWorkerPlugin, UnregisterWorkerPlugin, UploadFile
@@ -103,6 +104,15 @@ class PluginsMixin:
         if nanny:
             raise ValueError("shoal has no nanny plugins; register a WorkerPlugin instead")
         return self.register_plugin(plugin, name)
+
+    def register_worker_callbacks(self, setup: Callable[..., Any] | None = None) -> Any:
+        """Run ``setup`` on every worker now and on every worker that joins later (a
+        parameter named ``dask_worker`` receives the worker). Returns as
+        :meth:`register_plugin` does."""
+        if not callable(setup):
+            raise TypeError(f"register_worker_callbacks needs a callable setup, not {setup!r}")
+        name = f"setup-callback-{getattr(setup, '__name__', 'callback')}-{uuid.uuid4()}"
+        return self.register_plugin(SetupCallback(setup, name), name)
 
     def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> Any:
         """Remove the worker plugin ``name`` from every worker (its ``teardown`` runs).

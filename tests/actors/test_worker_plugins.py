@@ -96,6 +96,17 @@ def test_worker_plugin_hooks_on_every_worker(
     assert set(c.run(recorder_state).values()) == {None}
 
 
+def test_register_worker_callbacks_runs_on_every_worker(c: Client, tmp_path: Path) -> None:
+    def touch(dask_worker: Any) -> None:
+        (tmp_path / dask_worker.name).write_text(dask_worker.address)
+
+    replies = c.register_worker_callbacks(touch)
+    assert set(replies) == set(c.nthreads())
+    assert {p.read_text() for p in tmp_path.iterdir()} == set(c.nthreads())
+    with pytest.raises(TypeError, match="callable"):
+        c.register_worker_callbacks(None)
+
+
 def test_bad_plugin_use_raises_clear_errors(c: Client) -> None:
     with pytest.raises(ValueError, match="no worker plugin named 'nobody'"):
         c.unregister_worker_plugin("nobody")
