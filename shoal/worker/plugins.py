@@ -101,13 +101,21 @@ class WorkerPlugins(Mapping[str, Any]):
         return len(self._plugins)
 
     async def answer(self, msg: Message) -> Message:
-        """Install or remove what ``msg`` carries."""
-        if isinstance(msg, UploadFile):
-            return await self._upload(msg)
-        if isinstance(msg, RegisterWorkerPlugin):
-            return await self._register(msg)
-        if isinstance(msg, UnregisterWorkerPlugin):
-            return await self._unregister(msg.name)
+        """Install or remove what ``msg`` carries; never raises (it also runs on the
+        scheduler stream, which must go on whatever happens here)."""
+        try:
+            if isinstance(msg, UploadFile):
+                return await self._upload(msg)
+            if isinstance(msg, RegisterWorkerPlugin):
+                return await self._register(msg)
+            if isinstance(msg, UnregisterWorkerPlugin):
+                return await self._unregister(msg.name)
+        except Exception as exc:  # a full disk, a directory that vanished...
+            e_opaque, _, text, tb_text = execute.pack_exception(exc)
+            return ErrorReply(
+                f"{msg.op} failed on worker {self.worker.address}: {text}\n{tb_text}",
+                exception=e_opaque,
+            )
         return ErrorReply(f"unexpected {msg.op!r}")  # pragma: no cover - see __init__
 
     # ------------------------------------------------------------------ files
