@@ -20,6 +20,7 @@ from shoal.comm.addressing import (
 from shoal.comm.registry import parse_address, parse_host_port
 from shoal.comm.tcp import reachable_ip
 from shoal.scheduler.server import Scheduler
+from shoal.security import Security
 from shoal.testing.forward import forward
 from shoal.worker.execute import get_worker
 from shoal.worker.nanny import Nanny, worker_command
@@ -251,3 +252,18 @@ async def test_a_scheduler_advertises_its_contact_address() -> None:
                 info = await c.scheduler_info()
                 assert info["address"] == "tcp://sched.example:8786"
                 assert set(info["workers"]) == {w.address}
+
+
+async def test_a_tls_worker_behind_a_forwarder_is_reached_at_its_contact_address() -> None:
+    """TLS runs end to end through the forwarder (which sees only ciphertext)."""
+    sec = Security.temporary()
+    async with Scheduler(host="127.0.0.1", port=0, protocol="tls", security=sec) as s:
+        assert s.address.startswith("tls://127.0.0.1:")
+        async with forward("127.0.0.1", 0, "127.0.0.1", 0) as fwd:
+            contact = fwd.address.replace("tcp://", "tls://")
+            async with Worker(s.address, nthreads=1, contact_address=contact, security=sec) as w:
+                fwd.target = get_address_host_port(w.listen_address)
+                assert w.address == contact
+                async with Client(s.address, asynchronous=True, security=sec) as c:
+                    assert await c.submit(add, 40, 2) == 42
+            assert fwd.connections >= 1
