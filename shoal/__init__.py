@@ -49,7 +49,10 @@ _EXPORTS: dict[str, str] = {
     "fire_and_forget": "shoal.client.futures",
     "futures_of": "shoal.client.collections",
     "get_client": "shoal.client.client",
+    "get_task_stream": "shoal.diagnostics.task_stream",
     "get_worker": "shoal.worker.execute",
+    "performance_report": "shoal.diagnostics.report",
+    "progress": "shoal.diagnostics.progress",
     "wait": "shoal.client.futures",
 }
 
@@ -88,6 +91,9 @@ if TYPE_CHECKING:
     from shoal.coordination.semaphore import Lock, Semaphore
     from shoal.coordination.variable import Variable
     from shoal.deploy.local import LocalCluster
+    from shoal.diagnostics.progress import progress
+    from shoal.diagnostics.report import performance_report
+    from shoal.diagnostics.task_stream import get_task_stream
     from shoal.errors import (
         ActorLost,
         CommClosedError,
@@ -139,6 +145,9 @@ __all__ = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
+    "performance_report",
+    "progress",
     "wait",
 ]

@@ -38,6 +38,7 @@ from shoal.client.futures import (
     _wait,
     futures_in,
 )
+from shoal.client.observe import ObserveMixin
 from shoal.client.plugins import PluginsMixin
 from shoal.client.state import ClientRefs
 from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_loop
@@ -60,6 +61,7 @@ from shoal.protocol.messages import (
     TaskSpec,
     UpdateGraph,
 )
+from shoal.protocol.observe import TopicEvent
 from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
 from shoal.protocol.serialize import dumps_run_spec
 from shoal.protocol.versions import collect_versions
@@ -108,6 +110,7 @@ class Client(
     CollectionsMixin,
     ClusterQueries,
     ClusterControl,
+    ObserveMixin,
     DatasetsMixin,
     PluginsMixin,
 ):
@@ -227,9 +230,6 @@ class Client(
 
     def __repr__(self) -> str:
         return f"<Client: scheduler={self.scheduler_address!r} status={self.status}>"
-
-    def _repr_html_(self) -> str:
-        return f"<b>shoal Client</b>: scheduler {self.scheduler_address}, status {self.status}"
 
     async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -404,6 +404,8 @@ class Client(
                 st = self._states.get(key)
                 if st is not None and st.status != "error":  # an error says more
                     st.cancel(msg.reason)
+        elif isinstance(msg, TopicEvent):
+            self._topic_event(msg)
         elif isinstance(msg, ErrorReply):
             text = f"the scheduler refused a message from this client: {msg.message}"
             if "oversized" in msg.message:
