@@ -13,7 +13,8 @@ requests, see :mod:`shoal.protocol.actor_ops`), not through the scheduler:
   for the value (``await`` it with an asynchronous client);
 - ``proxy.attribute`` returns the attribute's value (an awaitable with an asynchronous
   client);
-- if the worker died, or no longer holds the actor, the call raises :class:`ActorLost`.
+- if the worker died, or no longer holds the actor, the call raises :class:`ActorLost`;
+  the actor is not made again (as in distributed): its future errs with ``ActorLost``.
 
 Where a proxy sends its calls from, in this order: the client that gathered it (its
 loop and connection pool; the proxy holds a reference to the actor's key there, so the
@@ -243,11 +244,8 @@ class Actor:
         if client.status != "running":
             raise RuntimeError(f"the client of {self!r} is {client.status}")
         st = self._future._state
-        if st.status == "finished" and st.who_has and self._address not in st.who_has:
-            raise ActorLost(
-                f"{self!r} is gone: its worker was lost and the actor was made again on "
-                f"{st.who_has[0]}, with a fresh state; get its new proxy from the future"
-            )
+        if st.status == "error" and st.error is not None:
+            raise st.error.load()  # ActorLost: the scheduler saw its worker go
         return client.loop, client._pool, bool(client.asynchronous)
 
     def _own_instance(self) -> tuple[Any, asyncio.AbstractEventLoop] | None:
@@ -275,8 +273,7 @@ class Actor:
         except CommError as e:
             raise ActorLost(
                 f"the {name} can't be reached ({e}): its worker died or left, and the "
-                "actor's state is lost. If you still hold its future, get a new actor "
-                "(computed again on another worker) from future.result()."
+                "actor's state with it. Submit the actor again to make a new one."
             ) from None
         except RemoteError as e:
             reply = e.reply

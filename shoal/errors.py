@@ -126,9 +126,8 @@ class FutureCancelledError(ShoalError, asyncio.CancelledError):
 class ActorLost(ShoalError):
     """An actor can't be reached: its worker died, or the actor was released there.
 
-    The actor's state is gone. If its future is still held, the scheduler computes the
-    actor again on another worker (a new object, from its constructor): get a new proxy
-    from the future's ``result()``.
+    The actor's state is gone, and, as in distributed, it is not made again: its future
+    errs with ``ActorLost`` too. Submit the actor again to make a new one.
     """
 
 

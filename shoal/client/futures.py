@@ -16,6 +16,7 @@ from dask.base import is_dask_collection
 
 from shoal._types import Key
 from shoal.errors import (
+    ActorLost,
     FutureCancelledError,
     KilledWorker,
     NoValidWorker,
@@ -74,6 +75,8 @@ class RemoteException:
             exc.last_workers = []
         elif self.exception is None and text.startswith("NoValidWorker:"):
             exc = NoValidWorker(text.removeprefix("NoValidWorker:").strip())
+        elif self.exception is None and text.startswith("ActorLost:"):
+            exc = ActorLost(text.removeprefix("ActorLost:").strip())
         elif self.exception is not None:
             try:
                 exc = loads(self.exception)

@@ -3,11 +3,12 @@ with their worker and computed again; and the worker's transition listener."""
 
 from __future__ import annotations
 
-from shoal.protocol.messages import AcquireReplicas, ComputeTask, FreeKeys, StealRequest, TaskSpec
+from shoal.protocol.messages import AcquireReplicas, FreeKeys, StealRequest, TaskSpec
 from shoal.protocol.opaque import Opaque
 from shoal.scheduler.state import (
     DataScattered,
     GraphSubmitted,
+    KeysReleased,
     RebalanceRequested,
     ReplicasAdded,
     ReplicationRequested,
@@ -98,17 +99,26 @@ def test_a_worker_holding_an_actor_is_not_retired() -> None:
     assert A in s.workers and s.workers[A].accepting
 
 
-def test_an_actor_lost_with_its_worker_is_computed_again() -> None:
+def test_an_actor_lost_with_its_worker_errs_for_its_clients() -> None:
     s = _state()
     _actor_on_a(s)
-    out = s.handle(WorkerRemoved(A, "killed"))
-    computes = [
-        (o.worker, o.msg.key)
-        for o in out
-        if isinstance(o, ToWorker) and isinstance(o.msg, ComputeTask)
-    ]
-    assert computes == [(B, "counter")]
-    assert s.tasks["counter"].actor
+    s.handle(GraphSubmitted("c", (_spec("use", "counter"),), ("use",)))
+    s.handle(WorkerRemoved(A, "killed"))
+    assert s.tasks["counter"].state == "erred"
+    failure = s.tasks["counter"].failure
+    assert failure is not None and failure.exception_text.startswith("ActorLost: ")
+    assert s.tasks["use"].state == "erred"  # what needed it errs with it
+
+
+def test_an_actor_only_dependents_need_is_computed_again() -> None:
+    s = _state()
+    _actor_on_a(s)
+    s.handle(GraphSubmitted("c", (_spec("use", "counter"),), ("use",)))
+    s.handle(KeysReleased("c", ("counter",)))  # the client keeps only the dependent
+    s.handle(WorkerRemoved(A, "killed"))
+    ts = s.tasks["counter"]
+    assert ts.state == "processing" and ts.processing_on is not None
+    assert ts.processing_on.address == B
 
 
 def test_worker_transition_listener_sees_every_transition() -> None:

@@ -164,7 +164,7 @@ def test_a_worker_that_no_longer_holds_the_actor_says_so(c: Client) -> None:
         counter.increment().result()
 
 
-def test_killed_worker_raises_actor_lost_and_the_actor_is_made_again() -> None:
+def test_killed_worker_raises_actor_lost_and_its_future_errs() -> None:
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -180,13 +180,15 @@ def test_killed_worker_raises_actor_lost_and_the_actor_is_made_again() -> None:
         with pytest.raises(ActorLost, match="can't be reached"):
             counter.increment().result(timeout=30)
         assert time.monotonic() - started < 30
-        # distributed's behaviour: a lost actor that is still wanted is computed again,
-        # on another worker, from its constructor (its state starts over)
-        _wait_for(lambda: c.who_has([fut])[fut.key] not in ([], [counter._address]), 30)
-        again = fut.result(timeout=30)
-        assert again._address != counter._address
-        with pytest.raises(ActorLost, match="made again on"):
-            counter.increment()  # the old proxy knows at once
+        # as in distributed, a lost actor is not made again (its state is gone): its
+        # future errs with ActorLost, and so does every later call through its proxies
+        _wait_for(lambda: fut.status == "error", timeout=30)
+        with pytest.raises(ActorLost, match="was lost"):
+            fut.result(timeout=30)
+        with pytest.raises(ActorLost, match="was lost"):
+            counter.increment()
+        # a new actor can be made on the workers left
+        again = c.submit(make_counter(), actor=True).result()
         assert again.increment().result(timeout=30) == 1
 
 

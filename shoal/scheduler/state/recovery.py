@@ -12,6 +12,11 @@ with ``KilledWorker`` instead of being tried again. The scheduler can't pickle a
 exception, so the client gets ``KeyErred(exception=None, traceback=None,
 exception_text="KilledWorker: <message naming the task and the workers>")`` and
 rebuilds :class:`shoal.errors.KilledWorker` from it.
+
+An actor (``TaskSpec.actor``) whose worker is lost is not recomputed while a client
+holds it, as in distributed: its state is gone and a fresh object would silently start
+over, so it errs with ``ActorLost`` (its dependents err with it). An actor that only
+dependents need is computed again like any task.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ from shoal.scheduler.state.transitions import transition
 
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
+
+
+def actor_lost(ts: TaskState, address: str) -> Failure:
+    """The failure of an actor whose worker was lost."""
+    text = (
+        f"ActorLost: worker {address}, which held actor {ts.key!r}, was lost, and the "
+        "actor's state with it. Submit the actor again to make a new one."
+    )
+    return Failure(None, None, text, "", blame=ts.key)
 
 
 def killed_worker(ts: TaskState) -> Failure:
@@ -76,6 +90,10 @@ def remove_worker(
     # is taken for an available dependency.
     for ts in lost:
         transition(s, ts, "released", ctx)
+        if ts.actor and ts.who_wants:
+            ctx.recs.pop(ts, None)  # not made again: its state is lost (see above)
+            ts.failure = actor_lost(ts, ws.address)
+            transition(s, ts, "erred", ctx)
 
 
 def worker_removed(s: SchedulerState, ev: WorkerRemoved, ctx: Context) -> None:
