@@ -83,3 +83,28 @@ def test_bad_uploads_raise_clear_errors(c: Client, tmp_path: Path) -> None:
     fine = tmp_path / f"{_name()}.py"
     fine.write_text("X = 1\n")
     assert all(r["status"] == "OK" for r in c.upload_file(str(fine)).values())
+
+
+async def test_upload_and_plugins_with_an_asynchronous_client(tmp_path: Path) -> None:
+    from shoal import WorkerPlugin
+    from shoal.testing.cluster import cluster
+
+    class Tag(WorkerPlugin):
+        name = "tag"
+
+        def setup(self, worker: object) -> None:
+            self.ready = True
+
+    name = _name()
+    path = tmp_path / f"{name}.py"
+    path.write_text("ANSWER = 42\n")
+    async with (
+        cluster(n_workers=2, nthreads=1) as (s, ws),
+        Client(s.address, asynchronous=True) as c,
+    ):
+        assert set(await c.upload_file(str(path))) == {w.address for w in ws}
+        assert await c.submit(lambda: __import__(name).ANSWER) == 42
+        await c.register_plugin(Tag())
+        assert all(w.plugins["tag"].ready for w in ws)
+        await c.unregister_worker_plugin("tag")
+        assert all("tag" not in w.plugins for w in ws)
