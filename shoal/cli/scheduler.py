@@ -39,6 +39,13 @@ from shoal.cli.main import run_until_signal, security_options, setup_logging
     show_default=True,
     help="let clients run code in this process (client.run_on_scheduler)",
 )
+@click.option(
+    "--journal",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="journal file: a scheduler started again on it recovers its tasks "
+    "(see README: Surviving a scheduler crash)",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def scheduler(
     host: str | None,
@@ -54,6 +61,7 @@ def scheduler(
     tls_key: str | None,
     auth_token_file: str | None,
     allow_run_on_scheduler: bool,
+    journal: str | None,
     log_level: str,
 ) -> None:
     """Start a scheduler and print the address it listens on."""
@@ -97,6 +105,7 @@ def scheduler(
             protocol=bind.protocol,
             contact_address=contact,
             security=security,
+            journal=journal,
             dashboard_address=dashboard_address,
             dashboard=dashboard,
         )

@@ -58,6 +58,8 @@ class LocalCluster:
     submitted with ``resources=``.
     ``dashboard_address`` is where the scheduler serves its dashboard (``":8787"``; a
     random port when that one is taken; ``None``: no dashboard), see ``dashboard_link``.
+    ``journal`` is a file where the scheduler journals its events, so that a scheduler
+    started again on it (``shoal scheduler --journal``) recovers the tasks.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class LocalCluster:
         nanny: bool = True,
         security: Security | bool | None = None,
         allow_run_on_scheduler: bool = False,
+        journal: str | os.PathLike[str] | None = None,
         **worker_kwargs: Any,
     ) -> None:
         cores = os.cpu_count() or 1
@@ -104,6 +107,8 @@ class LocalCluster:
         else:
             self.security = security
         self.allow_run_on_scheduler = allow_run_on_scheduler
+        #: the scheduler's journal file (see README: Surviving a scheduler crash)
+        self.journal = journal
         self.worker_kwargs = worker_kwargs
         self._log_level = logging.getLevelName(int(silence_logs)) if silence_logs else "INFO"
         if silence_logs:
@@ -157,6 +162,7 @@ class LocalCluster:
             protocol=self.protocol,
             security=self.security,
             dashboard_address=self.dashboard_address,
+            journal=self.journal,
         )
         if self.allow_run_on_scheduler:
             run_on_scheduler.enable(self.scheduler)
@@ -217,7 +223,9 @@ class LocalCluster:
         )
 
     def _repr_html_(self) -> str:
-        return f"<b>{self.name}</b>: {self!r}"
+        from shoal.diagnostics.html import cluster_html
+
+        return cluster_html(self)
 
     # ------------------------------------------------------------------ scaling
 

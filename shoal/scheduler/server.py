@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -40,7 +41,8 @@ from shoal.protocol.messages import (
     Terminate,
 )
 from shoal.protocol.versions import collect_versions
-from shoal.scheduler import handlers, worker_setup
+from shoal.scheduler import handlers, observe, worker_setup
+from shoal.scheduler.journal import Journal
 from shoal.scheduler.plugins import PluginHooks, SchedulerPlugin
 from shoal.scheduler.state import (
     ClientConnected,
@@ -54,6 +56,8 @@ from shoal.scheduler.state import (
     WorkerAdded,
     WorkerRemoved,
 )
+from shoal.scheduler.state.snapshot import snapshot_events
+from shoal.scheduler.state.transitions import FIRE_AND_FORGET
 from shoal.scheduler.task_stream import TaskStream
 from shoal.security import Security
 
@@ -105,6 +109,7 @@ class Scheduler:
         worker_saturation: float | None = None,
         security: Security | None = None,
         plugins: Iterable[SchedulerPlugin] = (),
+        journal: str | os.PathLike[str] | None = None,
         dashboard_address: str | int | None = ":8787",
         dashboard: bool = True,
     ) -> None:
@@ -184,6 +189,13 @@ class Scheduler:
         self.http_server: Any = None
         #: the ports of the services beside the scheduler (``{"dashboard": 8787}``)
         self.services: dict[str, int] = {}
+        #: task stream and event requests, and the event log (joins, leaves, failures)
+        observe.install(self)
+        #: the event journal that lets a restarted scheduler recover (see .journal)
+        journal = journal if journal is not None else config.get("scheduler.journal.path")
+        fsync = bool(config.get("scheduler.journal.fsync"))
+        self.journal = Journal(journal, fsync=fsync) if journal else None
+        self.journal_compact_bytes = int(config.get("scheduler.journal.compact-bytes"))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -208,6 +220,9 @@ class Scheduler:
         else:
             addr = f"{self._protocol}://{unparse_host_port(self._host, self._port)}"
         config.tune_gc()
+        if self.journal is not None:
+            self._recover(self.journal.recover())
+            self.journal.open()
         self._listener = await listen(
             addr,
             self._handle_connection,
@@ -282,6 +297,8 @@ class Scheduler:
                 fut.set_exception(CommError("the scheduler closed"))
         self._requests.clear()
         await self.pool.close()
+        if self.journal is not None:
+            self.journal.close()
         self.status = "closed"
         self._closed.set()
 
@@ -296,6 +313,8 @@ class Scheduler:
 
     def handle(self, *events: Any) -> None:
         """Feed events to the state machine, route what it sends, then tell the plugins."""
+        if self.journal is not None:
+            self.journal.append(events)  # before the state acts on them: write-ahead
         for out in self.state.handle(*events):
             if isinstance(out, ToWorker):
                 sender = self.worker_streams.get(out.worker)
@@ -316,6 +335,63 @@ class Scheduler:
             else:  # pragma: no cover - a new Outgoing type without a route is a bug
                 logger.error("no route for %r", out)
         self.hooks.events(events)
+        if self.journal is not None and self.journal.should_compact(self.journal_compact_bytes):
+            self.journal.compact(snapshot_events(self.state, time.time()))
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, events: list[Any]) -> None:
+        """Replay a journal's events; then wait for the workers and clients it knew.
+
+        What the replayed state sends is dropped: the workers and clients it names
+        reconnect on their own. Workers that don't within
+        ``scheduler.journal.recovery-timeout`` are removed (their tasks run elsewhere);
+        clients that don't within ``scheduler.client-timeout`` are released.
+        """
+        if not events:
+            return
+        started = time.monotonic()
+        for i in range(0, len(events), 1000):
+            self.state.handle(*events[i : i + 1000])
+        workers = list(self.state.workers)
+        clients = [c for c in self.state.clients if c != FIRE_AND_FORGET]
+        logger.warning(
+            "Recovered from journal %s: %d events replayed in %.2f s; %d tasks, waiting for "
+            "%d workers and %d clients to reconnect",
+            self.journal.path if self.journal else "",
+            len(events),
+            time.monotonic() - started,
+            len(self.state.tasks),
+            len(workers),
+            len(clients),
+        )
+        loop = asyncio.get_running_loop()
+        timeout = float(config.get("scheduler.journal.recovery-timeout"))
+        loop.call_later(timeout, self._recovery_deadline, workers)
+        for client in clients:
+            self._client_grace[client] = loop.call_later(
+                self.client_timeout, self._client_gone, client
+            )
+
+    def _recovery_deadline(self, workers: list[str]) -> None:
+        """Remove the recovered workers that did not come back: their work moves."""
+        if self.status != "running":
+            return
+        gone = [w for w in workers if w not in self.worker_streams and w in self.state.workers]
+        for address in gone:
+            logger.warning("Worker %s did not reconnect after the restart: removing it", address)
+        self.handle(
+            *(
+                WorkerRemoved(
+                    address=address,
+                    reason="did not reconnect after the scheduler restarted",
+                    safe=True,
+                    stimulus_id=stimulus_id("recovery"),
+                    now=time.time(),
+                )
+                for address in gone
+            )
+        )
 
     # ------------------------------------------------------------------ plugins, events
 
