@@ -193,3 +193,11 @@ async def test_an_object_msgpack_cannot_send_arrives_as_its_repr(
     assert (await c.get_events())["odd"][0][1] == repr({1, 2})
     # the stream still works afterwards
     assert await c.submit(lambda: 7) == 7
+
+
+async def test_the_event_log_adds_no_per_transition_hook() -> None:
+    # watching every transition would cost microseconds per task; the event log hooks
+    # only joins, leaves and failures
+    async with cluster(n_workers=1) as (s, _):
+        assert "shoal-event-log" in s.hooks.plugins
+        assert s.state.transition_listener is None
