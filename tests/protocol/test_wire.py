@@ -5,6 +5,10 @@ import msgpack
 import numpy as np
 import pytest
 
+import shoal.coordination.messages
+import shoal.protocol.actor_ops
+import shoal.protocol.observe
+import shoal.protocol.setup_ops
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.protocol.frames import FrameDecoder, encode_frames
 from shoal.protocol.messages import (
@@ -22,6 +26,13 @@ from shoal.protocol.opaque import Opaque
 from shoal.protocol.wire import dumps_messages, loads_messages
 
 KEY = ("x", 0, 1)
+# every module that defines ops, so each op is covered whatever was imported before
+OP_MODULES = (
+    shoal.coordination.messages,
+    shoal.protocol.actor_ops,
+    shoal.protocol.observe,
+    shoal.protocol.setup_ops,
+)
 
 
 def opaque(tag: bytes = b"p") -> Opaque:
@@ -55,6 +66,11 @@ EXAMPLES: dict[str, Any] = {
     "dict[Key, int]": {KEY: 10, "y": 0},
     "dict[Key, Opaque]": {KEY: opaque(b"1"), "y": opaque(b"2")},
     "dict[Key, tuple[Address, ...]]": {KEY: ("tcp://a:1", "tcp://b:2"), "y": ()},
+    "float | None": 2.5,
+    "bool | int": 3,
+    "str | tuple[str, ...]": ("topic-a", "topic-b"),
+    "tuple[tuple[Any, str], ...]": (("lease-1", "sem"), (2, "other")),
+    "tuple[tuple[Any, Opaque, tuple[Key, ...]], ...]": (("name", opaque(b"ds"), (KEY, "y")),),
 }
 
 
