@@ -6,6 +6,9 @@ it (fields, nested dicts, tuples, dict keys excepted) is replaced by the msgpack
 extension ``ExtType(1, <u32 LE first frame index><u32 LE number of frames>)`` and its
 frames are appended after the header, untouched: payload bytes are never copied into
 the header and, on the receiving side, become slices of the received buffer.
+A frame that several ``Opaque`` values share (the same buffer object: one task function
+cloudpickled once for a whole ``map``) travels once; an ``Opaque`` that refers to such a
+frame becomes ``ExtType(3, <u32 LE frame index>…)``.
 
 :class:`TaskSpec` values are written as their ``to_wire()`` tuple; the receiver calls
 ``TaskSpec.from_wire`` itself (the header carries no type tags besides Opaque).
@@ -29,12 +32,25 @@ from shoal.protocol.opaque import Frame, Opaque
 
 __all__ = ["BATCH_OP", "OPAQUE_EXT_CODE", "dumps_messages", "loads_messages"]
 
-#: msgpack extension code of an Opaque reference.
+#: msgpack extension code of an Opaque reference: its frames are consecutive.
 OPAQUE_EXT_CODE = 1
+#: msgpack extension code of an Opaque whose frames are listed by index (some of them
+#: shared with earlier Opaque values of the message, e.g. one task function for a map).
+OPAQUE_LIST_EXT_CODE = 3
 #: The op of a header carrying several messages.
 BATCH_OP = "batch"
 
 _EXT = struct.Struct("<II")
+
+
+def frame_identity(frame: Frame) -> int:
+    """What makes two frames the same buffer: the object itself, or for a memoryview of
+    a whole ``bytes`` object (a pickled function shared by many run specs) that object."""
+    if isinstance(frame, memoryview):
+        base = frame.obj
+        if isinstance(base, bytes) and frame.nbytes == len(base):
+            return id(base)
+    return id(frame)
 
 
 def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
@@ -46,12 +62,22 @@ def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
     if not msgs:
         raise LocalProtocolError("no messages to encode")
     frames: list[Frame] = [b""]  # frame 0, the header, is filled in below
+    seen: dict[int, int] = {}  # id(frame) -> its index: a shared buffer travels once
 
     def default(obj: Any) -> Any:
         if isinstance(obj, Opaque):
             start = len(frames)
-            frames.extend(obj.frames)
-            return msgpack.ExtType(OPAQUE_EXT_CODE, _EXT.pack(start, len(obj.frames)))
+            indices = []
+            for frame in obj.frames:
+                ident = frame_identity(frame)
+                i = seen.get(ident)
+                if i is None:
+                    i = seen[ident] = len(frames)
+                    frames.append(frame)
+                indices.append(i)
+            if indices == list(range(start, start + len(indices))):
+                return msgpack.ExtType(OPAQUE_EXT_CODE, _EXT.pack(start, len(indices)))
+            return msgpack.ExtType(OPAQUE_LIST_EXT_CODE, struct.pack(f"<{len(indices)}I", *indices))
         if isinstance(obj, TaskSpec):
             return obj.to_wire()
         if isinstance(obj, Message):
@@ -83,6 +109,17 @@ def loads_messages(frames: Sequence[Frame]) -> list[Message]:
     n = len(frames)
 
     def ext_hook(code: int, data: bytes) -> Opaque:
+        if code == OPAQUE_LIST_EXT_CODE:
+            if len(data) % 4:
+                raise RemoteProtocolError(
+                    f"invalid message: Opaque frame list of {len(data)} bytes"
+                )
+            indices = struct.unpack(f"<{len(data) // 4}I", data)
+            if any(i < 1 or i >= n for i in indices):
+                raise RemoteProtocolError(
+                    f"invalid message: Opaque reference to a frame outside 1..{n - 1}"
+                )
+            return Opaque([frames[i] for i in indices])
         if code != OPAQUE_EXT_CODE:
             raise RemoteProtocolError(f"invalid message: unknown msgpack extension {code}")
         if len(data) != _EXT.size:

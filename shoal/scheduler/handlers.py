@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from shoal._types import Key
 from shoal.errors import CommError, RemoteError
 from shoal.protocol.messages import (
     OK,
@@ -159,7 +160,23 @@ def client_events(
     from shoal.scheduler.server import stimulus_id
 
     events: list[Any] = []
+    # Futures dropped one by one arrive as one release each: a run of them makes one
+    # event (fewer events to handle and to journal).
+    released: list[Key] = []
+
+    def flush_released() -> None:
+        if released:
+            sid = stimulus_id(ClientReleasesKeys.op)
+            events.append(
+                KeysReleased(client=client, keys=tuple(released), stimulus_id=sid, now=now)
+            )
+            released.clear()
+
     for msg in msgs:
+        if isinstance(msg, ClientReleasesKeys):
+            released.extend(msg.keys)
+            continue
+        flush_released()
         sid = stimulus_id(msg.op)
         if isinstance(msg, UpdateGraph):
             events.append(
@@ -170,10 +187,6 @@ def client_events(
                     stimulus_id=sid,
                     now=now,
                 )
-            )
-        elif isinstance(msg, ClientReleasesKeys):
-            events.append(
-                KeysReleased(client=client, keys=tuple(msg.keys), stimulus_id=sid, now=now)
             )
         elif isinstance(msg, FireAndForget):
             events.append(
@@ -207,6 +220,7 @@ def client_events(
             return None
         else:
             logger.warning("client %s sent an unexpected %r on its stream", client, msg.op)
+    flush_released()
     return events
 
 

@@ -8,10 +8,11 @@ whole batch, which the operating system keeps even if the process is SIGKILLed t
 instant (``scheduler.journal.fsync`` also survives a power loss, at a price).
 
 Record: ``[u32 payload length][u32 CRC-32 of the payload][payload]``, the payload a
-msgpack array of events, each ``[class name, [field values]]``; ``Opaque`` payloads and
-task specs are msgpack extensions. A crash in the middle of a write leaves a torn last
-record: reading stops at the first incomplete or corrupt record and the file is cut
-back to the last good one.
+msgpack pair: the events, each ``[class name, [field values]]``, and the table of the
+distinct frames of their ``Opaque`` payloads (which are msgpack extensions naming
+frames in that table; task specs are their wire tuples). A crash
+in the middle of a write leaves a torn last record: reading stops at the first
+incomplete or corrupt record and the file is cut back to the last good one.
 
 Compaction: once the file passes ``scheduler.journal.compact-bytes`` (and has doubled
 since the last compaction), it is rewritten as a snapshot of the current state
@@ -35,13 +36,15 @@ import msgpack
 
 from shoal.protocol.messages import TaskSpec
 from shoal.protocol.opaque import Opaque
+from shoal.protocol.wire import frame_identity
 from shoal.scheduler.state.events import _EVENTS, Event
 
 logger = logging.getLogger("shoal.scheduler.journal")
 
+#: the first bytes of every journal file
+MAGIC = b"SHOALJ1\n"
 _HEADER = struct.Struct("<II")
 _OPAQUE = 1
-_TASK_SPEC = 2
 #: events per record when a snapshot is written (bounds the size of one record)
 _SNAPSHOT_CHUNK = 10_000
 
@@ -62,61 +65,81 @@ def _fields_of(cls: type[Event]) -> tuple[tuple[str, ...], Callable[[Event], Any
     return known
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, Opaque):
-        return msgpack.ExtType(_OPAQUE, msgpack.packb(obj.frames, use_bin_type=True))
-    if isinstance(obj, TaskSpec):
-        return msgpack.ExtType(_TASK_SPEC, _pack(obj.to_wire()))
-    if hasattr(type(obj), "__index__"):
-        return operator.index(obj)
-    raise TypeError(f"cannot journal an object of type {type(obj).__qualname__!r}")
+class _Encoder:
+    """Packs one record; each distinct frame of its ``Opaque`` values is written once.
+
+    The run specs of one graph share their function's frame (one buffer on the
+    scheduler): the record keeps a table of frames and an ``Opaque`` becomes the
+    indices of its frames in it.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+        self.index: dict[int, int] = {}
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, Opaque):
+            ids = []
+            for frame in obj.frames:
+                ident = frame_identity(frame)
+                i = self.index.get(ident)
+                if i is None:
+                    i = self.index[ident] = len(self.frames)
+                    self.frames.append(frame)
+                ids.append(i)
+            return msgpack.ExtType(_OPAQUE, struct.pack(f"<{len(ids)}I", *ids))
+        if isinstance(obj, TaskSpec):
+            return obj.to_wire()  # Event._decode rebuilds it (GraphSubmitted)
+        if hasattr(type(obj), "__index__"):
+            return operator.index(obj)
+        raise TypeError(f"cannot journal an object of type {type(obj).__qualname__!r}")
+
+    def pack(self, obj: Any) -> bytes:
+        return msgpack.packb(obj, use_bin_type=True, default=self.default)  # type: ignore[no-any-return]
 
 
-def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
+def _unpack(data: bytes, frames: tuple[bytes, ...]) -> Any:
+    def ext_hook(code: int, ext: bytes) -> Any:
+        if code == _OPAQUE:
+            ids = struct.unpack(f"<{len(ext) // 4}I", ext)
+            return Opaque([frames[i] for i in ids])
+        raise JournalError(f"unknown msgpack extension {code} in the journal")
 
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == _OPAQUE:
-        return Opaque(msgpack.unpackb(data, raw=False, use_list=True))
-    if code == _TASK_SPEC:
-        return TaskSpec.from_wire(_unpack(data))
-    raise JournalError(f"unknown msgpack extension {code} in the journal")
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(
-        data, raw=False, use_list=False, strict_map_key=False, ext_hook=_ext_hook
-    )
+    return msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False, ext_hook=ext_hook)
 
 
 def encode_events(events: Sequence[Event]) -> bytes:
     """One journal record holding ``events``."""
+    encoder = _Encoder()
     items = []
     for event in events:
         cls = type(event)
         _, getter = _fields_of(cls)
         items.append((cls.__name__, getter(event)))  # every event has 2+ fields
-    payload = _pack(items)
+    body = encoder.pack(items)
+    payload: bytes = msgpack.packb((body, encoder.frames), use_bin_type=True)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def decode_payload(payload: bytes) -> list[Event]:
     """The events of one record's payload."""
+    body, frames = msgpack.unpackb(payload, raw=False, use_list=False)
     events = []
-    for name, values in _unpack(payload):
+    for name, values in _unpack(body, frames):
         cls = _EVENTS.get(name)
         if cls is None:
             raise JournalError(f"unknown event {name!r} in the journal")
         names, _ = _fields_of(cls)
-        events.append(cls(**dict(zip(names, values))))
+        events.append(cls._decode(dict(zip(names, values))))
     return events
 
 
 def read_records(data: bytes) -> tuple[list[list[Event]], int]:
     """The records in ``data`` up to the first torn or corrupt one, and where it starts."""
+    if not data.startswith(MAGIC):
+        raise JournalError("not a shoal journal (it does not start with the journal's mark)")
     records: list[list[Event]] = []
-    offset = 0
+    offset = len(MAGIC)
     view = memoryview(data)
     while offset + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, offset)
@@ -154,7 +177,15 @@ class Journal:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        records, good = read_records(data)
+        if not data:
+            return []
+        try:
+            records, good = read_records(data)
+        except JournalError as e:
+            raise JournalError(
+                f"{self.path}: {e}. Point --journal at a new file or at a journal "
+                "this version of shoal wrote; this file was left untouched."
+            ) from None
         if good < len(data):
             logger.warning(
                 "journal %s: the last %d bytes are a torn or corrupt record (a crash "
@@ -172,6 +203,9 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.size = os.fstat(self._fd).st_size
+        if not self.size:
+            os.write(self._fd, MAGIC)
+            self.size = len(MAGIC)
 
     def append(self, events: Sequence[Event]) -> None:
         """Write one record holding ``events`` (before the state machine handles them)."""
@@ -192,7 +226,8 @@ class Journal:
         events = list(snapshot)
         tmp = self.path.with_name(self.path.name + ".compacting")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        size = 0
+        os.write(fd, MAGIC)
+        size = len(MAGIC)
         try:
             for chunk in _chunks(events, _SNAPSHOT_CHUNK):
                 record = encode_events(chunk)

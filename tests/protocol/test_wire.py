@@ -197,3 +197,24 @@ def test_compute_task_with_opaque_run_spec() -> None:
         msg,
         Heartbeat(),
     ]
+
+
+def test_a_frame_shared_by_several_opaques_travels_once() -> None:
+    function = b"cloudpickled function" * 100
+    # as run specs hold it: a new memoryview of the same bytes each time
+    specs = [Opaque([f"args {i}".encode(), memoryview(function)]) for i in range(50)]
+    frames = dumps_messages([DataReply(data={("k", i): o for i, o in enumerate(specs)})])
+    assert len(frames) == 1 + 50 + 1
+    assert sum(bytes(f) == function for f in frames) == 1
+    (reply,) = loads_messages(through_the_wire(frames))
+    assert isinstance(reply, DataReply)
+    assert [reply.data[("k", i)] for i in range(50)] == specs
+    shared = {id(o.frames[1]) for o in reply.data.values()}
+    assert len(shared) == 1  # one buffer on the receiving side too
+
+
+@pytest.mark.parametrize("ext", [b"\x01\x00\x00", b"\x00\x00\x00\x00", b"\x09\x00\x00\x00"])
+def test_a_bad_frame_list_is_refused(ext: bytes) -> None:
+    header = msgpack.packb({"op": "data-reply", "data": {"k": msgpack.ExtType(3, ext)}})
+    with pytest.raises(RemoteProtocolError, match="Opaque"):
+        loads_messages([header, b"only frame"])

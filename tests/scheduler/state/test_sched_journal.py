@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from sched_builders import A, B, C, failed, finished, make_state, spec, submit, worker
 from test_sched_transitions import EXAMPLES, SCENARIOS
 
-from shoal.scheduler.journal import Journal, JournalError, decode_payload, encode_events
+from shoal.scheduler.journal import MAGIC, Journal, JournalError, decode_payload, encode_events
 from shoal.scheduler.state import (
     DataScattered,
     Event,
@@ -162,13 +165,18 @@ def test_a_corrupt_record_stops_the_replay_there(tmp_path: Path) -> None:
     assert Journal(path).recover() == events[:2]
 
 
-def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "journal"
-    payload = b"\x91\x92\xa4Nope\x90"  # a well-formed record naming an unknown event
-    import struct
-    import zlib
+def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"my precious notes\n" * 100)
+    with pytest.raises(JournalError, match=r"not a shoal journal.*left untouched"):
+        Journal(path).recover()
+    assert path.read_bytes() == b"my precious notes\n" * 100
 
-    path.write_bytes(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+
+def test_an_unknown_event_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    payload = msgpack.packb((msgpack.packb([("Nope", ())]), []))
+    path.write_bytes(MAGIC + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
     with pytest.raises(JournalError, match="unknown event 'Nope'"):
         Journal(path).recover()
 
