@@ -155,6 +155,13 @@ def read_records(data: bytes) -> tuple[list[list[Event]], int]:
     return records, offset
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: one ``os.write`` may write less (Linux stops at 2 GiB)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _chunks(events: Sequence[Event], size: int) -> Iterator[Sequence[Event]]:
     for i in range(0, len(events), size):
         yield events[i : i + size]
@@ -212,7 +219,12 @@ class Journal:
         if self._fd is None:
             raise JournalError(f"journal {self.path} is not open")
         record = encode_events(events)
-        os.write(self._fd, record)
+        try:
+            _write_all(self._fd, record)
+        except OSError:
+            # e.g. a full disk: cut the partial record, so that later ones still replay
+            os.ftruncate(self._fd, self.size)
+            raise
         self.size += len(record)
         if self.fsync:
             os.fsync(self._fd)
@@ -226,12 +238,12 @@ class Journal:
         events = list(snapshot)
         tmp = self.path.with_name(self.path.name + ".compacting")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.write(fd, MAGIC)
         size = len(MAGIC)
         try:
+            _write_all(fd, MAGIC)
             for chunk in _chunks(events, _SNAPSHOT_CHUNK):
                 record = encode_events(chunk)
-                os.write(fd, record)
+                _write_all(fd, record)
                 size += len(record)
             os.fsync(fd)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -198,3 +199,55 @@ def test_compaction_replaces_the_history_by_a_snapshot(tmp_path: Path) -> None:
     rebuilt.handle(*Journal(path).recover())
     assert after_restart(rebuilt) == after_restart(s)
     assert not (tmp_path / "journal.compacting").exists()
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.write`` may write less than asked (Linux: at most 2 GiB a call)."""
+    real_write = os.write
+
+    def short_write(fd: int, data: Any) -> int:
+        return int(real_write(fd, bytes(data)[:5]))
+
+    s = _busy_state()
+    events = [e for _, e in s.event_log]
+    j = Journal(tmp_path / "journal")
+    j.open()
+    monkeypatch.setattr(os, "write", short_write)
+    j.append(events[:3])
+    j.append(events[3:])
+    j.compact(snapshot_events(s, 5.0))
+    j.append(events[:1])
+    monkeypatch.undo()
+    j.close()
+    assert j.size == (tmp_path / "journal").stat().st_size
+    rebuilt = make_state()
+    rebuilt.handle(*Journal(tmp_path / "journal").recover()[:-1])
+    assert after_restart(rebuilt) == after_restart(s)
+
+
+def test_a_failed_write_leaves_no_partial_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk mid-record: the record is cut away, so later records still replay."""
+    real_write = os.write
+    calls = 0
+
+    def full_disk(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return int(real_write(fd, bytes(data)[:10]))
+        raise OSError(28, "No space left on device")
+
+    events = [e for _, e in _busy_state().event_log]
+    path = tmp_path / "journal"
+    j = Journal(path)
+    j.open()
+    j.append(events[:2])
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        j.append(events[2:4])
+    monkeypatch.undo()
+    j.append(events[4:6])
+    j.close()
+    assert Journal(path).recover() == events[:2] + events[4:6]
