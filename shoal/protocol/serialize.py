@@ -153,12 +153,36 @@ def loads(data: Opaque) -> Any:
         raise SerializeError(f"could not unpickle: {type(e).__name__}: {e}") from e
 
 
+#: items of a container measured one by one; beyond that, a sample is extrapolated
+_SAMPLED_ITEMS = 20
+
+
+def _pandas_nbytes(obj: Any) -> int | None:
+    """Shallow size of a pandas DataFrame/Series/Index from its arrays (what
+    ``memory_usage(deep=False)`` says, about 100x faster: no Series is built)."""
+    try:
+        mgr = getattr(obj, "_mgr", None)
+        if mgr is not None:
+            return int(sum(a.nbytes for a in mgr.arrays) + obj.index.nbytes)
+        return int(obj.nbytes)  # an Index
+    except Exception:
+        usage = getattr(obj, "memory_usage", None)
+        if usage is None:
+            return None
+        try:
+            total = usage(index=True, deep=False)
+            return int(total.sum() if hasattr(total, "sum") else total)
+        except Exception:
+            return None
+
+
 def nbytes_of(obj: object) -> int:
     """A cheap estimate of the memory ``obj`` holds, for bookkeeping (not exact).
 
     numpy arrays (and anything with an integer ``nbytes``): ``nbytes``; pandas
-    objects: shallow ``memory_usage``; bytes-like objects: their size; otherwise
-    ``sys.getsizeof``.
+    objects: the size of their arrays (shallow); bytes-like objects: their size; lists,
+    tuples, sets and dicts: their own size plus their items' (from a sample of
+    ``_SAMPLED_ITEMS`` when larger); otherwise ``sys.getsizeof``.
     """
     if isinstance(obj, bytes | bytearray):
         return len(obj)
@@ -167,14 +191,18 @@ def nbytes_of(obj: object) -> int:
     if isinstance(obj, Opaque):
         return obj.nbytes
     if type(obj).__module__.startswith("pandas"):
-        usage = getattr(obj, "memory_usage", None)
-        if usage is not None:
-            try:
-                total = usage(index=True, deep=False)
-                total = total.sum() if hasattr(total, "sum") else total
-                return int(total)
-            except Exception:
-                pass
+        size = _pandas_nbytes(obj)
+        if size is not None:
+            return size
+    if isinstance(obj, list | tuple | set | frozenset | dict):
+        items = list(obj.values()) if isinstance(obj, dict) else list(obj)
+        if len(items) > _SAMPLED_ITEMS:
+            step = len(items) / _SAMPLED_ITEMS
+            sample = [items[int(i * step)] for i in range(_SAMPLED_ITEMS)]
+            inner = sum(map(nbytes_of, sample)) * len(items) // _SAMPLED_ITEMS
+        else:
+            inner = sum(map(nbytes_of, items))
+        return sys.getsizeof(obj) + inner
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes

@@ -129,6 +129,25 @@ def test_nbytes_of() -> None:
     assert nbytes_of([1, 2, 3]) > 0
 
 
+def test_nbytes_of_pandas_is_memory_usage() -> None:
+    df = pd.DataFrame(
+        {"f": np.zeros(500), "s": pd.array(["ab"] * 500, dtype="string"), "o": ["x"] * 500},
+        index=pd.date_range("2000", periods=500, freq="s"),
+    )
+    for obj in (df, df["f"], df["s"], df.iloc[10:20]):
+        usage = obj.memory_usage(index=True, deep=False)
+        assert nbytes_of(obj) == int(usage.sum() if hasattr(usage, "sum") else usage)
+    assert nbytes_of(df.index) == df.index.memory_usage(deep=False)
+
+
+def test_nbytes_of_containers_counts_their_items() -> None:
+    parts = {i: np.zeros(1000) for i in range(8)}  # a shuffle's groups, say
+    assert 64_000 <= nbytes_of(parts) < 66_000
+    many = [np.zeros(100)] * 1000  # sampled, then extrapolated
+    assert 800_000 <= nbytes_of(many) < 820_000
+    assert nbytes_of((b"ab", b"cd")) == sys.getsizeof((b"ab", b"cd")) + 4
+
+
 def test_zero_copy_from_array_to_array() -> None:
     """A 100 MB array goes out as a view and comes in as a view of the receive buffer."""
     arr = np.arange(100 * 2**20 // 8, dtype="f8")
