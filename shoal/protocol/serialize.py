@@ -176,13 +176,14 @@ def _pandas_nbytes(obj: Any) -> int | None:
             return None
 
 
-def nbytes_of(obj: object) -> int:
+def nbytes_of(obj: object, _depth: int = 0) -> int:
     """A cheap estimate of the memory ``obj`` holds, for bookkeeping (not exact).
 
     numpy arrays (and anything with an integer ``nbytes``): ``nbytes``; pandas
     objects: the size of their arrays (shallow); bytes-like objects: their size; lists,
     tuples, sets and dicts: their own size plus their items' (from a sample of
-    ``_SAMPLED_ITEMS`` when larger); otherwise ``sys.getsizeof``.
+    ``_SAMPLED_ITEMS`` when larger; three levels deep at most); otherwise
+    ``sys.getsizeof``.
     """
     if isinstance(obj, bytes | bytearray):
         return len(obj)
@@ -194,14 +195,14 @@ def nbytes_of(obj: object) -> int:
         size = _pandas_nbytes(obj)
         if size is not None:
             return size
-    if isinstance(obj, list | tuple | set | frozenset | dict):
+    if isinstance(obj, list | tuple | set | frozenset | dict) and _depth < 3:
         items = list(obj.values()) if isinstance(obj, dict) else list(obj)
         if len(items) > _SAMPLED_ITEMS:
             step = len(items) / _SAMPLED_ITEMS
             sample = [items[int(i * step)] for i in range(_SAMPLED_ITEMS)]
-            inner = sum(map(nbytes_of, sample)) * len(items) // _SAMPLED_ITEMS
+            inner = sum(nbytes_of(x, _depth + 1) for x in sample) * len(items) // _SAMPLED_ITEMS
         else:
-            inner = sum(map(nbytes_of, items))
+            inner = sum(nbytes_of(x, _depth + 1) for x in items)
         return sys.getsizeof(obj) + inner
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):

@@ -146,6 +146,10 @@ def test_nbytes_of_containers_counts_their_items() -> None:
     many = [np.zeros(100)] * 1000  # sampled, then extrapolated
     assert 800_000 <= nbytes_of(many) < 820_000
     assert nbytes_of((b"ab", b"cd")) == sys.getsizeof((b"ab", b"cd")) + 4
+    deep: list[object] = []
+    for _ in range(100_000):  # no recursion error however deep
+        deep = [deep]
+    assert nbytes_of(deep) > 0
 
 
 def test_zero_copy_from_array_to_array() -> None:
