@@ -19,10 +19,12 @@ from shoal.errors import RemoteError
 from shoal.plugins import SetupCallback
 from shoal.protocol.messages import ErrorReply, Message
 from shoal.protocol.serialize import dumps, loads
-from shoal.protocol.setup_ops import RegisterWorkerPlugin, UnregisterWorkerPlugin, UploadFile
-
-#: What ``upload_file`` accepts (as the workers do).
-UPLOAD_EXTENSIONS = (".py", ".zip", ".egg", ".pyz")
+from shoal.protocol.setup_ops import (
+    UPLOAD_EXTENSIONS,
+    RegisterWorkerPlugin,
+    UnregisterWorkerPlugin,
+    UploadFile,
+)
 
 _SCHEDULER_PLUGIN_REFUSED = (
     "register_plugin got a SchedulerPlugin ({plugin}), which would run this client's "

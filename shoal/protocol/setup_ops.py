@@ -14,7 +14,10 @@ from typing import ClassVar
 from shoal.protocol.messages import Message
 from shoal.protocol.opaque import Opaque
 
-__all__ = ["RegisterWorkerPlugin", "UnregisterWorkerPlugin", "UploadFile"]
+__all__ = ["UPLOAD_EXTENSIONS", "RegisterWorkerPlugin", "UnregisterWorkerPlugin", "UploadFile"]
+
+#: What ``upload_file`` accepts: Python sources and zip archives of modules.
+UPLOAD_EXTENSIONS = (".py", ".zip", ".egg", ".pyz")
 
 
 @dataclass(frozen=True, slots=True)

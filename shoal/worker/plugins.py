@@ -36,7 +36,12 @@ from shoal.errors import SerializeError
 from shoal.plugins import WorkerPlugin
 from shoal.protocol.messages import OK, ErrorReply, Message
 from shoal.protocol.serialize import loads
-from shoal.protocol.setup_ops import RegisterWorkerPlugin, UnregisterWorkerPlugin, UploadFile
+from shoal.protocol.setup_ops import (
+    UPLOAD_EXTENSIONS,
+    RegisterWorkerPlugin,
+    UnregisterWorkerPlugin,
+    UploadFile,
+)
 from shoal.worker import execute
 
 if TYPE_CHECKING:
@@ -44,10 +49,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("shoal.worker.plugins")
 
-__all__ = ["UPLOAD_EXTENSIONS", "WorkerPlugins", "import_file"]
-
-#: What ``upload_file`` accepts: Python sources and zip archives of modules.
-UPLOAD_EXTENSIONS = (".py", ".zip", ".egg", ".pyz")
+__all__ = ["WorkerPlugins", "import_file"]
 
 
 def import_file(path: str) -> list[ModuleType]:

@@ -10,7 +10,6 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +47,6 @@ def make_counter() -> type:
                 Path(self.marker).write_text(str(self.n))
 
     return Counter
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        yield lc
-
-
-@pytest.fixture
-def c(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster) as client:
-        yield client
-    gc.collect()
 
 
 def _wait_for(predicate: Any, timeout: float = 20.0) -> None:

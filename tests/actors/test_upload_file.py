@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shoal import Client, LocalCluster
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        yield lc
-
-
-@pytest.fixture
-def c(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster) as client:
-        yield client
-    gc.collect()
 
 
 def _name() -> str:

@@ -3,9 +3,7 @@ and scheduler plugins, refused unless the scheduler allows run_on_scheduler."""
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +39,6 @@ def recorder_state() -> Any:
     if plugin is None:
         return None
     return plugin.worker_address, list(plugin.transitions)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        yield lc
-
-
-@pytest.fixture
-def c(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster) as client:
-        yield client
-    gc.collect()
 
 
 def test_worker_plugin_hooks_on_every_worker(
