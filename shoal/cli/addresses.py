@@ -14,7 +14,10 @@ import click
 
 from shoal.comm.addressing import BindAddress, check_contact_address, resolve_bind
 
-__all__ = ["address_options", "resolve_cli_addresses"]
+__all__ = ["NETWORK_PROTOCOLS", "address_options", "resolve_cli_addresses"]
+
+#: the transports a scheduler or worker started from the command line can use
+NETWORK_PROTOCOLS = ("tcp", "tls")
 
 
 def address_options(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -93,6 +96,11 @@ def resolve_cli_addresses(
             default_host="0.0.0.0",
             default_port=default_port,
         )
+        if bind.protocol not in NETWORK_PROTOCOLS:
+            raise ValueError(
+                f"unknown protocol {bind.protocol!r}: give --protocol tcp or tls (or a "
+                "tcp:// or tls:// listen address)"
+            )
         contact = check_contact_address(contact_address, bind.protocol) if contact_address else None
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -8,6 +8,7 @@ import click
 
 from shoal.cli.addresses import address_options, resolve_cli_addresses
 from shoal.cli.main import run_until_signal, security_options, setup_logging
+from shoal.errors import CommError
 
 
 @click.command()
@@ -17,7 +18,12 @@ from shoal.cli.main import run_until_signal, security_options, setup_logging
     help="IP or hostname to listen on, and to advertise (default: every interface, "
     "advertising an address of this host that others can reach)",
 )
-@click.option("--port", default=None, type=int, help="port to serve on  [default: 8786]")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="port to serve on  [default: 8786]",
+)
 @address_options("scheduler")
 @click.option(
     "--dashboard-address",
@@ -99,16 +105,19 @@ def scheduler(
         raise click.BadParameter(str(e), param_hint="--dashboard-address") from None
 
     async def start() -> Scheduler:
-        s = await Scheduler(
-            host=bind.host,
-            port=bind.port,
-            protocol=bind.protocol,
-            contact_address=contact,
-            security=security,
-            journal=journal,
-            dashboard_address=dashboard_address,
-            dashboard=dashboard,
-        )
+        try:
+            s = await Scheduler(
+                host=bind.host,
+                port=bind.port,
+                protocol=bind.protocol,
+                contact_address=contact,
+                security=security,
+                journal=journal,
+                dashboard_address=dashboard_address,
+                dashboard=dashboard,
+            )
+        except (CommError, OSError) as e:  # an address or port this host can't listen on
+            raise click.ClickException(str(e)) from None
         if allow_run_on_scheduler:
             run_on_scheduler.enable(s)
             log.warning("clients may run code in this scheduler (--allow-run-on-scheduler)")

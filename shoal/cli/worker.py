@@ -13,9 +13,10 @@ from typing import Protocol
 import click
 
 from shoal import config
-from shoal.cli.addresses import address_options, resolve_cli_addresses
+from shoal.cli.addresses import NETWORK_PROTOCOLS, address_options, resolve_cli_addresses
 from shoal.cli.main import run_until_signal, security_options, setup_logging
 from shoal.comm.addressing import BindAddress
+from shoal.errors import CommError
 from shoal.security import Security, read_token_file
 
 
@@ -61,10 +62,12 @@ def _resources_option(
     "--port",
     "worker_port",
     default=None,
-    type=int,
+    type=click.IntRange(0, 65535),
     help="port for the worker (default: a random free one)",
 )
-@click.option("--nanny-port", default=0, type=int, help="port for the nanny (0: random)")
+@click.option(
+    "--nanny-port", default=0, type=click.IntRange(0, 65535), help="port for the nanny (0: random)"
+)
 @address_options("worker")
 @click.option(
     "--nanny-contact-address",
@@ -148,6 +151,12 @@ def worker(
     """
     if "://" not in scheduler_address:
         scheduler_address = f"tcp://{scheduler_address}"
+    if scheduler_address.partition("://")[0] not in NETWORK_PROTOCOLS:
+        raise click.BadParameter(
+            f"{scheduler_address!r}: give the address the scheduler printed, "
+            "e.g. tcp://10.0.0.1:8786 (tcp:// or tls://)",
+            param_hint="SCHEDULER_ADDRESS",
+        )
     bind, contact = resolve_cli_addresses(
         host=host,
         port=worker_port,
@@ -243,18 +252,21 @@ def _run_worker(
     log = logging.getLogger("shoal.worker")
 
     async def start() -> Worker:
-        w = await Worker(
-            scheduler_address,
-            nthreads=nthreads or os.cpu_count() or 1,
-            name=name,
-            memory_limit=memory_limit,
-            host=bind.host,
-            port=bind.port,
-            protocol=bind.protocol,
-            contact_address=contact_address,
-            resources=resources,
-            local_directory=local_directory,
-        )
+        try:
+            w = await Worker(
+                scheduler_address,
+                nthreads=nthreads or os.cpu_count() or 1,
+                name=name,
+                memory_limit=memory_limit,
+                host=bind.host,
+                port=bind.port,
+                protocol=bind.protocol,
+                contact_address=contact_address,
+                resources=resources,
+                local_directory=local_directory,
+            )
+        except CommError as e:  # an address or port this host can't listen on
+            raise click.ClickException(str(e)) from None
         log.info("Worker at: %s", w.address)
         if w.address != w.listen_address:
             log.info("Listening on: %s", w.listen_address)
@@ -290,26 +302,29 @@ def _run_nanny(
     security = Security.from_config()
 
     async def start() -> Nanny:
-        n = await Nanny(
-            scheduler_address,
-            nthreads=nthreads,
-            name=name,
-            memory_limit=memory_limit,
-            host=bind.host,
-            port=nanny_port,
-            protocol=bind.protocol,
-            worker_port=bind.port,
-            contact_address=contact_address,
-            nanny_contact_address=nanny_contact_address,
-            resources=resources,
-            worker_args=[
-                "--log-level",
-                log_level,
-                *(["--local-directory", local_directory] if local_directory else []),
-            ],
-            secret=security.secret,
-            ssl_context=security.server_context(),
-        )
+        try:
+            n = await Nanny(
+                scheduler_address,
+                nthreads=nthreads,
+                name=name,
+                memory_limit=memory_limit,
+                host=bind.host,
+                port=nanny_port,
+                protocol=bind.protocol,
+                worker_port=bind.port,
+                contact_address=contact_address,
+                nanny_contact_address=nanny_contact_address,
+                resources=resources,
+                worker_args=[
+                    "--log-level",
+                    log_level,
+                    *(["--local-directory", local_directory] if local_directory else []),
+                ],
+                secret=security.secret,
+                ssl_context=security.server_context(),
+            )
+        except CommError as e:  # an address or port this host can't listen on
+            raise click.ClickException(str(e)) from None
         if exit_with_parent:
             _close_when_stdin_closes(n)
         return n

@@ -77,8 +77,9 @@ class DashboardServer:
                 raise OSError(
                     e.errno,
                     f"the dashboard could not listen on {self.host or '*'}:{self.port}: "
-                    f"{e.strerror}. Pass another dashboard_address (or --dashboard-address), "
-                    "or None (--no-dashboard) to run without one",
+                    f"{e.strerror}. Pass another dashboard_address (--dashboard-address "
+                    "host:port, or :0 for any free port), or dashboard_address=None to run "
+                    "no HTTP server",
                 ) from e
             sockets = bind_sockets(0, address=host)
             logger.warning(

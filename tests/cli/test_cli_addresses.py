@@ -6,15 +6,16 @@ import operator
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
-from test_cli import Proc
 
 from shoal import Client
 from shoal.cli.scheduler import scheduler as scheduler_command
 from shoal.cli.worker import worker as worker_command
 from shoal.comm.tcp import reachable_ip
+from shoal.testing.processes import Proc
 
 
 def free_port() -> int:
@@ -34,6 +35,8 @@ def free_port() -> int:
         (["--listen-address", "tcp://0.0.0.0"], "no port in address"),
         (["--contact-address", "tcp://h:0"], "not a wildcard or port 0"),
         (["--contact-address", "tls://h:1"], "is tls:// but this server listens on tcp://"),
+        (["--protocol", "udp"], "unknown protocol 'udp': give --protocol tcp or tls"),
+        (["--port", "99999"], "99999 is not in the range 0<=x<=65535"),
     ],
 )
 def test_scheduler_refuses_conflicting_address_options(args: list[str], message: str) -> None:
@@ -51,12 +54,70 @@ def test_scheduler_refuses_conflicting_address_options(args: list[str], message:
         (["--contact-address", "tcp://0.0.0.0:9000"], "not a wildcard or port 0"),
         (["--nanny-contact-address", "tcp://h:1", "--no-nanny"], "for a worker with a nanny"),
         (["--nanny-contact-address", "h:0"], "not a wildcard or port 0"),
+        (["--protocol", "inproc"], "unknown protocol 'inproc'"),
+        (["--worker-port", "70000"], "70000 is not in the range"),
+        (["--nanny-port", "-1"], "-1 is not in the range"),
     ],
 )
 def test_worker_refuses_conflicting_address_options(args: list[str], message: str) -> None:
     result = CliRunner().invoke(worker_command, ["tcp://127.0.0.1:1", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_worker_refuses_a_scheduler_address_of_another_scheme() -> None:
+    result = CliRunner().invoke(worker_command, ["udp://127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
+    assert "give the address the scheduler printed" in result.output
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on every interface that something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scheduler", "--host", "192.0.2.1", "--port", "0", "--dashboard-address", ":0"],
+        ["worker", "tcp://127.0.0.1:1", "--no-nanny", "--host", "192.0.2.1"],
+        ["worker", "tcp://127.0.0.1:1", "--host", "192.0.2.1"],
+    ],
+)
+def test_an_address_not_of_this_host_is_a_one_line_error(args: list[str]) -> None:
+    """192.0.2.1 (TEST-NET) is no address of this host: the command says so and exits."""
+    out = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "Error: could not listen on tcp://192.0.2.1:" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("role", ["scheduler", "worker"])
+def test_a_port_in_use_is_a_one_line_error(role: str, busy_port: int) -> None:
+    args = (
+        ["scheduler", "--port", str(busy_port), "--dashboard-address", ":0"]
+        if role == "scheduler"
+        else ["worker", "tcp://127.0.0.1:1", "--nanny-port", str(busy_port)]
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert f"Error: could not listen on tcp://0.0.0.0:{busy_port}" in out.stderr
+    assert "Address already in use" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_the_scheduler_listens_on_an_interface() -> None:
