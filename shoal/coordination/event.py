@@ -30,7 +30,10 @@ class Event(Primitive):
         return self._call(self._wait, seconds(timeout))
 
     async def _wait(self, timeout: float | None) -> bool:
-        return bool(await self._blocking(lambda wait_id: EventWait(self.name, timeout, wait_id)))
+        client = self.client.id
+        return bool(
+            await self._blocking(lambda wait_id: EventWait(self.name, timeout, wait_id, client))
+        )
 
     def set(self) -> Any:
         """Set the event: every waiter wakes, and later waits return at once."""

@@ -199,12 +199,15 @@ class EventClear(Message):
 
 @dataclass(frozen=True, slots=True)
 class EventWait(Message):
-    """Wait up to ``timeout`` s for ``name`` to be set. Reply ``OK(bool)``: whether it is."""
+    """Wait up to ``timeout`` s for ``name`` to be set. Reply ``OK(bool)``: whether it is.
+
+    The wait ends when ``client`` (the waiting client) leaves."""
 
     op: ClassVar[str] = "event-wait"
     name: Any
     timeout: float | None = None
     wait_id: str = ""
+    client: str = ""
 
 
 # --------------------------------------------------------------------------- Pub/Sub

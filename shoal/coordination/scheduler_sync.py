@@ -108,7 +108,7 @@ class SyncStore:
         }
 
     def remove_client(self, client: str) -> None:
-        """``client`` left: its leases go back, its subscriptions end."""
+        """``client`` left: its leases go back, its event waits and subscriptions end."""
         for name, sem in self.semaphores.items():
             mine = [lease for lease, (who, _) in sem.leases.items() if who == client]
             for lease in mine:
@@ -117,6 +117,8 @@ class SyncStore:
                 logger.info("client %s left holding %d lease(s) of %r", client, len(mine), name)
                 sem.waiters.notify_all()
             sem.waiters.drop_client(client)
+        for ev in self.events.values():
+            ev.waiters.drop_client(client)
         for sub in [s for s in self.subscribers if self.subscribers[s].client == client]:
             self._unregister(sub)
 
@@ -252,7 +254,7 @@ class SyncStore:
         """Wait for an event to be set; answer whether it is."""
         assert isinstance(msg, EventWait)
         deadline = deadline_of(msg.timeout)
-        caller = Caller("", msg.wait_id, self.registry)
+        caller = Caller(msg.client, msg.wait_id, self.registry)
         ev = self._event(msg.name)
         try:
             caller.check()
@@ -261,11 +263,15 @@ class SyncStore:
                     break
                 ev = self._event(msg.name)
         except Gone as e:
+            self._forget_unset(msg.name, ev)
             return gone_reply(e)
-        flag = ev.flag
-        if not flag and not len(ev.waiters) and self.events.get(msg.name) is ev:
-            del self.events[msg.name]
-        return OK(flag)
+        self._forget_unset(msg.name, ev)
+        return OK(ev.flag)
+
+    def _forget_unset(self, name: Any, ev: _Event) -> None:
+        """Forget an event that is not set and that nobody waits for."""
+        if not ev.flag and not len(ev.waiters) and self.events.get(name) is ev:
+            del self.events[name]
 
     # ------------------------------------------------------------------ Pub/Sub
 

@@ -10,7 +10,7 @@ import pytest
 
 from shoal import Client, Event, Lock, Pub, Queue, Semaphore, Sub, Variable
 from shoal.coordination.values import encode
-from shoal.errors import SerializeError
+from shoal.errors import CommError, SerializeError
 from shoal.protocol.serialize import dumps, loads
 
 
@@ -296,3 +296,25 @@ async def test_a_new_value_releases_the_future_of_the_old_one(
         await asyncio.sleep(0.02)
     assert key not in s.state.tasks
     assert await v.get() == "plain now"
+
+
+async def test_a_client_that_leaves_stops_waiting_for_an_event(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    sync = s.hooks.plugins["shoal-coordination"].sync
+    async with Client(s.address, asynchronous=True) as other:
+        waiter = asyncio.ensure_future(Event("left-waiting", client=other).wait())
+        for _ in range(200):
+            if "left-waiting" in sync.events and len(sync.events["left-waiting"].waiters):
+                break
+            await asyncio.sleep(0.01)
+        assert len(sync.events["left-waiting"].waiters) == 1
+    # the client said goodbye: the scheduler no longer waits for it (nor keeps the event)
+    for _ in range(200):
+        if "left-waiting" not in sync.events:
+            break
+        await asyncio.sleep(0.01)
+    assert "left-waiting" not in sync.events
+    with pytest.raises(CommError):  # its own call ended when it closed
+        await asyncio.wait_for(waiter, 5)
