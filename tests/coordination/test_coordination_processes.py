@@ -127,6 +127,26 @@ def test_a_semaphore_with_two_leases_lets_two_tasks_in_at_a_time(
     assert Semaphore(max_leases=2, name="two-at-a-time", client=client).get_value() == 0
 
 
+def hold_a_lease_until(event: str) -> None:
+    with Semaphore(max_leases=2, name="held-leases"):
+        Queue("entered").put(os.getpid())
+        assert Event(event).wait(30)
+
+
+def test_a_third_task_waits_while_two_hold_the_leases(client: Client) -> None:
+    futures = [client.submit(hold_a_lease_until, "leave", pure=False) for _ in range(3)]
+    entered = Queue("entered", client=client)
+    assert len(entered.get(batch=2, timeout=30)) == 2  # two tasks inside at once
+    sem = Semaphore(max_leases=2, name="held-leases", client=client)
+    assert sem.get_value() == 2
+    with pytest.raises(TimeoutError):
+        entered.get(timeout=0.5)  # the third is kept out
+    Event("leave", client=client).set()
+    assert isinstance(entered.get(timeout=30), int)  # now it gets in
+    client.gather(futures)
+    assert sem.get_value() == 0
+
+
 # --------------------------------------------------------------------------- Event
 
 
