@@ -57,6 +57,9 @@ class Semaphore(Primitive):
         super().__init__(name, client)
         self.max_leases = max_leases
         self._leases: list[str] = []
+        #: leases this object took that the scheduler gave back (they had expired): a
+        #: release() owed for each returns False
+        self._expired = 0
         self._refresh_interval: float | None = None
         self._refresher: asyncio.Task[None] | None = None
         if client is not None and not client.asynchronous:
@@ -97,7 +100,7 @@ class Semaphore(Primitive):
 
         ``RuntimeError`` if this object holds no lease.
         """
-        if not self._leases:
+        if not self._leases and not self._expired:
             raise RuntimeError(self._not_held())
         return self._call(self._release)
 
@@ -110,7 +113,10 @@ class Semaphore(Primitive):
 
     async def _release(self) -> bool:
         if not self._leases:
-            raise RuntimeError(self._not_held())
+            if not self._expired:
+                raise RuntimeError(self._not_held())
+            self._expired -= 1  # its loss was logged when the refresh heard of it
+            return False
         lease = self._leases.pop(0)
         held = bool(await self._request(SemaphoreRelease(self.name, lease)))
         if not held:
@@ -133,6 +139,7 @@ class Semaphore(Primitive):
     async def _close(self) -> None:
         while self._leases:
             await self._release()
+        self._expired = 0
 
     # ------------------------------------------------------------------ leases
 
@@ -154,6 +161,7 @@ class Semaphore(Primitive):
             for _, lease in unknown:
                 if lease in self._leases:
                     self._leases.remove(lease)
+                    self._expired += 1
                     logger.warning(
                         "%r lost a lease: the scheduler had not heard from this holder "
                         "within scheduler.locks.lease-timeout and gave it back",

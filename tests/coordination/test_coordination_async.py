@@ -318,3 +318,20 @@ async def test_a_client_that_leaves_stops_waiting_for_an_event(
     assert "left-waiting" not in sync.events
     with pytest.raises(CommError):  # its own call ended when it closed
         await asyncio.wait_for(waiter, 5)
+
+
+async def test_releasing_a_lease_that_expired_returns_false(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, s, _ = c_s_ws
+    sync = s.hooks.plugins["shoal-coordination"].sync
+    sync.lease_timeout = 0.25  # holders refresh every 0.05 s
+    holder = Lock("expires", client=c)
+    assert await holder.acquire()
+    # the scheduler took the holder for dead (its refreshes were late): the lease goes
+    sync.expire_leases(asyncio.get_running_loop().time() + 3600)
+    assert await Lock("expires", client=c).acquire(timeout=5)  # someone else takes it
+    await asyncio.sleep(0.3)  # the holder's next refresh hears that its lease is gone
+    assert await holder.release() is False  # not "released too often"
+    with pytest.raises(RuntimeError, match="did not acquire it"):
+        await holder.release()
