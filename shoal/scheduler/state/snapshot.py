@@ -23,6 +23,7 @@ from shoal.scheduler.state.events import (
     ErredRestored,
     Event,
     GraphSubmitted,
+    KeysDesired,
     ReplicasAdded,
     WorkerAdded,
 )
@@ -31,7 +32,8 @@ from shoal.scheduler.state.model import TaskState
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
 
-#: the pseudo-client that holds scattered keys while a snapshot is replayed
+#: the pseudo-client that holds scattered keys and submits the tasks while a snapshot
+#: is replayed (it wants what any client wants, until the clients want it themselves)
 SNAPSHOT_CLIENT = "journal-snapshot"
 
 
@@ -92,11 +94,17 @@ def snapshot_events(s: SchedulerState, now: float) -> list[Event]:
     if scattered:
         nbytes = {key: s.tasks[key].nbytes for key in scattered}
         events.append(DataScattered(SNAPSHOT_CLIENT, scattered, nbytes, stimulus_id=sid, now=now))
-    specs = tuple(spec_of(ts) for ts in s.tasks.values() if ts.run_spec is not None)
+    # The specs once (not once per client: a snapshot's size does not grow with the
+    # clients), wanted by the pseudo-client until each client wants its own keys.
+    if s.clients:
+        specs = tuple(spec_of(ts) for ts in s.tasks.values() if ts.run_spec is not None)
+        wanted = tuple({ts.key: None for cs in s.clients.values() for ts in cs.wants_what})
+        events.append(GraphSubmitted(SNAPSHOT_CLIENT, specs, wanted, stimulus_id=sid, now=now))
     for cs in s.clients.values():
         keys = tuple(ts.key for ts in cs.wants_what)
         events.append(ClientConnected(cs.client, stimulus_id=sid, now=now))
-        events.append(GraphSubmitted(cs.client, specs, keys, stimulus_id=sid, now=now))
+        if keys:
+            events.append(KeysDesired(cs.client, keys, stimulus_id=sid, now=now))
     for ws in s.workers.values():
         held = tuple(ts.key for ts in ws.has_what if ts.run_spec is not None)
         if held:
@@ -119,6 +127,6 @@ def snapshot_events(s: SchedulerState, now: float) -> list[Event]:
                 now=now,
             )
         )
-    if scattered:
+    if scattered or s.clients:
         events.append(ClientDisconnected(SNAPSHOT_CLIENT, stimulus_id=sid, now=now))
     return events

@@ -18,6 +18,7 @@ from shoal.scheduler.state import (
     DataScattered,
     Event,
     FireAndForgetRequested,
+    GraphSubmitted,
     KeysReleased,
     SchedulerState,
     WorkerRemoved,
@@ -118,6 +119,23 @@ def test_a_snapshot_rebuilds_what_a_restart_keeps(tmp_path: Path) -> None:
     assert after_restart(rebuilt) == after_restart(original)
     assert rebuilt.tasks["after-bad"].failure is not None
     assert rebuilt.tasks["after-bad"].failure.blame == "bad"
+
+
+def test_a_snapshot_holds_each_task_once_whatever_the_number_of_clients(
+    tmp_path: Path,
+) -> None:
+    original = _busy_state()
+    # more clients: one wants only a leaf, another only a task nothing depends on
+    original.handle(submit("c3", spec("solo")), submit("c4", spec("a"), keys=("a", "c")))
+    events = snapshot_events(original, 10.0)
+    submitted = [spec.key for e in events if isinstance(e, GraphSubmitted) for spec in e.tasks]
+    assert sorted(map(str, submitted)) == sorted(
+        str(ts.key) for ts in original.tasks.values() if ts.run_spec is not None
+    )
+    rebuilt = make_state()
+    rebuilt.handle(*through_journal(events, tmp_path))
+    assert after_restart(rebuilt) == after_restart(original)
+    assert "journal-snapshot" not in rebuilt.clients
 
 
 def test_a_worker_registering_again_keeps_the_values_it_reports() -> None:
