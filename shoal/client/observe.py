@@ -154,7 +154,8 @@ class ObserveMixin:
 
     def subscribe_topic(self, topic: str, handler: Callable[[Any], Any]) -> Any:
         """Call ``handler((time, msg))`` for every event logged under ``topic`` from now
-        on (by any client, worker or the scheduler itself).
+        on (by any client, a task's through ``get_client()``, or the scheduler itself;
+        workers have no ``log_event`` of their own).
 
         The handler runs on the client's event loop thread: keep it short. It may be a
         coroutine function. A second subscription to the topic replaces the first.
