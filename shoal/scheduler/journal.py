@@ -18,10 +18,15 @@ Compaction: once the file passes ``scheduler.journal.compact-bytes`` (and has do
 since the last compaction), it is rewritten as a snapshot of the current state
 (:func:`~shoal.scheduler.state.snapshot.snapshot_events`) into a temporary file that
 replaces the journal atomically.
+
+One scheduler at a time: a journal in use is locked (``flock`` on ``PATH.lock``, which
+the kernel releases when its process dies, even by SIGKILL); a second scheduler on the
+same journal is refused before it reads or writes anything.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import operator
 import os
@@ -174,12 +179,32 @@ class Journal:
         self.path = Path(path)
         self.fsync = fsync
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         #: bytes in the file now, and right after the last compaction
         self.size = 0
         self.compacted_size = 0
 
+    def _lock(self) -> None:
+        """Hold the journal's lock (until :meth:`close`); refuse one held elsewhere."""
+        if self._lock_fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise JournalError(
+                f"journal {self.path} is in use by another scheduler (it holds "
+                f"{lock_path}): stop that scheduler first, or give this one another "
+                "--journal"
+            ) from None
+        self._lock_fd = fd
+
     def recover(self) -> list[Event]:
         """Every event journaled so far, in order; cut off a torn last record."""
+        self._lock()
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -189,6 +214,7 @@ class Journal:
         try:
             records, good = read_records(data)
         except JournalError as e:
+            self.close()
             raise JournalError(
                 f"{self.path}: {e}. Point --journal at a new file or at a journal "
                 "this version of shoal wrote; this file was left untouched."
@@ -207,7 +233,7 @@ class Journal:
 
     def open(self) -> None:
         """Open the file for appending (creating it and its folder if needed)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.size = os.fstat(self._fd).st_size
         if not self.size:
@@ -249,13 +275,18 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        self.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self.open()
         self.compacted_size = size
         logger.info("journal %s compacted to %d events, %d bytes", self.path, len(events), size)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file and let go of its lock."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -6,17 +6,24 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shoal import Client, config, fire_and_forget
-from shoal.scheduler.journal import Journal
+from shoal.scheduler.journal import read_records
 from shoal.scheduler.server import Scheduler
 from shoal.scheduler.state import SchedulerState
 from shoal.testing.cluster import cluster
 
 sys.path.insert(0, str(Path(__file__).parent / "state"))
 from test_sched_journal import after_restart, books
+
+
+def journaled_events(path: Path) -> list[Any]:
+    """The events in a journal a scheduler is using (read without taking its lock)."""
+    records, _ = read_records(path.read_bytes())
+    return [event for record in records for event in record]
 
 
 def inc(x: int) -> int:
@@ -51,7 +58,7 @@ async def test_the_journal_replays_into_the_schedulers_state(tmp_path: Path) -> 
             await asyncio.sleep(0.2)
             # what the scheduler journaled replays into exactly the state it has
             replayed = SchedulerState()
-            replayed.handle(*Journal(path).recover())
+            replayed.handle(*journaled_events(path))
             assert books(replayed) == books(s.state)
 
 
@@ -71,7 +78,7 @@ async def test_a_compacted_journal_still_recovers_the_state(
             assert s.journal.compacted_size > 0  # it was compacted at least once
             assert path.stat().st_size < 100_000
             rebuilt = SchedulerState()
-            rebuilt.handle(*Journal(path).recover())
+            rebuilt.handle(*journaled_events(path))
             assert after_restart(rebuilt) == after_restart(s.state)
             assert not (tmp_path / "journal.compacting").exists()
 

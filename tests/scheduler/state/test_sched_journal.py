@@ -269,3 +269,49 @@ def test_a_failed_write_leaves_no_partial_record(
     j.append(events[4:6])
     j.close()
     assert Journal(path).recover() == events[:2] + events[4:6]
+
+
+def test_a_journal_in_use_is_refused_to_a_second_scheduler(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    first = Journal(path)
+    assert first.recover() == []
+    first.open()
+    first.append([e for _, e in _busy_state().event_log][:2])
+    size = path.stat().st_size
+    with pytest.raises(JournalError, match=r"in use by another scheduler.*another\s+--journal"):
+        Journal(path).recover()
+    assert path.stat().st_size == size  # the second one neither read nor wrote it
+    first.close()
+    second = Journal(path)  # free again once the first let go (or died)
+    assert len(second.recover()) == 2
+    second.close()
+
+
+def test_the_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "journal"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from shoal.scheduler.journal import Journal\n"
+            f"j = Journal({str(path)!r}); j.recover(); j.open()\n"
+            "print('holding', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(JournalError, match="in use"):
+            Journal(path).recover()
+    finally:
+        holder.kill()  # SIGKILL
+        holder.wait()
+    j = Journal(path)
+    assert j.recover() == []
+    j.close()
