@@ -23,9 +23,9 @@ def test_client_summary(client: Client, local_cluster: LocalCluster) -> None:
     assert cell(html, "Threads") == "4"
     assert "B" in cell(html, "Memory")  # formatted bytes, e.g. "3.91 GiB"
     assert cell(html, "Cluster") == "LocalCluster"
-    link = getattr(client, "dashboard_link", None)
-    if link:
-        assert f'href="{link}"' in html
+    link = client.dashboard_link  # LocalCluster serves a dashboard by default
+    assert link is not None
+    assert cell(html, "Dashboard") == f'<a href="{link}" target="_blank">{link}</a>'
     # the plain repr is unchanged
     assert repr(client) == f"<Client: scheduler={client.scheduler_address!r} status=running>"
 
@@ -37,6 +37,7 @@ def test_cluster_summary(local_cluster: LocalCluster) -> None:
     assert cell(html, "Workers") == "2"
     assert cell(html, "Threads") == "4"
     assert cell(html, "Processes") == "no (threads)"
+    assert f'href="{local_cluster.dashboard_link}"' in cell(html, "Dashboard")
     assert repr(local_cluster).startswith("LocalCluster(")
 
 
