@@ -209,8 +209,9 @@ class performance_report:
 
     Works with ``async with`` for an asynchronous client. Uses the default client.
     ``stacklevel`` picks whose code is shown (1: the code containing the ``with``).
-    ``mode`` and ``storage_options`` are accepted for compatibility with distributed;
-    plotly.js is always inlined and the file is written locally.
+    ``mode`` is accepted for compatibility with distributed (plotly.js is always
+    inlined); the file is written locally, so a remote URL or ``storage_options`` is
+    refused at once, before anything runs.
     """
 
     def __init__(
@@ -223,6 +224,12 @@ class performance_report:
         if mode not in (None, "inline"):
             raise ValueError(
                 f"performance_report always inlines plotly.js (mode='inline'), not {mode!r}"
+            )
+        if storage_options or "://" in str(filename):
+            raise ValueError(
+                f"performance_report writes a local file, not {filename!r}"
+                + (" with storage_options" if storage_options else "")
+                + ": give a local path and copy the file where it should go"
             )
         self.filename = filename
         self.stacklevel = stacklevel

@@ -62,6 +62,10 @@ def test_report_of_nothing_still_renders(client: Client, tmp_path: Path) -> None
 def test_wrong_mode_or_wrong_with(client: Client, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="inline"):
         performance_report(filename=str(tmp_path / "x.html"), mode="cdn")
+    with pytest.raises(ValueError, match=r"writes a local file, not 's3://b/r\.html'"):
+        performance_report(filename="s3://b/r.html")
+    with pytest.raises(ValueError, match="with storage_options: give a local path"):
+        performance_report(filename=str(tmp_path / "x.html"), storage_options={"anon": True})
 
 
 async def test_async_with(c_s_ws: tuple[Client, Any, list[Any]], tmp_path: Path) -> None:
