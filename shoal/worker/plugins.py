@@ -61,7 +61,7 @@ def import_file(path: str) -> list[ModuleType]:
         with contextlib.suppress(OSError):  # a stale .pyc must not win over the new source
             os.remove(importlib.util.cache_from_source(path))
     else:
-        names = [m.name for m in pkgutil.iter_modules([path])]
+        names = _archive_modules(path)
     importlib.invalidate_caches()
     loaded = []
     for module_name in names:
@@ -71,6 +71,12 @@ def import_file(path: str) -> list[ModuleType]:
         else:
             loaded.append(importlib.import_module(module_name))
     return loaded
+
+
+def _archive_modules(path: str) -> list[str]:
+    """The top-level modules and packages of a zip archive, but its ``__main__`` (a
+    ``.pyz``'s entry point: importing that name would reload the worker's own main)."""
+    return [m.name for m in pkgutil.iter_modules([path]) if m.name != "__main__"]
 
 
 def _overrides_transition(plugin: Any) -> bool:
@@ -165,7 +171,7 @@ class WorkerPlugins(Mapping[str, Any]):
     @staticmethod
     def _imported(path: str) -> bool:
         name, ext = os.path.splitext(os.path.basename(path))
-        names = [name] if ext == ".py" else [m.name for m in pkgutil.iter_modules([path])]
+        names = [name] if ext == ".py" else _archive_modules(path)
         return all(n in sys.modules for n in names)
 
     # ------------------------------------------------------------------ plugins

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zipapp
 import zipfile
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def test_zip_of_a_package(c: Client, tmp_path: Path) -> None:
         z.writestr(f"{name}/core.py", "def shout(s):\n    return s.upper() + '!'\n")
     c.upload_file(archive)
     assert c.submit(lambda s: __import__(name).shout(s), "hi").result() == "HI!"
+
+
+def test_pyz_application(c: Client, tmp_path: Path) -> None:
+    """A .pyz made by zipapp has a ``__main__.py``: its modules are imported, never its
+    entry point (which would be the worker's own ``__main__``)."""
+    name = _name()
+    source = tmp_path / "app"
+    source.mkdir()
+    (source / f"{name}.py").write_text("def twice(x):\n    return 2 * x\n")
+    (source / "__main__.py").write_text("raise SystemExit('the entry point ran')\n")
+    archive = tmp_path / f"{name}.pyz"
+    zipapp.create_archive(source, archive)
+    assert all(r["status"] == "OK" for r in c.upload_file(archive).values())
+    assert c.submit(lambda x: __import__(name).twice(x), 21).result() == 42
 
 
 def test_bad_uploads_raise_clear_errors(c: Client, tmp_path: Path) -> None:
