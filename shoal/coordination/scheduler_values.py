@@ -203,24 +203,33 @@ class ValueStore:
         return OK()
 
     async def queue_get(self, scheduler: Scheduler, msg: Message) -> Message:
-        """Take one item, every item (``batch=True``) or ``batch`` items."""
+        """Take one item, every item (``batch=True``) or ``batch`` items.
+
+        Items are taken as they come, so that ``batch`` may exceed ``maxsize`` (the room
+        they leave lets putters go on); if the wait ends first, they are put back.
+        """
         assert isinstance(msg, QueueGet)
         q = self._queue(msg.name, msg.maxsize)
         n = len(q.items) if msg.batch is True else 1 if msg.batch is False else int(msg.batch)
         deadline = deadline_of(msg.timeout)
         caller = Caller(msg.client, msg.wait_id, self.registry)
+        items: list[Item] = []
         try:
             caller.check()
-            while len(q.items) < n:
-                if not await q.changed.wait(deadline, caller):
+            while len(items) < n:
+                if q.items:
+                    items.append(q.items.popleft())
+                    q.changed.notify_all()  # room for a putter
+                elif not await q.changed.wait(deadline, caller):
+                    _put_back(q, items)
                     what = "no item" if n == 1 else f"fewer than {n} items"
                     return failure(
                         "TimeoutError",
                         f"Queue {msg.name!r} had {what} to get within {msg.timeout} s",
                     )
         except Gone as e:
+            _put_back(q, items)
             return gone_reply(e)
-        items = [q.items.popleft() for _ in range(n)]
         keys = [k for _, ks in items for k in ks]
         hand_over(scheduler, msg.client, keys)
         q.holder.drop(keys)
@@ -281,6 +290,13 @@ class ValueStore:
         """The published names."""
         assert isinstance(msg, DatasetList)
         return OK(list(self.datasets))
+
+
+def _put_back(q: _Queue, items: list[Item]) -> None:
+    """Return items taken by a get that did not complete, to the front, in order."""
+    if items:
+        q.items.extendleft(reversed(items))
+        q.changed.notify_all()
 
 
 def _no_dataset(name: Any, datasets: dict[Any, Any]) -> str:

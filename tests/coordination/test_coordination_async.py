@@ -335,3 +335,21 @@ async def test_releasing_a_lease_that_expired_returns_false(
     assert await holder.release() is False  # not "released too often"
     with pytest.raises(RuntimeError, match="did not acquire it"):
         await holder.release()
+
+
+async def test_a_batch_larger_than_maxsize_and_a_batch_that_times_out(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    c, _, _ = c_s_ws
+    q = Queue("small", client=c, maxsize=2)
+    taker = asyncio.ensure_future(q.get(batch=5, timeout=30))
+    for i in range(5):  # each put waits for room, which the taker makes
+        await q.put(i, timeout=30)
+    assert await taker == [0, 1, 2, 3, 4]
+    await q.put("x")
+    await q.put("y")
+    with pytest.raises(TimeoutError, match=r"fewer than 3 items to get within 0\.1 s"):
+        await q.get(batch=3, timeout=0.1)
+    # the get that timed out took nothing: the items are there, in order
+    assert await q.qsize() == 2
+    assert await q.get(batch=True) == ["x", "y"]
