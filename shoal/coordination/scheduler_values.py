@@ -247,6 +247,10 @@ class ValueStore:
     async def dataset_publish(self, scheduler: Scheduler, msg: Message) -> Message:
         """Publish datasets, all or none."""
         assert isinstance(msg, DatasetPublish)
+        error = await ensure_known(scheduler, [k for _, _, keys in msg.datasets for k in keys])
+        if error is not None:
+            return error
+        # checked after the wait above, so that two publishers of one name can't both win
         if not msg.override:
             taken = [name for name, _, _ in msg.datasets if name in self.datasets]
             if taken:
@@ -255,9 +259,6 @@ class ValueStore:
                     f"Dataset {taken[0]!r} already exists: unpublish it first, or publish "
                     "with override=True",
                 )
-        error = await ensure_known(scheduler, [k for _, _, keys in msg.datasets for k in keys])
-        if error is not None:
-            return error
         for name, value, keys in msg.datasets:
             holder = KeyHolder(scheduler, f"dataset:{name!r}")
             holder.hold(keys)
