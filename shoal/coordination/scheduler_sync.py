@@ -251,22 +251,22 @@ class SyncStore:
         return OK()
 
     async def event_wait(self, scheduler: Scheduler, msg: Message) -> Message:
-        """Wait for an event to be set; answer whether it is."""
+        """Wait for an event to be set; answer whether it was (as ``threading.Event``:
+        a waiter woken by ``set`` says True even if the event was cleared since)."""
         assert isinstance(msg, EventWait)
         deadline = deadline_of(msg.timeout)
         caller = Caller(msg.client, msg.wait_id, self.registry)
         ev = self._event(msg.name)
+        flag = ev.flag
         try:
             caller.check()
-            while not ev.flag:
-                if not await ev.waiters.wait(deadline, caller):
-                    break
-                ev = self._event(msg.name)
+            if not flag:  # only event_set wakes these waiters
+                flag = await ev.waiters.wait(deadline, caller)
         except Gone as e:
             self._forget_unset(msg.name, ev)
             return gone_reply(e)
         self._forget_unset(msg.name, ev)
-        return OK(ev.flag)
+        return OK(flag)
 
     def _forget_unset(self, name: Any, ev: _Event) -> None:
         """Forget an event that is not set and that nobody waits for."""

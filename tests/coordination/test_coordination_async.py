@@ -353,3 +353,22 @@ async def test_a_batch_larger_than_maxsize_and_a_batch_that_times_out(
     # the get that timed out took nothing: the items are there, in order
     assert await q.qsize() == 2
     assert await q.get(batch=True) == ["x", "y"]
+
+
+async def test_a_waiter_woken_by_set_returns_true_even_if_cleared_at_once(
+    c_s_ws: tuple[Client, Any, list[Any]],
+) -> None:
+    from shoal.coordination.messages import EventClear, EventSet
+
+    c, s, _ = c_s_ws
+    sync = s.hooks.plugins["shoal-coordination"].sync
+    waiter = asyncio.ensure_future(Event("pulse", client=c).wait(timeout=30))
+    for _ in range(200):
+        if "pulse" in sync.events and len(sync.events["pulse"].waiters):
+            break
+        await asyncio.sleep(0.01)
+    # set then clear before the woken waiter runs again (as threading.Event.wait)
+    await sync.event_set(s, EventSet("pulse"))
+    await sync.event_clear(s, EventClear("pulse"))
+    assert await waiter is True
+    assert await Event("pulse", client=c).is_set() is False
