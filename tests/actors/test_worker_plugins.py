@@ -105,6 +105,16 @@ def test_bad_plugin_use_raises_clear_errors(c: Client) -> None:
     with pytest.raises(RuntimeError, match="no setup for you"):
         c.register_plugin(Failing(), name="failing")
     assert set(c.run(lambda: "failing" in get_worker().plugins).values()) == {False}
+    with pytest.raises(ValueError, match="no nanny plugins"):
+        c.register_worker_plugin(WorkerPlugin(), nanny=True)
+
+
+def test_register_worker_plugin_is_the_older_name(c: Client) -> None:
+    replies = c.register_worker_plugin(WorkerPlugin(), name="plain")
+    assert set(replies) == set(c.nthreads())
+    assert set(c.run(lambda: "plain" in get_worker().plugins).values()) == {True}
+    c.unregister_worker_plugin("plain")
+    assert set(c.run(lambda: "plain" in get_worker().plugins).values()) == {False}
 
 
 class Watcher(SchedulerPlugin):
