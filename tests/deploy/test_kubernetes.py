@@ -59,7 +59,8 @@ def by_kind(objs: list[dict[str, Any]], kind: str, component: str | None = None)
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    (c,) = containers
     return c
 
 

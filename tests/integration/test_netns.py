@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -222,11 +223,11 @@ def test_a_cluster_across_namespaces_survives_a_cut_link(network: Network) -> No
         start("w2", [*shoal, "worker", address, "--name", "w2", "--nthreads", "2"])
         client = start("client", [*py, str(CLIENT_SCRIPT), address], stdin=True)
 
-        results: dict[str, dict[str, object]] = {}
+        results: dict[str, dict[str, Any]] = {}
 
-        def result(phase: str, timeout: float = 60) -> dict[str, object]:
+        def result(phase: str, timeout: float = 60) -> dict[str, Any]:
             m = client.wait_for(r"^RESULT (.*)$", timeout)
-            data = json.loads(m.group(1))
+            data: dict[str, Any] = json.loads(m.group(1))
             assert data["phase"] == phase, data
             results[phase] = data
             return data
@@ -236,7 +237,7 @@ def test_a_cluster_across_namespaces_survives_a_cut_link(network: Network) -> No
         assert connected["health"] == "ok"  # the scheduler's dashboard, across hosts
         w2_address = f"tcp://{ip['w2']}"
         assert w1_contact in workers  # w1 is known by its contact address only
-        assert any(str(w).startswith(w2_address + ":") for w in workers)  # type: ignore[union-attr]
+        assert any(str(w).startswith(w2_address + ":") for w in workers)
         assert result("futures")["ran_on"] == ["w1", "w2"]
         shuffled = result("shuffle")
         assert shuffled["made_on"] == ["w1", "w2"]
