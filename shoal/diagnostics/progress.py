@@ -278,6 +278,10 @@ def progress(
             f"{', '.join(type(f).__name__ for f in futures) or 'nothing'}"
         )
     interval = parse_seconds(kwargs.pop("interval", 0.1))
+    if not interval > 0:
+        raise ValueError(
+            f"progress interval must be a positive time (e.g. 0.1 or '100ms'), not {interval!r}"
+        )
     if notebook is None:
         notebook = in_notebook()
     client: Client = found[0].client

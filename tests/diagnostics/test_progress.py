@@ -148,3 +148,6 @@ def test_bad_arguments_say_what_to_do(client: Client) -> None:
         progress()
     with pytest.raises(ValueError, match="prefix"):
         progress(client.submit(inc, 1), group_by="spans")
+    for interval in (0, -1, "-1s"):  # it would poll in a busy loop, or not at all
+        with pytest.raises(ValueError, match="interval must be a positive time"):
+            progress(client.submit(inc, 1), interval=interval)
