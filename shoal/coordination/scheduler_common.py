@@ -206,14 +206,20 @@ def hand_over(scheduler: Scheduler, client: str, keys: Iterable[Key]) -> None:
 
 
 class KeyHolder:
-    """Keys kept alive on behalf of one primitive (pseudo-client ``name``), counted:
-    the same key stored twice is released when the last copy goes."""
+    """Keys kept alive on behalf of one primitive, counted: the same key stored twice
+    is released when the last copy goes.
+
+    The pseudo-client is ``name`` and the scheduler's id: a scheduler recovered from
+    its journal releases the pseudo-clients of the one before it (whose primitives were
+    not journaled) once the clients' grace ends, and must not release with them the keys
+    a primitive of the same name holds since the restart.
+    """
 
     __slots__ = ("counts", "name", "scheduler")
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
         self.scheduler = scheduler
-        self.name = name
+        self.name = f"{name} ({scheduler.id})"
         self.counts: Counter[Any] = Counter()
 
     def hold(self, keys: Iterable[Key]) -> None:

@@ -2,7 +2,7 @@
 
 A value is an ``Opaque`` with the keys of the Futures inside it; each primitive keeps
 those keys alive through a :class:`~.scheduler_common.KeyHolder` (pseudo-clients
-``variable:<name>``, ``queue:<name>``, ``dataset:<name>``) until the value is replaced,
+``variable:<name> (<scheduler id>)``, ``queue:…``, ``dataset:…``) until the value is replaced,
 taken or deleted. Whoever receives a value is marked as wanting its keys first
 (:func:`~.scheduler_common.hand_over`).
 """

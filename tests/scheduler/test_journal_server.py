@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shoal import Client, config, fire_and_forget
+from shoal.errors import CommError
 from shoal.scheduler.journal import read_records
 from shoal.scheduler.server import Scheduler
 from shoal.scheduler.state import SchedulerState
@@ -118,4 +119,44 @@ async def test_a_scheduler_restarted_on_its_journal_gets_its_workers_and_values_
             finally:
                 await s2.close()
     finally:
+        await w.close()
+
+
+async def test_a_variable_set_again_after_a_restart_keeps_its_future(
+    tmp_path: Path, fresh_config: pytest.MonkeyPatch
+) -> None:
+    """The recovered scheduler releases what the old variables held once the clients'
+    grace ends; a variable of the same name set meanwhile keeps its own future."""
+    from shoal import Variable
+    from shoal.worker.server import Worker
+
+    fresh_config.setenv("SHOAL_SCHEDULER__CLIENT_TIMEOUT", "1")
+    config.refresh()
+    path = tmp_path / "journal"
+    s = await Scheduler(port=0, journal=path, dashboard_address=None)
+    port = int(s.address.rsplit(":", 1)[1])
+    w = await Worker(s.address, nthreads=1, name="w0")
+    try:
+        async with Client(s.address, asynchronous=True) as c:
+            await Variable("v", client=c).set(c.submit(inc, 1))
+            await s.close()
+            s = await Scheduler(port=port, journal=path, dashboard_address=None)
+            for _ in range(200):
+                if c.id in s.client_streams:
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(5):  # a pooled connection to the old scheduler fails once
+                try:
+                    await Variable("warm-up", client=c).set(0)
+                    break
+                except CommError:
+                    pass
+            fut = c.submit(inc, 41)
+            await Variable("v", client=c).set(fut)
+            del fut
+            await asyncio.sleep(2)  # past the recovered clients' (and variables') grace
+            again = await Variable("v", client=c).get(timeout=5)
+            assert await asyncio.wait_for(again.result(), 10) == 42
+    finally:
+        await s.close()
         await w.close()
