@@ -72,6 +72,7 @@ def scheduler(
 ) -> None:
     """Start a scheduler and print the address it listens on."""
     from shoal import run_on_scheduler
+    from shoal.scheduler.journal import JournalError
     from shoal.scheduler.server import Scheduler
     from shoal.security import Security, read_token_file
 
@@ -116,7 +117,7 @@ def scheduler(
                 dashboard_address=dashboard_address,
                 dashboard=dashboard,
             )
-        except (CommError, OSError) as e:  # an address or port this host can't listen on
+        except (CommError, OSError, JournalError) as e:  # can't listen, or a wrong --journal
             raise click.ClickException(str(e)) from None
         if allow_run_on_scheduler:
             run_on_scheduler.enable(s)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -186,3 +187,19 @@ def test_a_worker_behind_a_forwarder_is_reached_at_its_contact_address() -> None
         forwarder.wait(timeout=10)
         assert forwarder.stdout is not None
         forwarder.stdout.close()
+
+
+def test_a_file_that_is_not_a_journal_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a journal\n")
+    args = ["--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"]
+    out = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.main", "scheduler", *args, "--journal", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "not a shoal journal" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert path.read_text() == "not a journal\n"
