@@ -18,6 +18,15 @@ def inc(x: int) -> int:
     return x + 1
 
 
+async def forgotten(s: Any, key: Any) -> None:
+    """Wait (up to 2 s) until the scheduler forgot ``key``."""
+    for _ in range(100):
+        if key not in s.state.tasks:
+            return
+        await asyncio.sleep(0.02)
+    assert key not in s.state.tasks
+
+
 async def test_variable_set_get_delete(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
     c, _, _ = c_s_ws
     v = Variable("v", client=c)
@@ -89,11 +98,7 @@ async def test_a_future_put_into_a_queue_lives_until_taken(
     assert await got == 11
     del got
     gc.collect()
-    for _ in range(100):
-        if key not in s.state.tasks:
-            break
-        await asyncio.sleep(0.02)
-    assert key not in s.state.tasks
+    await forgotten(s, key)
 
 
 async def test_lock_errors_and_non_blocking_acquire(c_s_ws: tuple[Client, Any, list[Any]]) -> None:
@@ -272,11 +277,7 @@ async def test_a_future_put_twice_lives_until_both_are_taken(
     assert await second == 21
     del second
     gc.collect()
-    for _ in range(100):
-        if key not in s.state.tasks:
-            break
-        await asyncio.sleep(0.02)
-    assert key not in s.state.tasks
+    await forgotten(s, key)
 
 
 async def test_a_new_value_releases_the_future_of_the_old_one(
@@ -290,11 +291,7 @@ async def test_a_new_value_releases_the_future_of_the_old_one(
     del fut
     gc.collect()
     await v.set("plain now")
-    for _ in range(100):
-        if key not in s.state.tasks:
-            break
-        await asyncio.sleep(0.02)
-    assert key not in s.state.tasks
+    await forgotten(s, key)
     assert await v.get() == "plain now"
 
 
