@@ -48,6 +48,16 @@ def _resources_option(
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
+def _memory_limit_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from shoal.worker.memory import parse_memory_limit
+
+    try:
+        parse_memory_limit(value, 1)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return value
+
+
 @click.command()
 @click.argument("scheduler_address", required=True)
 @click.option(
@@ -75,12 +85,18 @@ def _resources_option(
     help="address the nanny advertises to the scheduler, when it differs from where it "
     "binds (NAT, containers)",
 )
-@click.option("--nthreads", default=None, type=int, help="threads for running tasks")
+@click.option(
+    "--nthreads",
+    default=None,
+    type=click.IntRange(min=0),
+    help="threads for running tasks (default, or 0: one per core)",
+)
 @click.option("--name", default=None, help="a unique name for this worker")
 @click.option(
     "--memory-limit",
     default="auto",
     show_default=True,
+    callback=_memory_limit_option,
     help="bytes (e.g. 4GB), a fraction of this machine's memory, 'auto' or 0; with a "
     "nanny, the worker is restarted above worker.memory.terminate (0.95) of it",
 )

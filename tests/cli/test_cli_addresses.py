@@ -58,6 +58,8 @@ def test_scheduler_refuses_conflicting_address_options(args: list[str], message:
         (["--protocol", "inproc"], "unknown protocol 'inproc'"),
         (["--worker-port", "70000"], "70000 is not in the range"),
         (["--nanny-port", "-1"], "-1 is not in the range"),
+        (["--nthreads", "-2"], "-2 is not in the range x>=0"),
+        (["--memory-limit", "lots"], "could not parse 'lots' as a size"),
     ],
 )
 def test_worker_refuses_conflicting_address_options(args: list[str], message: str) -> None:
