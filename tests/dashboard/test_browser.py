@@ -190,7 +190,7 @@ def dashboard() -> Iterator[tuple[str, Browser, LocalCluster]]:
     assert CHROMIUM is not None
     with LocalCluster(
         n_workers=2,
-        threads_per_worker=1,
+        threads_per_worker=2,
         processes=False,
         protocol="tcp",
         dashboard_address="127.0.0.1:0",
@@ -256,3 +256,23 @@ def test_graph_page_says_when_it_is_capped(dashboard: tuple[str, Browser, LocalC
         assert browser.errors() == []
     finally:
         view.graph_limit = 2000
+
+
+def test_task_stream_has_a_row_per_worker_thread(
+    dashboard: tuple[str, Browser, LocalCluster],
+) -> None:
+    base, browser, lc = dashboard
+    browser.events.clear()
+    browser.send("Page.navigate", url=f"{base}/tasks")
+    # two threads per worker: runs that overlap on a worker are drawn on a second row
+    rows = browser.wait_for(
+        "(() => { const el = document.getElementById('task-stream');"
+        " const rows = el && el.data ? [].concat(...el.data.map((t) => t.y)) : [];"
+        " return rows.some((r) => r.endsWith(' #1')) && rows; })()"
+    )
+    workers = {w.address for w in lc.workers.values()}
+    for row in set(rows):
+        worker, _, lane = row.rpartition(" #")
+        assert worker in workers, row
+        assert lane in ("0", "1"), row
+    assert browser.errors() == []

@@ -211,19 +211,39 @@ const shoal = (() => {
     return data.now;
   }
 
-  function streamChart(el, now) {
-    const byPrefix = new Map();
-    for (const r of stream.records) {
-      if (!byPrefix.has(r.name)) byPrefix.set(r.name, []);
-      byPrefix.get(r.name).push(r);
+  // The row of each run: "<worker> #<n>", runs that overlap on one worker (its
+  // threads) on separate rows, each on the lowest free one (as in performance_report).
+  function lanes(records) {
+    const order = records.map((r, i) => i).sort((a, b) => records[a].start - records[b].start);
+    const ends = new Map();
+    const rows = new Array(records.length);
+    for (const i of order) {
+      const r = records[i];
+      if (!ends.has(r.worker)) ends.set(r.worker, []);
+      const free = ends.get(r.worker);
+      let n = free.findIndex((end) => end <= r.start);
+      if (n < 0) n = free.push(0) - 1;
+      free[n] = r.stop;
+      rows[i] = r.worker + " #" + n;
     }
+    return rows;
+  }
+
+  function streamChart(el, now) {
+    const rows = lanes(stream.records);
+    const byPrefix = new Map();
+    stream.records.forEach((r, i) => {
+      if (!byPrefix.has(r.name)) byPrefix.set(r.name, []);
+      byPrefix.get(r.name).push([r, rows[i]]);
+    });
     const oldest = stream.records.length ? stream.records[0].start : now - 5;
     const span = Math.min(Math.max(now - oldest, 5), STREAM_SECONDS);
     const traces = [];
-    for (const [name, recs] of byPrefix) {
+    for (const [name, pairs] of byPrefix) {
+      const recs = pairs.map((p) => p[0]);
       traces.push({
         type: "bar", orientation: "h", name: name,
-        y: recs.map((r) => r.worker),
+        y: pairs.map((p) => p[1]),
         base: recs.map((r) => r.start - now),
         x: recs.map((r) => Math.max(r.stop - r.start, 0.001)),
         text: recs.map((r) => r.key + (r.status === "OK" ? "" : " (" + r.status + ")")),
@@ -241,7 +261,7 @@ const shoal = (() => {
       barmode: "overlay",
       // the span of the runs shown (at most STREAM_SECONDS), so a new stream is legible
       xaxis: { title: { text: "seconds before now" }, range: [-span, 0.02 * span] },
-      yaxis: { type: "category", automargin: true },
+      yaxis: { type: "category", automargin: true, categoryorder: "category descending" },
       showlegend: true,
     });
   }
