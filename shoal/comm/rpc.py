@@ -86,34 +86,52 @@ class ConnectionPool:
         ``timeout`` bounds connecting (default: the pool's).  Raise
         :class:`RemoteError` if the reply is an ``ErrorReply`` (the connection stays
         in the pool), a :class:`CommError` if the connection fails (it is discarded).
+        An idle pooled connection found closed by the peer (it restarted, or dropped
+        idle connections) is replaced by a new one, once (connecting for 2 s at most).
         """
-        conn = await self._acquire(address, self.timeout if timeout is None else timeout)
-        reusable = False
-        try:
-            await conn.write(msg)
-            replies = await conn.read()
-            if len(replies) != 1:
-                raise RemoteProtocolError(
-                    f"{address} answered a {msg.op!r} request with {len(replies)} messages"
-                )
-            reusable = True
-        finally:
-            self._release(address, conn, reusable)
+        timeout = self.timeout if timeout is None else timeout
+        conn, reused = await self._acquire(address, timeout)
+        while True:
+            reusable = False
+            try:
+                await conn.write(msg)
+                replies = await conn.read()
+                if len(replies) != 1:
+                    raise RemoteProtocolError(
+                        f"{address} answered a {msg.op!r} request with {len(replies)} messages"
+                    )
+                reusable = True
+                break
+            except CommError:
+                if not reused:
+                    raise
+            finally:
+                self._release(address, conn, reusable)
+            # a peer that restarted listens already; one that died should fail fast
+            conn, reused = await self._acquire(address, min(timeout, 2.0), fresh=True)
         reply = replies[0]
         if isinstance(reply, ErrorReply):
             raise RemoteError(reply.message, reply)
         return reply
 
-    async def _acquire(self, address: str, timeout: float) -> Connection:
+    async def _acquire(
+        self, address: str, timeout: float, fresh: bool = False
+    ) -> tuple[Connection, bool]:
+        """A connection to ``address`` (a new one with ``fresh``), and whether it was
+        taken from the idle ones."""
         while True:
             if self._closed:
                 raise CommClosedError("the connection pool is closed")
             idle = self._idle.get(address)
+            if fresh and idle:  # the others may be as stale as the one that failed
+                for conn in idle:
+                    conn.abort()
+                idle.clear()
             while idle:
                 conn = idle.pop()
                 if not conn.closed():
                     self._active.add(conn)
-                    return conn
+                    return conn, True
             if self.open < self.limit or self._evict_idle():
                 break
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -142,7 +160,7 @@ class ConnectionPool:
             conn.abort()
             raise CommClosedError("the connection pool is closed")
         self._active.add(conn)
-        return conn
+        return conn, False
 
     def _evict_idle(self) -> bool:
         for address, conns in self._idle.items():

@@ -201,3 +201,26 @@ async def test_failed_connect_frees_its_slot() -> None:
         assert pool.open == 0
     finally:
         await pool.close()
+
+
+async def test_a_stale_idle_connection_is_replaced_once() -> None:
+    """The peer restarted on the same address: the pooled connection to its old
+    process fails, and the request goes through on a new one."""
+    first = Server()
+    first.listener = await listen("tcp://127.0.0.1:0", first.handler, role="scheduler")
+    address = first.address
+    pool = ConnectionPool(role="client", timeout=5)
+    try:
+        assert (await pool.request(address, WhoHas(keys=("a",)))) == OK(value=("a",))
+        assert pool.idle(address) == 1
+        first.listener.stop()
+        second = Server()
+        port = int(address.rsplit(":", 1)[1])
+        second.listener = await listen(f"tcp://127.0.0.1:{port}", second.handler, role="scheduler")
+        try:
+            assert (await pool.request(address, WhoHas(keys=("b",)))) == OK(value=("b",))
+            assert second.accepted == 1
+        finally:
+            second.listener.stop()
+    finally:
+        await pool.close()
