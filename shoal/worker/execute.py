@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 import traceback as tb_module
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +73,16 @@ def pack_exception(
     return exc_opaque, tb_opaque, text, tb_text
 
 
+def _run_coroutine(worker: Worker, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` on the worker's event loop and wait for its result on this thread
+    (a task thread), as distributed runs ``async def`` tasks."""
+    loop = worker._loop
+    if loop is None or loop.is_closed():
+        coro.close()
+        raise RuntimeError("the worker's event loop is not running")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
 def run_task(
     worker: Worker, key: Key, run_spec: Opaque | None, values: Mapping[Key, Any]
 ) -> Outcome:
@@ -89,6 +101,8 @@ def run_task(
                 "Is the module that defines it installed on the workers?"
             ) from e.__cause__
         value = spec(values)
+        if inspect.iscoroutine(value):  # an ``async def`` task: run on the worker's loop
+            value = _run_coroutine(worker, value)
     except BaseException as exc:  # user code may raise anything, SystemExit included
         e_opaque, tb_opaque, text, tb_text = pack_exception(_strip_frames(exc))
         return Outcome(
