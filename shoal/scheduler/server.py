@@ -314,7 +314,10 @@ class Scheduler:
     def handle(self, *events: Any) -> None:
         """Feed events to the state machine, route what it sends, then tell the plugins."""
         if self.journal is not None:
-            self.journal.append(events)  # before the state acts on them: write-ahead
+            try:
+                self.journal.append(events)  # before the state acts on them: write-ahead
+            except OSError as e:
+                self._journal_failed(e)
         for out in self.state.handle(*events):
             if isinstance(out, ToWorker):
                 sender = self.worker_streams.get(out.worker)
@@ -372,6 +375,26 @@ class Scheduler:
             self._client_grace[client] = loop.call_later(
                 self.client_timeout, self._client_gone, client
             )
+
+    def _journal_failed(self, error: OSError) -> None:
+        """The journal can't be written (a full disk?): go on without it, and set the
+        file aside so that a restart does not recover a state with events missing."""
+        journal, self.journal = self.journal, None
+        assert journal is not None
+        journal.close()
+        aside = journal.path.with_name(journal.path.name + ".failed")
+        try:
+            os.replace(journal.path, aside)
+        except OSError as e:
+            logger.error("could not set the journal %s aside: %s", journal.path, e)
+        logger.error(
+            "writing the journal %s failed (%s): the scheduler goes on WITHOUT a journal, "
+            "so a restart will not recover its tasks; the journal so far is kept as %s. "
+            "Free space (or fix the error) and restart the scheduler to journal again.",
+            journal.path,
+            error,
+            aside,
+        )
 
     def _recovery_deadline(self, workers: list[str]) -> None:
         """Remove the recovered workers that did not come back: their work moves."""

@@ -160,3 +160,27 @@ async def test_a_variable_set_again_after_a_restart_keeps_its_future(
     finally:
         await s.close()
         await w.close()
+
+
+async def test_a_journal_that_cannot_be_written_is_set_aside_and_work_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from shoal.scheduler import journal as journal_module
+
+    path = tmp_path / "journal"
+    async with cluster(n_workers=1, scheduler_kwargs={"journal": path}) as (s, _):
+        async with Client(s.address, asynchronous=True) as c:
+            assert await c.submit(inc, 1) == 2
+
+            def disk_full(fd: int, data: bytes) -> None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(journal_module, "_write_all", disk_full)
+            assert await c.submit(inc, 2) == 3  # the cluster goes on
+            assert s.journal is None
+            assert await c.gather(c.map(inc, range(5))) == [1, 2, 3, 4, 5]
+    assert not path.exists()
+    assert (tmp_path / "journal.failed").exists()
+    assert "goes on WITHOUT a journal" in caplog.text
