@@ -101,6 +101,8 @@ class Security:
     def from_config(cls) -> Security:
         """The secret and TLS files set in the environment or configuration, if any."""
         token = config.get("auth-token")
+        if isinstance(token, str):
+            token = token.strip()  # as in a token file: a trailing newline is not part of it
         path = config.get("auth-token-file")
         if not token and path:
             token = read_token_file(path)

@@ -44,6 +44,17 @@ async def test_the_secret_can_come_from_the_environment(monkeypatch: pytest.Monk
         config.refresh()
 
 
+def test_an_environment_token_loses_its_trailing_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. a Kubernetes Secret made with --from-file, given as SHOAL_AUTH_TOKEN
+    monkeypatch.setenv("SHOAL_AUTH_TOKEN", "s3cret-token\n")
+    config.refresh()
+    try:
+        assert Security.from_config().token == "s3cret-token"
+    finally:
+        monkeypatch.undo()
+        config.refresh()
+
+
 def test_token_files_must_be_private_and_not_empty(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("s3cret\n")
