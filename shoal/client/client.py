@@ -576,7 +576,15 @@ class Client(
         if existing:
             return fut
         spec = self._build_task(
-            func, args, kwargs, key, priority, retries, workers, allow_other_workers, resources,
+            func,
+            args,
+            kwargs,
+            key,
+            priority,
+            retries,
+            workers,
+            allow_other_workers,
+            resources,
             actor,
         )
         self._send(UpdateGraph(tasks=(spec.to_wire(),), keys=(key,)))
