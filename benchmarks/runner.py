@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(noise_line(report["results"]))
         print(f"whole run: {report['duration_s']:.0f} s")
         return 0
+    args.json = args.json.resolve()  # sessions run from the snapshot's folder
     logs = args.json.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()
