@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import weakref
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
@@ -87,18 +88,19 @@ class ActorConstructor:
 
 
 class BaseActorFuture(Awaitable[T], Generic[T]):
-    """The result of an actor method call: ``result()``, ``done()``, or ``await`` it."""
+    """The result of an actor method call: ``result()``, ``done()``, or ``await`` it
+    (abstract: :class:`ActorFuture` is the one implementation)."""
 
+    @abstractmethod
     def result(self, timeout: float | None = None) -> T:
         """Wait (at most ``timeout`` seconds) for the call; return or raise its outcome."""
-        raise NotImplementedError
 
+    @abstractmethod
     def done(self) -> bool:
         """Whether the call finished (returned or raised)."""
-        raise NotImplementedError
 
-    def __await__(self) -> Generator[Any, None, T]:
-        raise NotImplementedError
+    @abstractmethod
+    def __await__(self) -> Generator[Any, None, T]: ...
 
 
 class ActorFuture(BaseActorFuture[T]):
