@@ -83,12 +83,7 @@ class ClusterView:
         """Task runs per second that ended in the last :data:`RATE_WINDOW` seconds."""
         now = time.time() if now is None else now
         since = now - RATE_WINDOW
-        n = 0
-        for record in reversed(self.scheduler.task_stream.records):
-            if record["stop"] < since:
-                break
-            n += 1
-        return n / RATE_WINDOW
+        return self.scheduler.task_stream.ended_since(since) / RATE_WINDOW
 
     # ------------------------------------------------------------------ workers
 

@@ -151,11 +151,7 @@ async def _task_stream(scheduler: Scheduler, msg: Message) -> Message:
         index, records = stream.since(max(int(msg.index), 0))
     else:
         index = stream.count
-        records = (
-            stream.between(-math.inf if msg.start is None else msg.start, msg.stop)
-            if msg.start is not None or msg.stop is not None
-            else list(stream.records)
-        )
+        records = stream.between(-math.inf if msg.start is None else msg.start, msg.stop)
     if msg.count is not None:
         records = records[-msg.count :] if msg.count > 0 else []
     return OK({"index": index, "records": records})
