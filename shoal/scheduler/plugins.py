@@ -102,21 +102,17 @@ def _overrides(plugin: SchedulerPlugin, hook: str) -> bool:
 
 def _worker_report(event: Event | None, key: Any) -> dict[str, Any]:
     """What a worker's report of ``key`` says, for ``transition``'s keyword arguments."""
-    if isinstance(event, TaskFinishedEvent) and event.key == key:
-        return {
-            "worker": event.worker,
-            "startstops": ({"action": "compute", "start": event.start, "stop": event.stop},),
-            "nbytes": event.nbytes,
-            "type": event.type_name,
-        }
-    if isinstance(event, TaskFailedEvent) and event.key == key:
-        return {
-            "worker": event.worker,
-            "startstops": ({"action": "compute", "start": event.start, "stop": event.stop},),
-            "exception_text": event.exception_text,
-            "traceback_text": event.traceback_text,
-        }
-    return {}
+    if not isinstance(event, TaskFinishedEvent | TaskFailedEvent) or event.key != key:
+        return {}
+    report: dict[str, Any] = {
+        "worker": event.worker,
+        "startstops": ({"action": "compute", "start": event.start, "stop": event.stop},),
+    }
+    if isinstance(event, TaskFinishedEvent):
+        report.update(nbytes=event.nbytes, type=event.type_name)
+    else:
+        report.update(exception_text=event.exception_text, traceback_text=event.traceback_text)
+    return report
 
 
 #: the events that call a hook
