@@ -75,7 +75,7 @@ def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
                     i = seen[ident] = len(frames)
                     frames.append(frame)
                 indices.append(i)
-            if indices == list(range(start, start + len(indices))):
+            if len(frames) - start == len(indices):  # all new: consecutive frames
                 return msgpack.ExtType(OPAQUE_EXT_CODE, _EXT.pack(start, len(indices)))
             return msgpack.ExtType(OPAQUE_LIST_EXT_CODE, struct.pack(f"<{len(indices)}I", *indices))
         if isinstance(obj, TaskSpec):
