@@ -24,6 +24,7 @@ from shoal.protocol.messages import (
     NThreads,
     ScatteredData,
     UpdateData,
+    unknown_key_reason,
 )
 from shoal.protocol.runspec import KEEP, replace_objects
 from shoal.protocol.serialize import dumps, loads
@@ -110,7 +111,7 @@ class DataMixin:
                 elif st is not None and st.status == "error":
                     raise st.error.load()  # type: ignore[union-attr]
                 elif status in (None, "forgotten"):
-                    raise FutureCancelledError(key, "the scheduler does not know this key")
+                    raise FutureCancelledError(key, unknown_key_reason(key))
                 else:
                     waiting.append(key)
             todo = await self._fetch_from(by_worker, values) + waiting

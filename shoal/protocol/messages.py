@@ -237,6 +237,15 @@ class KeysCancelled(Message):
     reason: str = ""
 
 
+def unknown_key_reason(key: Key) -> str:
+    """Why a future fails when the scheduler does not know its key."""
+    return (
+        f"key {key!r} is not known to the scheduler: it was released, or the scheduler "
+        "restarted without a journal and lost it (`shoal scheduler --journal PATH` keeps "
+        "tasks across restarts); submit the computation again"
+    )
+
+
 # ------------------------------------------------------------ scheduler → worker stream
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shoal._types import Key
+from shoal.protocol.messages import unknown_key_reason
 from shoal.scheduler.state.events import (
     ClientConnected,
     ClientDisconnected,
@@ -28,15 +29,6 @@ from shoal.scheduler.state.transitions import (
 
 if TYPE_CHECKING:
     from shoal.scheduler.state.machine import SchedulerState
-
-
-def unknown_key(key: Key) -> str:
-    """KeysCancelled reason for a key the scheduler does not know."""
-    return (
-        f"key {key!r} is not known to the scheduler: it was released, or the scheduler "
-        "restarted without a journal and lost it (`shoal scheduler --journal PATH` keeps "
-        "tasks across restarts); submit the computation again"
-    )
 
 
 def client_connected(s: SchedulerState, ev: ClientConnected, ctx: Context) -> None:
@@ -111,7 +103,7 @@ def graph_submitted(s: SchedulerState, ev: GraphSubmitted, ctx: Context) -> None
     for key in ev.keys:
         ts = s.tasks.get(key)
         if ts is None:
-            ctx.cancelled(cs.client, key, unknown_key(key))
+            ctx.cancelled(cs.client, key, unknown_key_reason(key))
             continue
         _want(cs, ts)
         wanted.append(ts)
@@ -193,7 +185,7 @@ def keys_desired(s: SchedulerState, ev: KeysDesired, ctx: Context) -> None:
     for key in ev.keys:
         ts = s.tasks.get(key)
         if ts is None:
-            ctx.cancelled(cs.client, key, unknown_key(key))
+            ctx.cancelled(cs.client, key, unknown_key_reason(key))
             continue
         _want(cs, ts)
         _report_existing(cs, ts, ctx)

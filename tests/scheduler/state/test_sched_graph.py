@@ -18,9 +18,8 @@ from sched_builders import (
     worker,
 )
 
-from shoal.protocol.messages import KeyErred
+from shoal.protocol.messages import KeyErred, unknown_key_reason
 from shoal.scheduler.state import ClientConnected, KeysDesired, KeysReleased, ToClient
-from shoal.scheduler.state.clients import unknown_key
 
 
 def test_diamond_runs_to_completion_with_exact_messages() -> None:
@@ -150,13 +149,13 @@ def test_keys_desired() -> None:
     s.handle(finished(A, "a"), finished(A, "b"))
     # a is released (an intermediate); b is in memory.
     out = s.handle(KeysDesired("c2", ("b", "a", "nope")))
-    reason = unknown_key("nope")
+    reason = unknown_key_reason("nope")
     assert out == [in_memory("c2", "b", A), compute(A, "a"), cancelled("c2", "nope", reason=reason)]
 
 
 def test_unknown_wanted_key_is_cancelled() -> None:
     s = make_state()
     out = s.handle(submit("c", spec("a"), keys=("a", "zzz")))
-    reason = unknown_key("zzz")
+    reason = unknown_key_reason("zzz")
     assert out == [cancelled("c", "zzz", reason=reason)]
     assert states(s) == {"a": "no-worker"}
