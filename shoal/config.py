@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "comm.timeouts.connect": 30.0,
     # Admin messages are coalesced for this long before a write.
     "comm.batch-interval": 0.001,
+    # A tcp:// peer on this host is reached over a Unix socket (comm/same_host.py).
+    "comm.same-host-sockets": True,
     "scheduler.allowed-failures": 3,
     # Events and transitions kept for story() (each log; older entries are dropped).
     "scheduler.log-size": 10_000,

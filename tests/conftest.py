@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shoal import Client, LocalCluster
+from shoal import Client, LocalCluster, config
 from shoal.testing.cluster import cluster
 
 
@@ -36,3 +36,13 @@ def client(local_cluster: LocalCluster) -> Iterator[Client]:
     with Client(local_cluster) as c:
         yield c
     gc.collect()
+
+
+@pytest.fixture
+def tcp_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Same-host Unix sockets off: every ``tcp://`` connection really goes over TCP."""
+    monkeypatch.setenv("SHOAL_COMM__SAME_HOST_SOCKETS", "false")
+    config.refresh()
+    yield
+    monkeypatch.undo()
+    config.refresh()

@@ -22,8 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from shoal.comm import same_host
 from shoal.comm.base import Comm, Listener
 from shoal.comm.registry import get_backend, parse_address
+from shoal.comm.tcp import connect_same_host
 from shoal.errors import (
     CommClosedError,
     CommError,
@@ -136,11 +138,16 @@ class Connection:
 
 
 async def _handshake(
-    comm: Comm, role: str, secret: bytes | None = None, *, initiator: bool
+    comm: Comm,
+    role: str,
+    secret: bytes | None = None,
+    *,
+    initiator: bool,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the handshake flow over ``comm``; return the peer's hello."""
     local_versions = collect_versions()
-    flow = handshake_flow(role, local_versions, secret=secret, initiator=initiator)
+    flow = handshake_flow(role, local_versions, secret=secret, initiator=initiator, extra=extra)
     to_send = next(flow)
     while True:
         await comm.write([to_send])
@@ -188,6 +195,10 @@ async def connect(
     backend = get_backend(scheme)
     limits = limits or DEFAULT_LIMITS
     deadline = time.monotonic() + timeout
+    if scheme == "tcp":
+        conn = await _connect_same_host(rest, role, limits, secret, timeout)
+        if conn is not None:
+            return conn
     backoff = 0.01
     last: Exception | None = None
     while True:
@@ -195,11 +206,27 @@ async def connect(
         if left <= 0:
             break
         comm: Comm | None = None
+        # Offer to move to the listener's same-host Unix socket: if it has one on this
+        # host, it will not serve this TCP connection (see _handle_comm).
+        offer = scheme == "tcp" and same_host.may_switch(rest)
         try:
             comm = await asyncio.wait_for(backend.connect(rest, limits, ssl_context), left)
             peer = await asyncio.wait_for(
-                _handshake(comm, role, secret, initiator=True), deadline - time.monotonic()
+                _handshake(
+                    comm,
+                    role,
+                    secret,
+                    initiator=True,
+                    extra=same_host.announcement() if offer else None,
+                ),
+                deadline - time.monotonic(),
             )
+            if offer and same_host.learn(rest, peer) is not None:
+                await comm.close()
+                conn = await _connect_same_host(rest, role, limits, secret, timeout)
+                if conn is not None:
+                    return conn
+                continue  # forgotten: TCP, without the offer
             return Connection(comm, peer, role=role)
         except HandshakeError:
             if comm is not None:
@@ -220,6 +247,36 @@ async def connect(
         backoff = min(backoff * 2, 1.0)
     reason = f": {last}" if last is not None and str(last) else ""
     raise ConnectTimeout(f"timed out after {timeout} s trying to connect to {address}{reason}")
+
+
+async def _connect_same_host(
+    rest: str, role: str, limits: Limits, secret: bytes | None, timeout: float
+) -> Connection | None:
+    """Connect to the ``tcp://`` listener at ``rest`` through its same-host Unix socket,
+    if one is known (:mod:`~shoal.comm.same_host`); None when unknown or when that fails
+    (it is then forgotten for a while)."""
+    name = same_host.lookup(rest)
+    if name is None:
+        return None
+    comm: Comm | None = None
+    try:
+        comm = await asyncio.wait_for(connect_same_host(name, rest, limits), timeout)
+        peer = await asyncio.wait_for(_handshake(comm, role, secret, initiator=True), timeout)
+    except HandshakeError:  # a wrong secret or version: TCP would say the same
+        if comm is not None:
+            comm.abort()
+        raise
+    except (CommError, asyncio.TimeoutError) as e:
+        if comm is not None:
+            comm.abort()
+        same_host.forget(rest)
+        logger.debug("same-host socket to tcp://%s failed (%s); using TCP", rest, e)
+        return None
+    except BaseException:
+        if comm is not None:
+            comm.abort()
+        raise
+    return Connection(comm, peer, role=role)
 
 
 #: What :func:`listen` calls with each connection that completed its handshake.
@@ -251,10 +308,14 @@ class ConnectionListener(Listener):
         self._comms: set[Comm] = set()
         self._stopped = False
         self._inner = get_backend(scheme).listener(rest, self._handle_comm, limits, ssl_context)
+        self._hello_extra: dict[str, Any] | None = None
 
     async def start(self) -> None:
         """Start accepting."""
         await self._inner.start()
+        alias = getattr(self._inner, "same_host_alias", None)
+        if alias is not None:
+            self._hello_extra = same_host.advertisement(alias)
 
     def stop(self) -> None:
         """Stop accepting and abort the connections this listener spawned."""
@@ -287,7 +348,10 @@ class ConnectionListener(Listener):
         try:
             try:
                 peer = await asyncio.wait_for(
-                    _handshake(comm, self.role, self._secret, initiator=False), HANDSHAKE_TIMEOUT
+                    _handshake(
+                        comm, self.role, self._secret, initiator=False, extra=self._hello_extra
+                    ),
+                    HANDSHAKE_TIMEOUT,
                 )
             except (CommError, asyncio.TimeoutError) as e:
                 logger.info(
@@ -297,6 +361,15 @@ class ConnectionListener(Listener):
                     comm.peer_address,
                     str(e) or type(e).__name__,
                 )
+                return
+            if (
+                self._hello_extra is not None
+                and not getattr(comm, "same_host", False)
+                and same_host.switching(peer)
+            ):
+                # A peer on this host moves to our Unix socket: wait for it to close this.
+                with contextlib.suppress(CommError, ProtocolError, asyncio.TimeoutError):
+                    await asyncio.wait_for(comm.read(), HANDSHAKE_TIMEOUT)
                 return
             conn = Connection(comm, peer, role=self.role)
             try:

@@ -29,6 +29,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 
+from shoal.comm import same_host
 from shoal.comm.addressing import non_loopback_ip
 from shoal.comm.base import Backend, Comm, CommHandler, Listener
 from shoal.comm.registry import parse_host_port, register_backend, unparse_host_port
@@ -52,9 +53,7 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _CLOSE_TIMEOUT = 10.0
 
 
-def _format_sockaddr(addr: tuple[str, int] | tuple[str, int, int, int] | str) -> str:
-    if isinstance(addr, str):  # pragma: no cover - AF_UNIX
-        return f"tcp://{addr}"
+def _format_sockaddr(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
     return "tcp://" + unparse_host_port(addr[0], addr[1])
 
 
@@ -85,7 +84,19 @@ def reachable_ip(family: int = socket.AF_INET) -> str:
 class TCPComm(Comm):
     """A :class:`Comm` over a connected TCP socket (see the module docstring)."""
 
-    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        limits: Limits,
+        *,
+        local: str | None = None,
+        peer: str | None = None,
+        unix: bool = False,
+    ) -> None:
+        """Wrap a connected socket; ``unix``: it is a same-host Unix socket standing in
+        for TCP (see :mod:`.same_host`), whose ends ``local`` and ``peer`` name."""
+        #: This comm is a same-host Unix socket, not TCP.
+        self.same_host = unix
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # not on every socket family
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -96,9 +107,9 @@ class TCPComm(Comm):
         self._loop = asyncio.get_running_loop()
         self._limits = limits
         self._decoder = FrameDecoder(limits)
-        self._local = _format_sockaddr(sock.getsockname())
+        self._local = local or _format_sockaddr(sock.getsockname())
         try:
-            self._peer = _format_sockaddr(sock.getpeername())
+            self._peer = peer or _format_sockaddr(sock.getpeername())
         except OSError:
             self._peer = "tcp://<unknown>"
         self._closed = False
@@ -391,6 +402,12 @@ class TCPListener(Listener):
         self._tasks: set[asyncio.Task[None]] = set()
         self._listen_address = ""
         self._contact_address = ""
+        self._alias: tuple[socket.socket, bytes] | None = None
+
+    @property
+    def same_host_alias(self) -> bytes | None:
+        """The abstract Unix socket this listener also accepts on (see :mod:`.same_host`)."""
+        return self._alias[1] if self._alias is not None else None
 
     async def start(self) -> None:
         """Bind, listen and accept in the background."""
@@ -422,21 +439,31 @@ class TCPListener(Listener):
         if ip in ("0.0.0.0", "::"):
             ip = reachable_ip(family)
         self._contact_address = "tcp://" + unparse_host_port(ip, bound[1])
-        loop.add_reader(sock.fileno(), self._accept)
+        loop.add_reader(sock.fileno(), self._accept, sock)
+        self._alias = same_host.bind_alias()
+        if self._alias is not None:
+            loop.add_reader(self._alias[0].fileno(), self._accept, self._alias[0])
 
-    def _accept(self) -> None:
+    def _accept(self, listening: socket.socket) -> None:
         if self._sock is None or self._loop is None:  # stopped
             return
+        unix = listening is not self._sock
         for _ in range(64):  # bounded, so one busy listener can't starve the loop
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = listening.accept()
             except _WOULD_BLOCK:
                 return
             except OSError as e:  # e.g. EMFILE: log and keep serving
                 logger.warning("error accepting on %s: %s", self._listen_address, e)
                 return
             try:
-                comm = TCPComm(conn, self._limits)
+                if unix:
+                    label = same_host.peer_label(conn)
+                    comm = TCPComm(
+                        conn, self._limits, local=self._listen_address, peer=label, unix=True
+                    )
+                else:
+                    comm = TCPComm(conn, self._limits)
             except OSError as e:  # the peer already went away
                 conn.close()
                 logger.info("connection dropped right after accept: %s", e)
@@ -456,11 +483,14 @@ class TCPListener(Listener):
         """Stop accepting; connections already accepted are left to their handlers."""
         if self._sock is None:
             return
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
+        socks = [self._sock] + ([self._alias[0]] if self._alias is not None else [])
+        for sock in socks:
+            if self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(sock.fileno())
+            sock.close()
         self._sock = None
+        self._alias = None
 
     @property
     def listen_address(self) -> str:
@@ -471,6 +501,16 @@ class TCPListener(Listener):
     def contact_address(self) -> str:
         """``tcp://ip:port`` others can connect to."""
         return self._contact_address
+
+
+async def connect_same_host(name: bytes, address: str, limits: Limits) -> TCPComm:
+    """A comm to the ``tcp://`` listener at ``address`` through its same-host Unix
+    socket ``name``; :class:`CommClosedError` when that fails."""
+    try:
+        sock = await same_host.connect_alias(name)
+    except OSError as e:
+        raise CommClosedError(f"could not connect to tcp://{address} on this host: {e}") from e
+    return TCPComm(sock, limits, local=same_host.local_label(), peer=f"tcp://{address}", unix=True)
 
 
 class TCPBackend(Backend):

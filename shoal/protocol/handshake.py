@@ -58,11 +58,17 @@ HandshakeFlow = Generator[bytes, Frame, dict[str, Any]]
 
 
 def make_hello(
-    role: str, versions: dict[str, Any], *, auth: bool = False, nonce: bytes = b""
+    role: str,
+    versions: dict[str, Any],
+    *,
+    auth: bool = False,
+    nonce: bytes = b"",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The hello this process sends: protocol version, its role, its versions, and
-    whether it authenticates (with its nonce)."""
+    whether it authenticates (with its nonce); ``extra`` fields are added as they are."""
     hello: dict[str, Any] = {
+        **(extra or {}),
         "op": "hello",
         "protocol": PROTOCOL_VERSION,
         "role": role,
@@ -131,6 +137,7 @@ def handshake_flow(
     secret: bytes | None = None,
     initiator: bool = True,
     nonce: bytes | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> HandshakeFlow:
     """The handshake as a generator: yields frames to send, returns the peer's hello.
 
@@ -138,10 +145,11 @@ def handshake_flow(
     ``flow.send(peer_frame)`` until it raises ``StopIteration`` whose ``value`` is
     the peer's hello.  With a ``secret``, a second round proves that both sides know
     it (``initiator``: this side opened the connection); :class:`AuthenticationFailed`
-    otherwise.
+    otherwise.  ``extra`` fields go into this side's hello.
     """
     mine = nonce if nonce is not None else secrets.token_bytes(NONCE_BYTES)
-    peer_frame = yield encode_hello(make_hello(role, versions, auth=secret is not None, nonce=mine))
+    hello = make_hello(role, versions, auth=secret is not None, nonce=mine, extra=extra)
+    peer_frame = yield encode_hello(hello)
     peer = decode_hello(peer_frame)
     peer_auth = peer.get("auth") is True
     if secret is None:

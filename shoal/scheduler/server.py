@@ -31,7 +31,7 @@ from shoal.comm.registry import unparse_host_port
 from shoal.comm.rpc import ConnectionPool, serve_requests
 from shoal.comm.tasks import BackgroundTasks
 from shoal.coordination import scheduler_ext
-from shoal.errors import CommError, ProtocolError
+from shoal.errors import CommClosedError, CommError, ProtocolError
 from shoal.protocol.frames import Limits
 from shoal.protocol.messages import (
     ClientRegistered,
@@ -492,8 +492,14 @@ class Scheduler:
         try:
             msgs = await conn.read()
         except (CommError, ProtocolError) as e:
-            logger.info(
-                "connection from %s failed before its first message: %s", conn.peer_address, e
+            # A peer that closes before saying anything (a probe, or a client that
+            # switched to this scheduler's same-host socket) is not news.
+            level = logging.DEBUG if isinstance(e, CommClosedError) else logging.INFO
+            logger.log(
+                level,
+                "connection from %s failed before its first message: %s",
+                conn.peer_address,
+                e,
             )
             return
         first = msgs[0]

@@ -23,11 +23,15 @@ from shoal.protocol.handshake import decode_hello, encode_hello, make_hello
 from shoal.protocol.messages import OK, ErrorReply, Heartbeat, Identity, Message
 from shoal.protocol.versions import collect_versions
 
-ADDRESSES = ["tcp://127.0.0.1:0", "inproc://"]
+ADDRESSES = ["tcp://127.0.0.1:0", "tcp-only", "inproc://"]
 
 
-@pytest.fixture(params=ADDRESSES, ids=["tcp", "inproc"])
+@pytest.fixture(params=ADDRESSES, ids=["tcp", "tcp-only", "inproc"])
 def address(request: pytest.FixtureRequest) -> str:
+    """tcp: a peer on this host moves to the listener's Unix socket; tcp-only: it stays."""
+    if request.param == "tcp-only":
+        request.getfixturevalue("tcp_only")
+        return "tcp://127.0.0.1:0"
     return str(request.param)
 
 
@@ -58,6 +62,7 @@ async def test_handshake_and_messages(address: str) -> None:
         await conn.write([Identity(), OK(value=(1, "two"))])  # a batch
         assert await conn.read() == [Identity(), OK(value=(1, "two"))]
         await conn.write([])  # nothing to send
+        assert len(seen) == 1  # over tcp://, the TCP connection that offered the move isn't
         assert seen[0].peer_info["role"] == "client"
         assert seen[0].peer_address == conn.local_address
         assert "client" in repr(seen[0])

@@ -1,0 +1,146 @@
+"""Same-host Unix sockets standing in for loopback TCP (shoal/comm/same_host.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+
+from shoal import Client, LocalCluster
+from shoal.comm import same_host
+from shoal.comm.connection import Connection, connect, listen
+from shoal.errors import AuthenticationFailed
+from shoal.protocol.messages import Identity
+
+pytestmark = pytest.mark.skipif(
+    same_host.host_identity() is None, reason="no abstract Unix sockets on this system"
+)
+
+
+async def echo(conn: Connection) -> None:
+    while True:
+        await conn.write(await conn.read())
+
+
+async def test_a_peer_on_this_host_moves_to_the_unix_socket() -> None:
+    seen: list[Connection] = []
+
+    async def handler(conn: Connection) -> None:
+        seen.append(conn)
+        await echo(conn)
+
+    listener = await listen("tcp://127.0.0.1:0", handler, role="scheduler")
+    try:
+        address = listener.contact_address
+        for _ in range(2):  # the first learns the socket over TCP, the second goes straight
+            conn = await connect(address, role="client")
+            assert conn.comm.same_host  # type: ignore[attr-defined]
+            assert conn.peer_address == address
+            assert conn.local_address == f"local://pid-{os.getpid()}"
+            await conn.write(Identity())
+            assert await conn.read() == [Identity()]
+            await conn.close()
+        # the handler never saw the TCP connection that offered the move
+        assert [c.peer_address for c in seen] == [f"local://pid-{os.getpid()}"] * 2
+    finally:
+        listener.stop()
+
+
+@pytest.mark.usefixtures("tcp_only")
+async def test_turned_off_by_config() -> None:
+    listener = await listen("tcp://127.0.0.1:0", echo, role="scheduler")
+    try:
+        conn = await connect(listener.contact_address, role="client")
+        assert not conn.comm.same_host  # type: ignore[attr-defined]
+        assert same_host.HELLO_FIELD not in conn.peer_info
+        await conn.write(Identity())
+        assert await conn.read() == [Identity()]
+        await conn.close()
+    finally:
+        listener.stop()
+
+
+async def test_a_listener_restarted_on_the_same_port_is_reached_again() -> None:
+    """The remembered socket name is stale: the connection falls back to TCP at once."""
+    listener = await listen("tcp://127.0.0.1:0", echo, role="scheduler")
+    address = listener.contact_address
+    conn = await connect(address, role="client")
+    assert conn.comm.same_host  # type: ignore[attr-defined]
+    await conn.close()
+    listener.stop()
+    listener = await listen(address, echo, role="scheduler")
+    try:
+        conn = await asyncio.wait_for(connect(address, role="client", timeout=5), 5)
+        assert not conn.comm.same_host  # type: ignore[attr-defined]  # TCP for a while
+        await conn.write(Identity())
+        assert await conn.read() == [Identity()]
+        await conn.close()
+    finally:
+        listener.stop()
+        same_host._refused.pop(address.removeprefix("tcp://"), None)
+
+
+async def test_the_unix_socket_still_authenticates() -> None:
+    listener = await listen("tcp://127.0.0.1:0", echo, role="scheduler", secret=b"s" * 32)
+    try:
+        address = listener.contact_address
+        conn = await connect(address, role="client", secret=b"s" * 32)
+        assert conn.comm.same_host  # type: ignore[attr-defined]
+        await conn.close()
+        assert same_host.lookup(address.removeprefix("tcp://")) is not None
+        # straight to the known Unix socket, with a wrong secret and with none
+        with pytest.raises(AuthenticationFailed):
+            await connect(address, role="client", secret=b"x" * 32)
+        with pytest.raises(AuthenticationFailed):
+            await connect(address, role="client")
+        # a wrong secret is not a broken socket: the next good client still uses it
+        conn = await connect(address, role="client", secret=b"s" * 32)
+        assert conn.comm.same_host  # type: ignore[attr-defined]
+        await conn.close()
+    finally:
+        listener.stop()
+
+
+def test_a_hello_from_another_host_or_namespace_is_not_followed() -> None:
+    name = b"\0shoal-" + b"0" * 24
+    other = {same_host.HELLO_FIELD: {"host": "another-boot/1:2", "socket": name}}
+    assert same_host.learn("10.0.0.9:4000", other) is None
+    assert not same_host.switching(other)
+    ours = same_host.advertisement(name)
+    assert same_host.switching(ours)
+    assert same_host.learn("10.0.0.9:4000", ours) == name
+    same_host.forget("10.0.0.9:4000")
+    assert same_host.lookup("10.0.0.9:4000") is None
+    assert not same_host.may_switch("10.0.0.9:4000")  # for a while
+    same_host._refused.clear()
+    malformed = {same_host.HELLO_FIELD: {"host": same_host.host_identity(), "socket": "name"}}
+    assert same_host.learn("10.0.0.9:4000", malformed) is None
+    assert same_host.learn("10.0.0.9:4000", {same_host.HELLO_FIELD: [1, 2]}) is None
+
+
+def known_peers() -> list[str]:
+    return sorted(same_host._aliases)
+
+
+def checksum(a: np.ndarray) -> float:
+    return float(a.sum())
+
+
+def test_workers_in_processes_fetch_from_each_other_over_unix_sockets() -> None:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as c,
+    ):
+        a, b = sorted(c.nthreads())
+        x = c.submit(np.ones, 4_000_000, workers=[a])
+        assert c.submit(checksum, x, workers=[b]).result() == 4_000_000.0
+        assert c.gather(x).sum() == 4_000_000.0
+        peers = c.run(known_peers)
+        strip = lc.scheduler_address.removeprefix("tcp://")
+        assert strip in peers[a] and strip in peers[b]  # both reached the scheduler so
+        assert a.removeprefix("tcp://") in peers[b]  # b fetched from a so
+        assert a.removeprefix("tcp://") in known_peers()  # and this client gathered from a
