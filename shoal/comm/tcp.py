@@ -49,6 +49,9 @@ if _IOV_MAX <= 0:  # pragma: no cover
     _IOV_MAX = 16
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
+#: Send buffer asked for on same-host Unix sockets (their default, ~200 KB, makes a
+#: large frame cross in hundreds of wake-ups of both processes).
+_UNIX_SNDBUF = 4 * 2**20
 #: How long close() waits for a write in progress before dropping it.
 _CLOSE_TIMEOUT = 10.0
 
@@ -98,6 +101,9 @@ class TCPComm(Comm):
         #: This comm is a same-host Unix socket, not TCP.
         self.same_host = unix
         sock.setblocking(False)
+        if unix:  # what a send may queue: the kernel caps it at net.core.wmem_max
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _UNIX_SNDBUF)
         with contextlib.suppress(OSError):  # not on every socket family
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with contextlib.suppress(OSError):
