@@ -76,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
     # seconds a client that lost the scheduler keeps trying to connect again
     "client.reconnect-timeout": 30.0,
     "worker.heartbeat-interval": 1.0,
+    # Tasks expected to run under 1 ms that may queue on each busy thread, so that a
+    # thread goes from one to the next without waiting for the event loop (0: none).
+    "worker.prefetch-short-tasks": 16,
     # seconds a fetch from a peer may take (plus 1 s per 50 MB) before the peer is
     # taken for unreachable and another holder is asked
     "worker.transfer-timeout": 30.0,

@@ -260,6 +260,8 @@ class ComputeTask(Message):
     nbytes: dict[Key, int]
     priority: tuple[int | float, ...]
     resources: dict[str, float] | None = None
+    #: Seconds the scheduler expects it to run (its prefix's average); negative: unknown.
+    duration: float = -1.0
 
 
 @dataclass(frozen=True, slots=True)

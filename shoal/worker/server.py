@@ -149,6 +149,7 @@ class Worker:
             resources=self.resources,
             validate=validate,
             log_size=self._log_size,
+            prefetch=int(config.get("worker.prefetch-short-tasks")),
         )
         self._validate = validate
         self.memory_fractions = MemoryFractions.from_config()

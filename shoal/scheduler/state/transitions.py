@@ -212,6 +212,7 @@ def assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> No
             nbytes={d.key: d.nbytes for d in deps},
             priority=ts.priority,
             resources=ts.resources,
+            duration=ts.group.prefix.duration,
         ),
     )
 

@@ -113,6 +113,8 @@ class ComputeTaskEvent(Event):
     resources: dict[str, float] | None = None
     stimulus_id: str = ""
     now: float = 0.0
+    #: Seconds the scheduler expects it to run; negative: unknown.
+    duration: float = -1.0
 
     @classmethod
     def from_message(cls, msg: ComputeTask, stimulus_id: str, now: float) -> ComputeTaskEvent:
@@ -126,6 +128,7 @@ class ComputeTaskEvent(Event):
             resources=msg.resources,
             stimulus_id=stimulus_id,
             now=now,
+            duration=msg.duration,
         )
 
     def story_keys(self) -> Iterable[Key]:

@@ -105,14 +105,17 @@ def _validate_task(ws: WorkerState, ts: TaskState) -> None:
 
 
 def _validate_queues(ws: WorkerState) -> None:
-    _check(len(ws.executing) <= ws.nthreads, None, "more tasks executing than threads")
+    limit = ws.nthreads * (1 + ws.prefetch)
+    _check(len(ws.executing) <= limit, None, "more tasks executing than threads and prefetch")
+    long = sum(not ts.short for ts in ws.executing)
+    _check(ws.executing_long == long, None, f"executing_long is {ws.executing_long}, not {long}")
     for ts in ws.ready:
         _check(ts.state == "ready", ts, "in the ready queue but not ready")
     for ts in ws.constrained:
         _check(ts.state == "constrained", ts, "in the constrained queue but not constrained")
     if ws.paused:
         return  # queued tasks wait, whatever the threads do
-    _check(not ws.ready or len(ws.executing) == ws.nthreads, None, "a thread idles with work ready")
+    _check(not ws.ready or len(ws.executing) >= ws.nthreads, None, "a thread idles with work ready")
     if ws.constrained and len(ws.executing) < ws.nthreads:
         head = ws.constrained.peek()
         assert head.resources is not None

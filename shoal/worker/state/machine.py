@@ -85,11 +85,17 @@ class WorkerState:
         max_concurrent_fetches_per_worker: int = 1,
         max_concurrent_fetches: int = 10,
         log_size: int = 100_000,
+        prefetch: int = 0,
     ) -> None:
         if nthreads < 1 or max_concurrent_fetches < 1 or max_concurrent_fetches_per_worker < 1:
             raise ValueError("nthreads and fetch limits must be at least 1")
         self.address = address
         self.nthreads = nthreads
+        #: Short tasks (expected under ``SHORT_TASK`` seconds) that may wait on the
+        #: threads' own queue, per thread, beyond the one each thread runs: a thread
+        #: then goes from one tiny task to the next without a round trip through the
+        #: event loop. They count as ``executing``.
+        self.prefetch = max(prefetch, 0)
         self.validate = validate
         #: Every key known here.
         self.tasks: dict[Key, TaskState] = {}
@@ -98,6 +104,8 @@ class WorkerState:
         self.ready = TaskHeap()
         self.constrained = TaskHeap()
         self.executing: set[TaskState] = set()
+        #: How many of them are not known to be short (see ``prefetch``).
+        self.executing_long = 0
         #: The worker's resources: declared, and not held by executing tasks.
         self.resource_pool = ResourcePool(resources)
         #: Pending fetches, holders and transfers in flight.
@@ -215,6 +223,16 @@ class WorkerState:
         while self.ready and len(self.executing) < self.nthreads:
             _, more = self._transition(self.ready.peek(), "executing")
             instructions += more
+        # Every thread busy with a short task: queue more short ones behind them (not
+        # behind a long one: waiting in ``ready``, a task can still be stolen).
+        if self.prefetch and self.ready and not self.constrained and not self.executing_long:
+            limit = self.nthreads * (1 + self.prefetch)
+            while self.ready and len(self.executing) < limit:
+                ts = self.ready.peek()
+                if not ts.short:
+                    break  # the most urgent is not short: it waits for a free thread
+                _, more = self._transition(ts, "executing")
+                instructions += more
         return instructions
 
     def _ensure_communicating(self) -> list[Instruction]:
@@ -296,6 +314,7 @@ class WorkerState:
         ts.run_spec = ev.run_spec
         if start in ("executing", "flight"):
             return recs, []  # the result, when it comes, is reported
+        ts.duration = ev.duration
         new = start not in QUEUED_STATES
         if new:
             ts.priority = ev.priority

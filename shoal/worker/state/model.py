@@ -54,6 +54,9 @@ ALL_STATES: tuple[TaskStateName, ...] = (
 )
 
 #: States of a task that still counts as a dependent of its dependencies.
+#: Seconds under which a task counts as short, for ``WorkerState.prefetch``.
+SHORT_TASK = 0.001
+
 COMPUTING_STATES: frozenset[str] = frozenset({"waiting", "ready", "constrained", "executing"})
 
 #: States of a computation that has not started: a scheduler may still take it away.
@@ -87,6 +90,9 @@ class TaskState:
     #: such a task queues in ``constrained`` instead of ``ready``. Set by the first
     #: ComputeTask and fixed until the task leaves the computing states.
     resources: dict[str, float] | None = None
+    #: Seconds the scheduler expects it to run (negative: unknown): a short task may be
+    #: queued on a busy thread (see ``WorkerState.prefetch``). Fixed while executing.
+    duration: float = -1.0
     #: The scheduler wants the key here (see the module docstring).
     wanted: bool = False
     #: The scheduler asked us to compute it: the outcome is a TaskFinished/TaskFailed.
@@ -116,6 +122,11 @@ class TaskState:
     traceback_text: str = ""
     #: nbytes of a value put here (``DataUpdated``) while the task was executing.
     scattered_nbytes: int | None = None
+
+    @property
+    def short(self) -> bool:
+        """Expected to run under ``SHORT_TASK`` seconds."""
+        return 0.0 <= self.duration < SHORT_TASK
 
     def __hash__(self) -> int:
         return self.id

@@ -111,8 +111,17 @@ def _enter_memory(ws: WorkerState, ts: TaskState, recs: Recs) -> None:
             recs[dependent] = _runnable(dependent)
 
 
+def _enter_executing(ws: WorkerState, ts: TaskState) -> None:
+    ws.executing.add(ts)
+    if not ts.short:
+        ws.executing_long += 1
+
+
 def _leave_executing(ws: WorkerState, ts: TaskState) -> None:
-    ws.executing.discard(ts)
+    if ts in ws.executing:
+        ws.executing.remove(ts)
+        if not ts.short:
+            ws.executing_long -= 1
     if ts.resources:
         ws.resource_pool.release(ts.resources)
 
@@ -208,7 +217,7 @@ def _transition_waiting_released(ws: WorkerState, ts: TaskState) -> Result:
 def _transition_ready_executing(ws: WorkerState, ts: TaskState) -> Result:
     # A thread is free and this is the most urgent ready task.
     ws.ready.discard(ts)
-    ws.executing.add(ts)
+    _enter_executing(ws, ts)
     deps = tuple(dep.key for dep in sorted(ts.dependencies, key=lambda d: d.id))
     return {}, [ws.make_execute(ts, deps)]
 
@@ -224,7 +233,7 @@ def _transition_constrained_executing(ws: WorkerState, ts: TaskState) -> Result:
     assert ts.resources, ts
     ws.constrained.discard(ts)
     ws.resource_pool.acquire(ts.resources)
-    ws.executing.add(ts)
+    _enter_executing(ws, ts)
     deps = tuple(dep.key for dep in sorted(ts.dependencies, key=lambda d: d.id))
     return {}, [ws.make_execute(ts, deps)]
 

@@ -79,12 +79,15 @@ def compute(
     nbytes: dict[Key, int] | None = None,
     priority: tuple[int | float, ...] = (0,),
     resources: dict[str, float] | None = None,
+    duration: float = -1.0,
 ) -> ToWorker:
-    """The exact ComputeTask the scheduler should send."""
+    """The exact ComputeTask the scheduler should send (``duration``: what the key's
+    prefix was measured to take so far; negative when nothing of it has finished)."""
     who_has = who_has or {}
     if nbytes is None:
         nbytes = dict.fromkeys(who_has, 10)
-    return ToWorker(address, ComputeTask(key, run_spec(key), who_has, nbytes, priority, resources))
+    msg = ComputeTask(key, run_spec(key), who_has, nbytes, priority, resources, duration)
+    return ToWorker(address, msg)
 
 
 def free(address: str, *keys: Key) -> ToWorker:

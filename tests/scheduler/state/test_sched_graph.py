@@ -139,7 +139,7 @@ def test_resubmitting_a_forgotten_key_recomputes_it() -> None:
     s.handle(KeysReleased("c", ("x",)))
     assert s.tasks == {}
     out = s.handle(submit("c", spec("x")))
-    assert out == [compute(A, "x")]
+    assert out == [compute(A, "x", duration=1.0)]
 
 
 def test_keys_desired() -> None:
@@ -150,7 +150,11 @@ def test_keys_desired() -> None:
     # a is released (an intermediate); b is in memory.
     out = s.handle(KeysDesired("c2", ("b", "a", "nope")))
     reason = unknown_key_reason("nope")
-    assert out == [in_memory("c2", "b", A), compute(A, "a"), cancelled("c2", "nope", reason=reason)]
+    assert out == [
+        in_memory("c2", "b", A),
+        compute(A, "a", duration=1.0),
+        cancelled("c2", "nope", reason=reason),
+    ]
 
 
 def test_unknown_wanted_key_is_cancelled() -> None:

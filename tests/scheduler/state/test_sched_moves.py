@@ -201,7 +201,7 @@ def test_retiring_a_worker_that_dies_meanwhile() -> None:
     # x is recomputed as with any death; the request ends, reporting A as gone.
     assert out == [
         ToClient("c", KeyLost("x")),
-        compute(B, "x"),
+        compute(B, "x", duration=1.0),
         RequestDone("r", {A: info(A)}),
     ]
 
@@ -213,7 +213,7 @@ def test_a_late_copy_of_a_key_being_recomputed_is_not_freed_on_its_worker() -> N
     s.handle(finished(A, "x"))
     assert s.handle(RetirementRequested("r", (A,))) == [acquire(B, {"x": (10, (A,))})]
     # B got x from A, but A died before the scheduler heard about the copy.
-    assert compute(B, "x") in s.handle(WorkerRemoved(A))
+    assert compute(B, "x", duration=1.0) in s.handle(WorkerRemoved(A))
     out = s.handle(ReplicasAdded(B, ("x",), {"x": 10}))
     assert free(B, "x") not in out
 

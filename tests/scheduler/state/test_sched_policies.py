@@ -229,18 +229,18 @@ def test_root_tasks_fill_the_slots_and_the_rest_are_queued() -> None:
     # The most urgent queued task goes next, to the worker that freed a slot.
     assert s.handle(finished(A, "x-0")) == [
         in_memory("c", "x-0", A),
-        compute(A, "x-6", priority=(6,)),
+        compute(A, "x-6", priority=(6,), duration=1.0),
     ]
     assert s.handle(finished(B, "x-2")) == [
         in_memory("c", "x-2", B),
-        compute(B, "x-7", priority=(7,)),
+        compute(B, "x-7", priority=(7,), duration=1.0),
     ]
     # Priority, not arrival: a later, more urgent task of the layer jumps the queue.
     assert s.handle(submit("c", spec("x-99", priority=(-1,)))) == []
     assert s.tasks["x-99"].state == "queued"
     assert s.handle(finished(B, "x-1")) == [
         in_memory("c", "x-1", B),
-        compute(B, "x-99", priority=(-1,)),
+        compute(B, "x-99", priority=(-1,), duration=1.0),
     ]
 
 
@@ -350,7 +350,7 @@ def test_releasing_a_queued_task_takes_it_out_of_the_queue() -> None:
     assert queued_keys(s) == ["x-3", "x-4", "x-5"]
     assert s.handle(finished(A, "x-0")) == [
         in_memory("c", "x-0", A),
-        compute(A, "x-3", priority=(3,)),
+        compute(A, "x-3", priority=(3,), duration=1.0),
     ]
 
 
@@ -363,10 +363,13 @@ def test_losing_a_worker_puts_its_root_tasks_back_in_the_queue() -> None:
     assert states(s)["x-0"] == states(s)["x-2"] == "queued"
     assert queued_keys(s) == ["x-0", "x-2", *(f"x-{i}" for i in range(4, 10))]
     # ... at the head of the queue, by priority.
-    assert s.handle(finished(B, "x-1")) == [in_memory("c", "x-1", B), compute(B, "x-0")]
+    assert s.handle(finished(B, "x-1")) == [
+        in_memory("c", "x-1", B),
+        compute(B, "x-0", duration=1.0),
+    ]
     assert s.handle(finished(B, "x-3")) == [
         in_memory("c", "x-3", B),
-        compute(B, "x-2", priority=(2,)),
+        compute(B, "x-2", priority=(2,), duration=1.0),
     ]
 
 
@@ -395,7 +398,7 @@ def test_losing_a_worker_moves_its_root_tasks_to_free_slots() -> None:
 def test_losing_a_worker_gives_the_last_free_slot_to_its_most_urgent_task() -> None:
     s = _b_with_free_slots(1)
     out = s.handle(WorkerRemoved(A))
-    assert out == [compute(B, "x-0")]
+    assert out == [compute(B, "x-0", duration=1.0)]
     assert queued_keys(s) == ["x-2"]
 
 

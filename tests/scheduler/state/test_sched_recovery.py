@@ -46,7 +46,7 @@ def test_keys_only_the_lost_worker_held_are_recomputed_from_lineage() -> None:
     assert states(s) == {"a": "released", "b": "memory"}
     out = s.handle(WorkerRemoved(A))
     # b is lost: the client hears it, and its lineage runs again on B.
-    assert out == [lost("c", "b"), compute(B, "a")]
+    assert out == [lost("c", "b"), compute(B, "a", duration=1.0)]
     assert states(s) == {"a": "processing", "b": "waiting"}
     s.handle(finished(B, "a"))
     assert s.handle(finished(B, "b")) == [in_memory("c", "b", B), free(B, "a")]
@@ -73,7 +73,7 @@ def test_lost_dependency_of_a_running_task() -> None:
     assert out == [free(B, "y")]
     assert states(s) == {"x": "no-worker", "y": "waiting"}
     out = s.handle(worker(A))
-    assert out == [compute(A, "x")]
+    assert out == [compute(A, "x", duration=1.0)]
     s.handle(finished(A, "x"))
     assert s.tasks["y"].state == "processing"
 
@@ -95,7 +95,7 @@ def test_data_missing_recomputes_a_key_with_no_holder_left() -> None:
     s.handle(finished(A, "x"))
     out = s.handle(DataMissing(B, "x", errant_worker=A))
     # x is computed again (y is taken back meanwhile).
-    assert out == [compute(A, "x"), free(B, "y")]
+    assert out == [compute(A, "x", duration=1.0), free(B, "y")]
     assert states(s) == {"x": "processing", "y": "waiting"}
 
 
@@ -129,4 +129,4 @@ def test_all_workers_gone_then_back() -> None:
     s.handle(finished(A, "a"))
     assert s.handle(WorkerRemoved(A)) == []
     assert states(s) == {"a": "no-worker", "b": "waiting"}
-    assert s.handle(worker(B)) == [compute(B, "a")]
+    assert s.handle(worker(B)) == [compute(B, "a", duration=1.0)]

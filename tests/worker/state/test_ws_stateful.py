@@ -77,13 +77,21 @@ class WorkerStateMachine(RuleBasedStateMachine):
         per_worker=st.integers(1, 2),
         total=st.integers(1, 3),
         r_total=st.sampled_from([1.0, 2.0]),
+        prefetch=st.sampled_from([0, 2]),
     )
     def configure(
-        self, nthreads: int, limit: int, per_worker: int, total: int, r_total: float
+        self,
+        nthreads: int,
+        limit: int,
+        per_worker: int,
+        total: int,
+        r_total: float,
+        prefetch: int,
     ) -> None:
         self.r_total = r_total
         self.ws = make_ws(
             nthreads=nthreads,
+            prefetch=prefetch,
             resources={"R": r_total},
             transfer_limit_bytes=limit,
             max_concurrent_fetches_per_worker=per_worker,
@@ -134,8 +142,11 @@ class WorkerStateMachine(RuleBasedStateMachine):
         data=st.data(),
         priority=st.integers(0, 3),
         need=st.sampled_from([None, None, 0.5, 1.0, 2.0]),
+        duration=st.sampled_from([-1.0, 0.0001, 0.0001, 5.0]),
     )
-    def compute(self, i: int, data: st.DataObject, priority: int, need: float | None) -> None:
+    def compute(
+        self, i: int, data: st.DataObject, priority: int, need: float | None, duration: float
+    ) -> None:
         key = KEYS[i]
         deps = data.draw(st.lists(st.sampled_from(KEYS[:i]), max_size=3, unique=True)) if i else []
         who_has = {d: data.draw(holders) for d in deps}
@@ -151,6 +162,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
                 nbytes=nbytes,
                 priority=(priority,),
                 resources=resources,
+                duration=duration,
             )
         )
 

@@ -58,8 +58,10 @@ def compute(
     resources: dict[str, float] | None = None,
     stimulus_id: str = "",
     now: float = 0.0,
+    duration: float = -1.0,
 ) -> ComputeTaskEvent:
-    """ComputeTaskEvent for ``key`` with dependencies ``who_has``."""
+    """ComputeTaskEvent for ``key`` with dependencies ``who_has`` (``duration``: what the
+    scheduler expects it to take; negative: unknown)."""
     return ComputeTaskEvent(
         key=key,
         run_spec=spec(key),
@@ -69,6 +71,7 @@ def compute(
         resources=resources,
         stimulus_id=stimulus_id or f"compute-{key!r}",
         now=now,
+        duration=duration,
     )
 
 
