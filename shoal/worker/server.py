@@ -143,15 +143,8 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval or float(
             config.get("worker.heartbeat-interval")
         )
-        self.state = WorkerState(
-            address="",
-            nthreads=self.nthreads,
-            resources=self.resources,
-            validate=validate,
-            log_size=self._log_size,
-            prefetch=int(config.get("worker.prefetch-short-tasks")),
-        )
         self._validate = validate
+        self.state = self._new_state("")
         self.memory_fractions = MemoryFractions.from_config()
         #: every value held here, in memory or spilled to disk
         self.data = SpillStore(
@@ -204,6 +197,16 @@ class Worker:
             raise RuntimeError("the worker is not started")
         return str(self._listener.listen_address)
 
+    def _new_state(self, address: str) -> WorkerState:
+        return WorkerState(
+            address=address,
+            nthreads=self.nthreads,
+            resources=self.resources,
+            validate=self._validate,
+            log_size=self._log_size,
+            prefetch=int(config.get("worker.prefetch-short-tasks")),
+        )
+
     async def start(self) -> Worker:
         """Listen, register with the scheduler and start serving; return self."""
         if self.status == "running":
@@ -223,13 +226,7 @@ class Worker:
             secret=self.security.secret,
             ssl_context=self.security.server_context(),
         )
-        self.state = WorkerState(
-            address=self.address,
-            nthreads=self.nthreads,
-            resources=self.resources,
-            validate=self._validate,
-            log_size=self._log_size,
-        )
+        self.state = self._new_state(self.address)
         config.tune_gc()
         try:
             await self._register()
@@ -539,13 +536,7 @@ class Worker:
             self._stream.conn.abort()
             self._stream = None
         kept = self.data.nbytes_by_key()
-        self.state = WorkerState(
-            address=self.address,
-            nthreads=self.nthreads,
-            resources=self.resources,
-            validate=self._validate,
-            log_size=self._log_size,
-        )
+        self.state = self._new_state(self.address)
         self.handle(DataUpdated(data_nbytes=kept, stimulus_id=_sid("reconnect"), now=time.time()))
         if self.memory_monitor is not None and self.memory_monitor.paused:
             self.handle(PauseEvent(stimulus_id=_sid("reconnect"), now=time.time()))
