@@ -46,15 +46,16 @@ class Message:
 
     @staticmethod
     def from_wire(d: Any) -> Message:
-        """Build the message for a decoded map; raise RemoteProtocolError if invalid."""
+        """Build the message for a decoded map (which it takes: its ``op`` is removed);
+        raise RemoteProtocolError if invalid."""
         if not isinstance(d, dict):
             raise RemoteProtocolError(f"a message must be a map, got {type(d).__name__}")
-        op = d.get("op")
+        op = d.pop("op", None)
         cls = _REGISTRY.get(op) if isinstance(op, str) else None
         if cls is None:
             raise RemoteProtocolError(f"unknown op {op!r}")
         try:
-            return cls(**{k: v for k, v in d.items() if k != "op"})
+            return cls(**d)
         except TypeError as e:
             raise RemoteProtocolError(f"malformed {op!r} message: {e}") from None
 
