@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     # Tasks expected to run under 1 ms that may queue on each busy thread, so that a
     # thread goes from one to the next without waiting for the event loop (0: none).
     "worker.prefetch-short-tasks": 16,
+    # A result that serializes to at most this many bytes goes to the scheduler with
+    # the task's completion, and on to the clients that want it (no gather round trip).
+    "worker.inline-result-bytes": 1024,
     # seconds a fetch from a peer may take (plus 1 s per 50 MB) before the peer is
     # taken for unreachable and another holder is asked
     "worker.transfer-timeout": 30.0,

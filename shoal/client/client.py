@@ -383,7 +383,7 @@ class Client(
         if isinstance(msg, KeyInMemory):
             st = self._states.get(msg.key)
             if st is not None:
-                st.finish(msg.type_name, tuple(msg.who_has))
+                st.finish(msg.type_name, tuple(msg.who_has), msg.value)
         elif isinstance(msg, KeyErred):
             st = self._states.get(msg.key)
             if st is not None:

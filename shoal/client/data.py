@@ -89,7 +89,9 @@ class DataMixin:
         todo: list[Key] = []
         for key in dict.fromkeys(keys):
             st = self._states.get(key)
-            if st is not None and st.who_has:
+            if st is not None and st.value is not None:
+                values[key] = loads(st.value)  # it came with the completion notice
+            elif st is not None and st.who_has:
                 by_worker[random.choice(st.who_has)].append(key)
             else:
                 todo.append(key)

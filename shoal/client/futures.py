@@ -112,12 +112,23 @@ class FutureState:
     Only the client's event loop changes it; other threads read it.
     """
 
-    __slots__ = ("_event", "callbacks", "error", "reason", "status", "type_name", "who_has")
+    __slots__ = (
+        "_event",
+        "callbacks",
+        "error",
+        "reason",
+        "status",
+        "type_name",
+        "value",
+        "who_has",
+    )
 
     def __init__(self) -> None:
         self.status = "pending"
         self.type_name: str | None = None
         self.who_has: tuple[str, ...] = ()
+        #: The value serialized, when the scheduler sent it along (small values only).
+        self.value: Opaque | None = None
         self.error: RemoteException | None = None
         self.reason = ""
         self._event: asyncio.Event | None = None
@@ -135,10 +146,18 @@ class FutureState:
         for cb in callbacks:
             cb()
 
-    def finish(self, type_name: str | None = None, who_has: tuple[str, ...] = ()) -> None:
-        """The value is in memory on the cluster, on the workers ``who_has``."""
+    def finish(
+        self,
+        type_name: str | None = None,
+        who_has: tuple[str, ...] = (),
+        value: Opaque | None = None,
+    ) -> None:
+        """The value is in memory on the cluster, on the workers ``who_has`` (and here,
+        serialized, when it is small)."""
         self.type_name = type_name
         self.who_has = who_has
+        # own copies: a received frame is a view of its whole message's buffer
+        self.value = None if value is None else Opaque([bytes(f) for f in value.frames])
         self._set("finished")
 
     def set_error(self, error: RemoteException) -> None:
@@ -156,6 +175,7 @@ class FutureState:
         self.status = "pending"
         self.error = None
         self.who_has = ()
+        self.value = None
         if self._event is not None:
             self._event.clear()
 

@@ -206,6 +206,9 @@ class KeyInMemory(Message):
     key: Key
     type_name: str | None = None
     who_has: tuple[Address, ...] = ()
+    #: The value itself, serialized, when it is small (``worker.inline-result-bytes``):
+    #: the client then needs no request to a worker to read it.
+    value: Opaque | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +328,9 @@ class TaskFinished(Message):
     type_name: str
     start: float
     stop: float
+    #: The value, serialized, when at most ``worker.inline-result-bytes``: the scheduler
+    #: passes it on to the clients that want the key (and keeps none of it).
+    value: Opaque | None = None
 
 
 @dataclass(frozen=True, slots=True)

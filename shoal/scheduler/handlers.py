@@ -94,6 +94,7 @@ def worker_events(
                     stop=msg.stop,
                     stimulus_id=sid,
                     now=now,
+                    value=msg.value,
                 )
             )
         elif isinstance(msg, TaskFailed):

@@ -51,6 +51,19 @@ class Outcome:
     traceback_text: str = ""
     start: float = 0.0
     stop: float = 0.0
+    #: The value serialized, when it is small enough to travel with the report.
+    wire: Opaque | None = None
+
+
+def small_value(value: Any, nbytes: int, limit: int) -> Opaque | None:
+    """``value`` serialized if that takes at most ``limit`` bytes, else None."""
+    if nbytes > limit:
+        return None
+    try:
+        opaque = dumps(value)
+    except SerializeError:  # reported when someone gathers it
+        return None
+    return opaque if opaque.nbytes <= limit else None
 
 
 def pack_exception(
@@ -118,14 +131,16 @@ def run_task(
     finally:
         task_context.key = None
     stop = time.time()
+    nbytes = nbytes_of(value)
     return Outcome(
         key,
         ok=True,
         value=value,
-        nbytes=nbytes_of(value),
+        nbytes=nbytes,
         type_name=_type_name(value),
         start=start,
         stop=stop,
+        wire=small_value(value, nbytes, worker.inline_result_bytes),
     )
 
 

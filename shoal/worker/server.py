@@ -145,6 +145,8 @@ class Worker:
         )
         self._validate = validate
         self.state = self._new_state("")
+        #: Results serialized to at most this many bytes travel with their TaskFinished.
+        self.inline_result_bytes = int(config.get("worker.inline-result-bytes"))
         self.memory_fractions = MemoryFractions.from_config()
         #: every value held here, in memory or spilled to disk
         self.data = SpillStore(
@@ -364,6 +366,7 @@ class Worker:
                         stop=o.stop,
                         stimulus_id=_sid("execute"),
                         now=now,
+                        value=o.wire,
                     )
                 )
             else:

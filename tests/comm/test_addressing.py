@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import socket
+from typing import Any
 
 import psutil
 import pytest
@@ -144,7 +145,7 @@ def test_the_nanny_passes_the_contact_address_to_its_worker() -> None:
     assert args[args.index("--host") + 1] == "0.0.0.0"
 
 
-def add(x: int, y: int) -> int:
+def add(x: Any, y: Any) -> Any:
     return x + y
 
 
@@ -170,11 +171,12 @@ async def test_a_worker_reached_only_through_its_contact_address_serves_peers_an
                 async with Client(s.address, asynchronous=True) as c:
                     info = await c.scheduler_info()
                     assert set(info["workers"]) == {fa.address, fb.address}
-                    x = c.submit(operator.mul, 3, 4, workers=[a.address])
-                    y = c.submit(operator.mul, 5, 6, workers=[b.address])
+                    # values over worker.inline-result-bytes: gathers go to the workers
+                    x = c.submit(operator.mul, b"x", 3000, workers=[a.address])
+                    y = c.submit(operator.mul, b"y", 3000, workers=[b.address])
                     z = c.submit(add, x, y, workers=[a.address])  # fetches y from b
-                    assert await z == 42
-                    assert await c.gather([x, y]) == [12, 30]
+                    assert await z == b"x" * 3000 + b"y" * 3000
+                    assert await c.gather([x, y]) == [b"x" * 3000, b"y" * 3000]
                 assert fa.connections >= 1  # the client's gather
                 assert fb.connections >= 2  # a's fetch and the client's gather
             finally:
@@ -240,7 +242,8 @@ async def test_servers_listen_and_advertise_ipv6_addresses() -> None:
                 assert w.listen_address.startswith("tcp://[::1]:")
                 assert w.address == fwd.address
                 async with Client(s.address, asynchronous=True) as c:
-                    assert await c.submit(add, 40, 2) == 42
+                    # over worker.inline-result-bytes: the client reads it from the worker
+                    assert await c.submit(operator.mul, b"z", 3000) == b"z" * 3000
             assert fwd.connections >= 1
 
 
@@ -267,5 +270,6 @@ async def test_a_tls_worker_behind_a_forwarder_is_reached_at_its_contact_address
                 fwd.target = get_address_host_port(w.listen_address)
                 assert w.address == contact
                 async with Client(s.address, asynchronous=True, security=sec) as c:
-                    assert await c.submit(add, 40, 2) == 42
+                    # over worker.inline-result-bytes: the client reads it from the worker
+                    assert await c.submit(operator.mul, b"z", 3000) == b"z" * 3000
             assert fwd.connections >= 1

@@ -203,6 +203,8 @@ class TaskFinishedEvent(Event):
     type_name: str
     start: float
     stop: float
+    #: The value, serialized, if small: for the clients that want it (see KeyInMemory).
+    value: Opaque | None = None
 
     def touched_keys(self) -> tuple[Key, ...]:
         """The finished key."""

@@ -117,6 +117,8 @@ class Arrival:
     holders: tuple[WorkerInfo, ...]
     nbytes: int
     type_name: str | None
+    #: The value itself, serialized, when a worker sent it along (small values only).
+    value: Opaque | None = None
 
 
 class TaskState:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.protocol.messages import ComputeTask, KeyInMemory, KeyLost
+from shoal.protocol.opaque import Opaque
 from shoal.scheduler.state.model import (
     ACTIVE_STATES,
     READY_STATES,
@@ -259,10 +260,14 @@ def fill_slots(s: SchedulerState, ws: WorkerInfo, ctx: Context) -> None:
             ctx.recs[qts] = "processing"
 
 
-def in_memory_message(ts: TaskState) -> KeyInMemory:
-    """What a client that wants ``ts`` (in memory) is told: its type and holders."""
+def in_memory_message(ts: TaskState, value: Opaque | None = None) -> KeyInMemory:
+    """What a client that wants ``ts`` (in memory) is told: its type and holders, and
+    the value itself when a worker just sent it along."""
     return KeyInMemory(
-        key=ts.key, type_name=ts.type_name, who_has=tuple(ws.address for ws in ts.who_has)
+        key=ts.key,
+        type_name=ts.type_name,
+        who_has=tuple(ws.address for ws in ts.who_has),
+        value=value,
     )
 
 
@@ -280,7 +285,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
         if dts.waiting_on.pop(ts, 0) is None and not dts.waiting_on:
             ready.append(dts)
     recommend_in_order(ready, "processing", ctx)
-    msg = in_memory_message(ts)
+    msg = in_memory_message(ts, data.value)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
     drop_fire_and_forget(ts, ctx)

@@ -81,7 +81,7 @@ def task_finished(s: SchedulerState, ev: TaskFinishedEvent, ctx: Context) -> Non
     else:
         # processing here (the normal case) or elsewhere, or waiting / no-worker after
         # being taken back: the value is good either way.
-        transition(s, ts, "memory", ctx, Arrival((ws,), ev.nbytes, ev.type_name))
+        transition(s, ts, "memory", ctx, Arrival((ws,), ev.nbytes, ev.type_name, ev.value))
 
 
 def task_failed(s: SchedulerState, ev: TaskFailedEvent, ctx: Context) -> None:

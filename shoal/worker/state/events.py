@@ -199,6 +199,8 @@ class ExecuteSuccess(Event):
     stop: float
     stimulus_id: str = ""
     now: float = 0.0
+    #: The value serialized, if small: it goes to the scheduler with TaskFinished.
+    value: Opaque | None = None
 
     def story_keys(self) -> Iterable[Key]:
         """The task that ran."""

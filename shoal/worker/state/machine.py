@@ -272,11 +272,18 @@ class WorkerState:
             stop=ts.stop,
         )
 
-    def _task_finished(self, ts: TaskState) -> SendToScheduler:
+    def make_task_finished(self, ts: TaskState) -> SendToScheduler:
+        """The ``TaskFinished`` report of ``ts`` (in memory), with its small value once."""
         assert ts.nbytes is not None
+        value, ts.wire_value = ts.wire_value, None  # sent once, then not kept
         return SendToScheduler(
             TaskFinished(
-                key=ts.key, nbytes=ts.nbytes, type_name=ts.type_name, start=ts.start, stop=ts.stop
+                key=ts.key,
+                nbytes=ts.nbytes,
+                type_name=ts.type_name,
+                start=ts.start,
+                stop=ts.stop,
+                value=value,
             )
         )
 
@@ -308,7 +315,7 @@ class WorkerState:
         start = ts.state
         ts.wanted = ts.assigned = True
         if start == "memory":
-            return recs, [self._task_finished(ts)]
+            return recs, [self.make_task_finished(ts)]
         if start == "error":
             return recs, [SendToScheduler(self.make_task_failed(ts))]
         ts.run_spec = ev.run_spec
@@ -400,6 +407,7 @@ class WorkerState:
             return {}, []
         ts.nbytes, ts.type_name = ev.nbytes, ev.type_name
         ts.start, ts.stop = ev.start, ev.stop
+        ts.wire_value = ev.value
         if ts.needed:
             return {ts: "memory"}, []
         return {ts: "released"}, [DropData(keys=(ev.key,))]
@@ -523,7 +531,7 @@ class WorkerState:
                 recs[ts] = "memory"
                 if ts.assigned:
                     ts.start = ts.stop = self._now
-                    instructions.append(self._task_finished(ts))
+                    instructions.append(self.make_task_finished(ts))
                 else:
                     ts.wanted = True
                     have[key] = received[key]

@@ -122,6 +122,8 @@ class TaskState:
     traceback_text: str = ""
     #: nbytes of a value put here (``DataUpdated``) while the task was executing.
     scattered_nbytes: int | None = None
+    #: The value serialized (small values only), until TaskFinished carries it off.
+    wire_value: Opaque | None = None
 
     @property
     def short(self) -> bool:

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from shoal.protocol.messages import MissingData, Reschedule, TaskFinished
+from shoal.protocol.messages import MissingData, Reschedule
 from shoal.worker.state.instructions import DropData, Instruction, SendToScheduler
 from shoal.worker.state.model import TaskState, TaskStateName
 
@@ -253,18 +253,8 @@ def _transition_executing_memory(ws: WorkerState, ts: TaskState) -> Result:
     _enter_memory(ws, ts, recs)
     ts.scattered_nbytes = None
     if ts.assigned:
-        assert ts.nbytes is not None
-        instructions.append(
-            SendToScheduler(
-                TaskFinished(
-                    key=ts.key,
-                    nbytes=ts.nbytes,
-                    type_name=ts.type_name,
-                    start=ts.start,
-                    stop=ts.stop,
-                )
-            )
-        )
+        instructions.append(ws.make_task_finished(ts))
+    ts.wire_value = None
     return recs, instructions
 
 

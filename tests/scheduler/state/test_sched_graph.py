@@ -18,8 +18,15 @@ from sched_builders import (
     worker,
 )
 
-from shoal.protocol.messages import KeyErred, unknown_key_reason
-from shoal.scheduler.state import ClientConnected, KeysDesired, KeysReleased, ToClient
+from shoal.protocol.messages import KeyErred, KeyInMemory, unknown_key_reason
+from shoal.protocol.opaque import Opaque
+from shoal.scheduler.state import (
+    ClientConnected,
+    KeysDesired,
+    KeysReleased,
+    TaskFinishedEvent,
+    ToClient,
+)
 
 
 def test_diamond_runs_to_completion_with_exact_messages() -> None:
@@ -163,3 +170,22 @@ def test_unknown_wanted_key_is_cancelled() -> None:
     reason = unknown_key_reason("zzz")
     assert out == [cancelled("c", "zzz", reason=reason)]
     assert states(s) == {"a": "no-worker"}
+
+
+def test_a_small_value_sent_with_the_completion_goes_to_the_clients_that_want_it() -> None:
+    s = make_state()
+    s.handle(worker(A))
+    s.handle(submit("c1", spec("a"), spec("b", "a")), KeysDesired("c2", ("b",)))
+    value = Opaque([b"pickled 42"])
+    # a is an intermediate nobody wants: its value goes nowhere
+    assert s.handle(TaskFinishedEvent(A, "a", 10, "int", 0.0, 1.0, value=Opaque([b"1"]))) == [
+        compute(A, "b", {"a": (A,)})
+    ]
+    out = s.handle(TaskFinishedEvent(A, "b", 10, "int", 0.0, 1.0, value=value))
+    sent = [m for m in out if isinstance(m, ToClient)]
+    assert sent == [
+        ToClient("c1", KeyInMemory("b", "int", (A,), value)),
+        ToClient("c2", KeyInMemory("b", "int", (A,), value)),
+    ]
+    # the scheduler keeps none of it: a client asking later reads it from A
+    assert s.handle(KeysDesired("c3", ("b",))) == [in_memory("c3", "b", A)]

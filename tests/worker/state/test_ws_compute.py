@@ -17,8 +17,15 @@ from ws_builders import (
     states,
 )
 
-from shoal.protocol.messages import ComputeTask
-from shoal.worker.state import ComputeTaskEvent, RescheduleTask, WorkerState
+from shoal.protocol.messages import ComputeTask, TaskFinished
+from shoal.protocol.opaque import Opaque
+from shoal.worker.state import (
+    ComputeTaskEvent,
+    ExecuteSuccess,
+    RescheduleTask,
+    SendToScheduler,
+    WorkerState,
+)
 
 
 def test_no_dependencies_runs_and_reports() -> None:
@@ -137,3 +144,17 @@ def test_invalid_arguments() -> None:
         WorkerState(address="x", nthreads=0)
     with pytest.raises(TypeError, match="cannot handle"):
         make_ws().handle(object())  # type: ignore[arg-type]
+
+
+def test_a_small_value_travels_once_with_task_finished() -> None:
+    ws = make_ws()
+    ws.handle(compute("x"))
+    value = Opaque([b"pickled 3"])
+    done = ExecuteSuccess(key="x", nbytes=10, type_name="int", start=1.0, stop=2.0, value=value)
+    assert ws.handle(done) == [
+        SendToScheduler(
+            TaskFinished(key="x", nbytes=10, type_name="int", start=1.0, stop=2.0, value=value)
+        )
+    ]
+    assert ws.tasks["x"].wire_value is None  # not kept: the store has the value
+    assert ws.handle(compute("x")) == [finished("x")]  # asked again: reported without it
