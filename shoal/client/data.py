@@ -26,6 +26,7 @@ from shoal.protocol.messages import (
     UpdateData,
     unknown_key_reason,
 )
+from shoal.protocol.opaque import Opaque
 from shoal.protocol.runspec import KEEP, replace_objects
 from shoal.protocol.serialize import dumps, loads
 
@@ -90,7 +91,7 @@ class DataMixin:
         for key in dict.fromkeys(keys):
             st = self._states.get(key)
             if st is not None and st.value is not None:
-                values[key] = loads(st.value)  # it came with the completion notice
+                values[key] = loads(Opaque([st.value]))  # it came with the completion
             elif st is not None and st.who_has:
                 by_worker[random.choice(st.who_has)].append(key)
             else:

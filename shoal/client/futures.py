@@ -128,7 +128,7 @@ class FutureState:
         self.type_name: str | None = None
         self.who_has: tuple[str, ...] = ()
         #: The value serialized, when the scheduler sent it along (small values only).
-        self.value: Opaque | None = None
+        self.value: bytes | None = None
         self.error: RemoteException | None = None
         self.reason = ""
         self._event: asyncio.Event | None = None
@@ -150,14 +150,13 @@ class FutureState:
         self,
         type_name: str | None = None,
         who_has: tuple[str, ...] = (),
-        value: Opaque | None = None,
+        value: bytes | None = None,
     ) -> None:
         """The value is in memory on the cluster, on the workers ``who_has`` (and here,
         serialized, when it is small)."""
         self.type_name = type_name
         self.who_has = who_has
-        # own copies: a received frame is a view of its whole message's buffer
-        self.value = None if value is None else Opaque([bytes(f) for f in value.frames])
+        self.value = value
         self._set("finished")
 
     def set_error(self, error: RemoteException) -> None:

@@ -208,7 +208,7 @@ class KeyInMemory(Message):
     who_has: tuple[Address, ...] = ()
     #: The value itself, serialized, when it is small (``worker.inline-result-bytes``):
     #: the client then needs no request to a worker to read it.
-    value: Opaque | None = None
+    value: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +330,7 @@ class TaskFinished(Message):
     stop: float
     #: The value, serialized, when at most ``worker.inline-result-bytes``: the scheduler
     #: passes it on to the clients that want the key (and keeps none of it).
-    value: Opaque | None = None
+    value: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,18 +52,23 @@ class Outcome:
     start: float = 0.0
     stop: float = 0.0
     #: The value serialized, when it is small enough to travel with the report.
-    wire: Opaque | None = None
+    wire: bytes | None = None
 
 
-def small_value(value: Any, nbytes: int, limit: int) -> Opaque | None:
-    """``value`` serialized if that takes at most ``limit`` bytes, else None."""
+def small_value(value: Any, nbytes: int, limit: int) -> bytes | None:
+    """``value`` pickled into one buffer of at most ``limit`` bytes, else None.
+
+    One buffer (no out-of-band frames): it travels inside the message header, as bytes.
+    """
     if nbytes > limit:
         return None
     try:
         opaque = dumps(value)
     except SerializeError:  # reported when someone gathers it
         return None
-    return opaque if opaque.nbytes <= limit else None
+    if len(opaque.frames) != 1 or opaque.nbytes > limit:
+        return None
+    return bytes(opaque.frames[0])
 
 
 def pack_exception(

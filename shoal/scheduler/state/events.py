@@ -204,7 +204,7 @@ class TaskFinishedEvent(Event):
     start: float
     stop: float
     #: The value, serialized, if small: for the clients that want it (see KeyInMemory).
-    value: Opaque | None = None
+    value: bytes | None = None
 
     def touched_keys(self) -> tuple[Key, ...]:
         """The finished key."""

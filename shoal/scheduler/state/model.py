@@ -118,7 +118,7 @@ class Arrival:
     nbytes: int
     type_name: str | None
     #: The value itself, serialized, when a worker sent it along (small values only).
-    value: Opaque | None = None
+    value: bytes | None = None
 
 
 class TaskState:

@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.protocol.messages import ComputeTask, KeyInMemory, KeyLost
-from shoal.protocol.opaque import Opaque
 from shoal.scheduler.state.model import (
     ACTIVE_STATES,
     READY_STATES,
@@ -260,7 +259,7 @@ def fill_slots(s: SchedulerState, ws: WorkerInfo, ctx: Context) -> None:
             ctx.recs[qts] = "processing"
 
 
-def in_memory_message(ts: TaskState, value: Opaque | None = None) -> KeyInMemory:
+def in_memory_message(ts: TaskState, value: bytes | None = None) -> KeyInMemory:
     """What a client that wants ``ts`` (in memory) is told: its type and holders, and
     the value itself when a worker just sent it along."""
     return KeyInMemory(

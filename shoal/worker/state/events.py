@@ -200,7 +200,7 @@ class ExecuteSuccess(Event):
     stimulus_id: str = ""
     now: float = 0.0
     #: The value serialized, if small: it goes to the scheduler with TaskFinished.
-    value: Opaque | None = None
+    value: bytes | None = None
 
     def story_keys(self) -> Iterable[Key]:
         """The task that ran."""

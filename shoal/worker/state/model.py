@@ -123,7 +123,7 @@ class TaskState:
     #: nbytes of a value put here (``DataUpdated``) while the task was executing.
     scattered_nbytes: int | None = None
     #: The value serialized (small values only), until TaskFinished carries it off.
-    wire_value: Opaque | None = None
+    wire_value: bytes | None = None
 
     @property
     def short(self) -> bool:

@@ -19,7 +19,6 @@ from sched_builders import (
 )
 
 from shoal.protocol.messages import KeyErred, KeyInMemory, unknown_key_reason
-from shoal.protocol.opaque import Opaque
 from shoal.scheduler.state import (
     ClientConnected,
     KeysDesired,
@@ -176,9 +175,9 @@ def test_a_small_value_sent_with_the_completion_goes_to_the_clients_that_want_it
     s = make_state()
     s.handle(worker(A))
     s.handle(submit("c1", spec("a"), spec("b", "a")), KeysDesired("c2", ("b",)))
-    value = Opaque([b"pickled 42"])
+    value = b"pickled 42"
     # a is an intermediate nobody wants: its value goes nowhere
-    assert s.handle(TaskFinishedEvent(A, "a", 10, "int", 0.0, 1.0, value=Opaque([b"1"]))) == [
+    assert s.handle(TaskFinishedEvent(A, "a", 10, "int", 0.0, 1.0, value=b"1")) == [
         compute(A, "b", {"a": (A,)})
     ]
     out = s.handle(TaskFinishedEvent(A, "b", 10, "int", 0.0, 1.0, value=value))

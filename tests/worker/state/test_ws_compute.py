@@ -18,7 +18,6 @@ from ws_builders import (
 )
 
 from shoal.protocol.messages import ComputeTask, TaskFinished
-from shoal.protocol.opaque import Opaque
 from shoal.worker.state import (
     ComputeTaskEvent,
     ExecuteSuccess,
@@ -149,7 +148,7 @@ def test_invalid_arguments() -> None:
 def test_a_small_value_travels_once_with_task_finished() -> None:
     ws = make_ws()
     ws.handle(compute("x"))
-    value = Opaque([b"pickled 3"])
+    value = b"pickled 3"
     done = ExecuteSuccess(key="x", nbytes=10, type_name="int", start=1.0, stop=2.0, value=value)
     assert ws.handle(done) == [
         SendToScheduler(
