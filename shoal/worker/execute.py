@@ -14,6 +14,7 @@ import tblib
 
 from shoal._context import task_context
 from shoal._types import Key
+from shoal.actor import NewActor
 from shoal.errors import SerializeError
 from shoal.protocol import runspec
 from shoal.protocol.opaque import Opaque
@@ -145,7 +146,10 @@ def run_task(
         type_name=_type_name(value),
         start=start,
         stop=stop,
-        wire=small_value(value, nbytes, worker.inline_result_bytes),
+        # an actor's value is the proxy its worker makes of it (Worker._tasks_done)
+        wire=None
+        if type(value) is NewActor
+        else small_value(value, nbytes, worker.inline_result_bytes),
     )
 
 
