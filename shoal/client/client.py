@@ -785,11 +785,12 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
 def _item_token(base: str, row: tuple[Any, ...]) -> str:
     """The token of one ``map`` item: dask's ``tokenize``, or for a row of plain numbers
     and strings (exact types: a subclass may print alike) a hash of its repr, 6x faster."""
-    if all(type(x) in _PLAIN for x in row):
+    if all(type(x) in _PLAIN and (type(x) not in _SIZED or len(x) <= 256) for x in row):
         return hashlib.md5(f"{base}{row!r}".encode(), usedforsecurity=False).hexdigest()
     return tokenize(base, row)
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+_SIZED = (str, bytes)
 
 __all__ = ["ALL_COMPLETED", "Client", "_wait", "default_client", "get_client"]

@@ -167,6 +167,7 @@ class FutureState:
     def cancel(self, reason: str = "") -> None:
         """The key was cancelled."""
         self.reason = reason
+        self.value = None
         self._set("cancelled")
 
     def reset(self) -> None:

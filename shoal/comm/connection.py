@@ -196,7 +196,7 @@ async def connect(
     limits = limits or DEFAULT_LIMITS
     deadline = time.monotonic() + timeout
     if scheme == "tcp":
-        conn = await _connect_same_host(rest, role, limits, secret, timeout)
+        conn = await _connect_same_host(rest, role, limits, secret, timeout / 2)
         if conn is not None:
             return conn
     backoff = 0.01
@@ -223,7 +223,8 @@ async def connect(
             )
             if offer and same_host.learn(rest, peer) is not None:
                 await comm.close()
-                conn = await _connect_same_host(rest, role, limits, secret, timeout)
+                left = max(deadline - time.monotonic(), 0.1)
+                conn = await _connect_same_host(rest, role, limits, secret, left)
                 if conn is not None:
                     return conn
                 continue  # forgotten: TCP, without the offer
@@ -259,14 +260,15 @@ async def _connect_same_host(
     if name is None:
         return None
     comm: Comm | None = None
+    deadline = time.monotonic() + timeout
     try:
         comm = await asyncio.wait_for(connect_same_host(name, rest, limits), timeout)
-        peer = await asyncio.wait_for(_handshake(comm, role, secret, initiator=True), timeout)
-    except HandshakeError:  # a wrong secret or version: TCP would say the same
-        if comm is not None:
-            comm.abort()
-        raise
+        peer = await asyncio.wait_for(
+            _handshake(comm, role, secret, initiator=True), max(deadline - time.monotonic(), 0)
+        )
     except (CommError, asyncio.TimeoutError) as e:
+        # HandshakeError included: whoever holds that name now may not be our listener
+        # (it restarted, and the name is free for anyone); TCP says what is true.
         if comm is not None:
             comm.abort()
         same_host.forget(rest)

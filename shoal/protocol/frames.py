@@ -181,6 +181,9 @@ def _transparent_huge_pages() -> bool:
 
 
 _HUGE_PAGES = hasattr(mmap, "MADV_HUGEPAGE") and _transparent_huge_pages()
+#: Bodies at least this large ask for huge pages (a smaller mapping is rarely aligned
+#: to 2 MiB, and would get neither huge pages nor populated ones).
+_HUGE_THRESHOLD = 8 << 20
 
 
 def _allocate(nbytes: int) -> bytearray | mmap.mmap:
@@ -196,7 +199,7 @@ def _allocate(nbytes: int) -> bytearray | mmap.mmap:
     if nbytes < _MMAP_THRESHOLD:
         return bytearray(nbytes)
     flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-    if not _HUGE_PAGES:
+    if not _HUGE_PAGES or nbytes < _HUGE_THRESHOLD:
         return mmap.mmap(-1, nbytes, flags=flags | getattr(mmap, "MAP_POPULATE", 0))
     buf = mmap.mmap(-1, nbytes, flags=flags)
     with contextlib.suppress(OSError):

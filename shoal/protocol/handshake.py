@@ -46,8 +46,9 @@ __all__ = [
     "make_hello",
 ]
 
-#: Bumped on any incompatible change of the wire format or the handshake.
-PROTOCOL_VERSION = 1
+#: Bumped on any incompatible change of the wire format or the handshake (2: ComputeTask
+#: carries the expected duration, TaskFinished and KeyInMemory small values).
+PROTOCOL_VERSION = 2
 
 #: Bytes of randomness in each side's nonce.
 NONCE_BYTES = 32

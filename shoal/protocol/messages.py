@@ -329,7 +329,8 @@ class TaskFinished(Message):
     start: float
     stop: float
     #: The value, serialized, when at most ``worker.inline-result-bytes``: the scheduler
-    #: passes it on to the clients that want the key (and keeps none of it).
+    #: passes it on to the clients that want the key (its state keeps none of it; the
+    #: bounded event log and the journal hold the event as received).
     value: bytes | None = None
 
 

@@ -17,6 +17,7 @@ The scheduler never calls :func:`loads` (see STYLE.md, rule 3).
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 import threading
@@ -29,7 +30,15 @@ import cloudpickle
 from shoal.errors import SerializeError
 from shoal.protocol.opaque import Frame, Opaque
 
-__all__ = ["dumps", "dumps_function", "dumps_run_spec", "loads", "loads_function", "nbytes_of"]
+__all__ = [
+    "dumps",
+    "dumps_function",
+    "dumps_run_spec",
+    "dumps_small",
+    "loads",
+    "loads_function",
+    "nbytes_of",
+]
 
 _PROTOCOL = 5
 
@@ -76,6 +85,44 @@ def _dumps(obj: object, what: str) -> Opaque:
 def dumps(obj: object) -> Opaque:
     """Serialize ``obj``: pickle 5 with out-of-band buffers, else cloudpickle."""
     return _dumps(obj, "object")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _CappedWriter(io.BytesIO):
+    """A pickle destination that gives up past ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        n = super().write(data)
+        if self.tell() > self.limit:
+            raise _TooLarge
+        return n
+
+
+def _refuse_out_of_band(buf: pickle.PickleBuffer) -> bool:
+    raise _TooLarge  # a buffer large enough to travel on its own: not small
+
+
+def dumps_small(obj: object, limit: int) -> bytes | None:
+    """``obj`` pickled into at most ``limit`` bytes, in one buffer, or None.
+
+    Stops as soon as the output passes ``limit`` (an object that hides a large payload
+    costs no more than ``limit`` bytes of pickling); None too when plain pickle can't do
+    it, or the output refers to ``__main__`` (:func:`dumps` then picks the right way).
+    """
+    out = _CappedWriter(limit)
+    try:
+        pickle.Pickler(out, protocol=_PROTOCOL, buffer_callback=_refuse_out_of_band).dump(obj)
+    except Exception:  # _TooLarge, or anything plain pickle can't do
+        return None
+    data = out.getvalue()
+    return None if b"__main__" in data else data
 
 
 def dumps_run_spec(obj: object) -> Opaque:

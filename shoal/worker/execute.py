@@ -18,7 +18,7 @@ from shoal.actor import NewActor
 from shoal.errors import SerializeError
 from shoal.protocol import runspec
 from shoal.protocol.opaque import Opaque
-from shoal.protocol.serialize import dumps, loads, nbytes_of
+from shoal.protocol.serialize import dumps, dumps_small, loads, nbytes_of
 
 if TYPE_CHECKING:
     from shoal.worker.server import Worker
@@ -57,19 +57,9 @@ class Outcome:
 
 
 def small_value(value: Any, nbytes: int, limit: int) -> bytes | None:
-    """``value`` pickled into one buffer of at most ``limit`` bytes, else None.
-
-    One buffer (no out-of-band frames): it travels inside the message header, as bytes.
-    """
-    if nbytes > limit:
-        return None
-    try:
-        opaque = dumps(value)
-    except SerializeError:  # reported when someone gathers it
-        return None
-    if len(opaque.frames) != 1 or opaque.nbytes > limit:
-        return None
-    return bytes(opaque.frames[0])
+    """``value`` pickled into one buffer of at most ``limit`` bytes, else None: it then
+    travels inside the message header, as bytes."""
+    return None if nbytes > limit else dumps_small(value, limit)
 
 
 def pack_exception(

@@ -95,12 +95,14 @@ async def test_the_unix_socket_still_authenticates() -> None:
             await connect(address, role="client", secret=b"x" * 32)
         with pytest.raises(AuthenticationFailed):
             await connect(address, role="client")
-        # a wrong secret is not a broken socket: the next good client still uses it
+        # a failed handshake there sends this process over TCP for a while (the name
+        # might belong to someone else now); a good client still connects
         conn = await connect(address, role="client", secret=b"s" * 32)
-        assert conn.comm.same_host  # type: ignore[attr-defined]
+        assert not conn.comm.same_host  # type: ignore[attr-defined]
         await conn.close()
     finally:
         listener.stop()
+        same_host._refused.pop(address.removeprefix("tcp://"), None)
 
 
 def test_a_hello_from_another_host_or_namespace_is_not_followed() -> None:
@@ -144,3 +146,29 @@ def test_workers_in_processes_fetch_from_each_other_over_unix_sockets() -> None:
         assert strip in peers[a] and strip in peers[b]  # both reached the scheduler so
         assert a.removeprefix("tcp://") in peers[b]  # b fetched from a so
         assert a.removeprefix("tcp://") in known_peers()  # and this client gathered from a
+
+
+async def test_a_stale_name_held_by_another_listener_falls_back_to_tcp() -> None:
+    """The listener restarted and someone else now holds its old socket name: that
+    one fails the handshake, and the connection goes over TCP to the real listener."""
+    secret = b"s" * 32
+    first = await listen("tcp://127.0.0.1:0", echo, role="scheduler", secret=secret)
+    address = first.contact_address
+    rest = address.removeprefix("tcp://")
+    conn = await connect(address, role="client", secret=secret)
+    await conn.close()
+    first.stop()
+    impostor = await listen("tcp://127.0.0.1:0", echo, role="scheduler", secret=b"x" * 32)
+    real = await listen(address, echo, role="scheduler", secret=secret)
+    try:
+        name = impostor._inner.same_host_alias  # type: ignore[attr-defined]
+        same_host._aliases[rest] = name  # as if the old name were now the impostor's
+        conn = await asyncio.wait_for(connect(address, role="client", secret=secret), 10)
+        assert not conn.comm.same_host  # type: ignore[attr-defined]
+        await conn.write(Identity())
+        assert await conn.read() == [Identity()]
+        await conn.close()
+    finally:
+        impostor.stop()
+        real.stop()
+        same_host._refused.pop(rest, None)

@@ -15,7 +15,7 @@ from shoal.errors import SerializeError
 from shoal.protocol.frames import FrameDecoder, encode_frames
 from shoal.protocol.messages import DataReply
 from shoal.protocol.opaque import Opaque
-from shoal.protocol.serialize import dumps, dumps_run_spec, loads, nbytes_of
+from shoal.protocol.serialize import dumps, dumps_run_spec, dumps_small, loads, nbytes_of
 from shoal.protocol.wire import dumps_messages, loads_messages
 
 
@@ -192,3 +192,29 @@ def test_zero_copy_from_array_to_array() -> None:
     assert out.flags.writeable
     assert peak < 1.1 * arr.nbytes  # one receive buffer, no second copy
     np.testing.assert_array_equal(out, arr)
+
+
+class Hides:
+    """Looks small to sys.getsizeof, pickles large."""
+
+    def __init__(self, n: int) -> None:
+        self.items = list(range(n))
+
+
+def test_dumps_small_gives_one_buffer_or_nothing() -> None:
+    small = dumps_small({"a": 1, "b": (2.0, "x")}, 1024)
+    assert small is not None and pickle.loads(small) == {"a": 1, "b": (2.0, "x")}
+    assert dumps_small(b"x" * 2000, 1024) is None  # over the limit
+    assert dumps_small(np.arange(1000), 100_000) is None  # its buffer would travel alone
+    assert dumps_small(threading.Lock(), 1024) is None  # plain pickle can't
+
+
+def test_dumps_small_stops_at_the_limit() -> None:
+    big = Hides(2_000_000)
+    tracemalloc.start()
+    try:
+        assert dumps_small(big, 1024) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # it gave up long before pickling 2 million ints
