@@ -196,7 +196,7 @@ async def connect(
     limits = limits or DEFAULT_LIMITS
     deadline = time.monotonic() + timeout
     if scheme == "tcp":
-        conn = await _connect_same_host(rest, role, limits, secret, timeout / 2)
+        conn = await _connect_same_host(rest, role, limits, secret, timeout / 2, fresh=False)
         if conn is not None:
             return conn
     backoff = 0.01
@@ -224,7 +224,7 @@ async def connect(
             if offer and same_host.learn(rest, peer) is not None:
                 await comm.close()
                 left = max(deadline - time.monotonic(), 0.1)
-                conn = await _connect_same_host(rest, role, limits, secret, left)
+                conn = await _connect_same_host(rest, role, limits, secret, left, fresh=True)
                 if conn is not None:
                     return conn
                 continue  # forgotten: TCP, without the offer
@@ -251,11 +251,17 @@ async def connect(
 
 
 async def _connect_same_host(
-    rest: str, role: str, limits: Limits, secret: bytes | None, timeout: float
+    rest: str,
+    role: str,
+    limits: Limits,
+    secret: bytes | None,
+    timeout: float,
+    *,
+    fresh: bool,
 ) -> Connection | None:
     """Connect to the ``tcp://`` listener at ``rest`` through its same-host Unix socket,
     if one is known (:mod:`~shoal.comm.same_host`); None when unknown or when that fails
-    (it is then forgotten for a while)."""
+    (it is then forgotten; for a while if it was learned just now: ``fresh``)."""
     name = same_host.lookup(rest)
     if name is None:
         return None
@@ -271,7 +277,7 @@ async def _connect_same_host(
         # (it restarted, and the name is free for anyone); TCP says what is true.
         if comm is not None:
             comm.abort()
-        same_host.forget(rest)
+        same_host.forget(rest, refuse=fresh)
         logger.debug("same-host socket to tcp://%s failed (%s); using TCP", rest, e)
         return None
     except BaseException:

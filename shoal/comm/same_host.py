@@ -135,11 +135,14 @@ def lookup(address: str) -> bytes | None:
     return _aliases.get(address) if _aliases and enabled() else None
 
 
-def forget(address: str) -> None:
-    """The Unix socket for ``address`` failed (its listener restarted, or this system
-    does not allow it): TCP for a while."""
+def forget(address: str, *, refuse: bool) -> None:
+    """The Unix socket for ``address`` failed. A name remembered from earlier is just
+    dropped (the listener restarted: the next TCP handshake tells its new one); with
+    ``refuse`` (a name learned just now failed: this system does not allow it), the
+    address gets TCP only, for a while."""
     _aliases.pop(address, None)
-    _refused[address] = time.monotonic() + REFUSED_FOR
+    if refuse:
+        _refused[address] = time.monotonic() + REFUSED_FOR
 
 
 async def connect_alias(name: bytes) -> socket.socket:

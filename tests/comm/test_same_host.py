@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,6 +18,16 @@ from shoal.protocol.messages import Identity
 pytestmark = pytest.mark.skipif(
     same_host.host_identity() is None, reason="no abstract Unix sockets on this system"
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_tables() -> Iterator[None]:
+    """Start and end with nothing remembered (ports are reused between tests)."""
+    same_host._aliases.clear()
+    same_host._refused.clear()
+    yield
+    same_host._aliases.clear()
+    same_host._refused.clear()
 
 
 async def echo(conn: Connection) -> None:
@@ -63,7 +74,8 @@ async def test_turned_off_by_config() -> None:
 
 
 async def test_a_listener_restarted_on_the_same_port_is_reached_again() -> None:
-    """The remembered socket name is stale: the connection falls back to TCP at once."""
+    """The remembered socket name is stale: dropped at once, and the TCP handshake tells
+    the new one."""
     listener = await listen("tcp://127.0.0.1:0", echo, role="scheduler")
     address = listener.contact_address
     conn = await connect(address, role="client")
@@ -73,13 +85,12 @@ async def test_a_listener_restarted_on_the_same_port_is_reached_again() -> None:
     listener = await listen(address, echo, role="scheduler")
     try:
         conn = await asyncio.wait_for(connect(address, role="client", timeout=5), 5)
-        assert not conn.comm.same_host  # type: ignore[attr-defined]  # TCP for a while
+        assert conn.comm.same_host  # type: ignore[attr-defined]
         await conn.write(Identity())
         assert await conn.read() == [Identity()]
         await conn.close()
     finally:
         listener.stop()
-        same_host._refused.pop(address.removeprefix("tcp://"), None)
 
 
 async def test_the_unix_socket_still_authenticates() -> None:
@@ -95,14 +106,13 @@ async def test_the_unix_socket_still_authenticates() -> None:
             await connect(address, role="client", secret=b"x" * 32)
         with pytest.raises(AuthenticationFailed):
             await connect(address, role="client")
-        # a failed handshake there sends this process over TCP for a while (the name
-        # might belong to someone else now); a good client still connects
+        # a failed handshake there drops the name (it might belong to someone else now);
+        # a good client learns it again over TCP
         conn = await connect(address, role="client", secret=b"s" * 32)
-        assert not conn.comm.same_host  # type: ignore[attr-defined]
+        assert conn.comm.same_host  # type: ignore[attr-defined]
         await conn.close()
     finally:
         listener.stop()
-        same_host._refused.pop(address.removeprefix("tcp://"), None)
 
 
 def test_a_hello_from_another_host_or_namespace_is_not_followed() -> None:
@@ -113,10 +123,12 @@ def test_a_hello_from_another_host_or_namespace_is_not_followed() -> None:
     ours = same_host.advertisement(name)
     assert same_host.switching(ours)
     assert same_host.learn("10.0.0.9:4000", ours) == name
-    same_host.forget("10.0.0.9:4000")
+    same_host.forget("10.0.0.9:4000", refuse=False)  # a stale name: just dropped
     assert same_host.lookup("10.0.0.9:4000") is None
+    assert same_host.may_switch("10.0.0.9:4000")
+    same_host.learn("10.0.0.9:4000", ours)
+    same_host.forget("10.0.0.9:4000", refuse=True)  # a name just learned did not work
     assert not same_host.may_switch("10.0.0.9:4000")  # for a while
-    same_host._refused.clear()
     malformed = {same_host.HELLO_FIELD: {"host": same_host.host_identity(), "socket": "name"}}
     assert same_host.learn("10.0.0.9:4000", malformed) is None
     assert same_host.learn("10.0.0.9:4000", {same_host.HELLO_FIELD: [1, 2]}) is None
@@ -150,7 +162,7 @@ def test_workers_in_processes_fetch_from_each_other_over_unix_sockets() -> None:
 
 async def test_a_stale_name_held_by_another_listener_falls_back_to_tcp() -> None:
     """The listener restarted and someone else now holds its old socket name: that
-    one fails the handshake, and the connection goes over TCP to the real listener."""
+    one fails the handshake, and the real listener is found again through TCP."""
     secret = b"s" * 32
     first = await listen("tcp://127.0.0.1:0", echo, role="scheduler", secret=secret)
     address = first.contact_address
@@ -164,11 +176,11 @@ async def test_a_stale_name_held_by_another_listener_falls_back_to_tcp() -> None
         name = impostor._inner.same_host_alias  # type: ignore[attr-defined]
         same_host._aliases[rest] = name  # as if the old name were now the impostor's
         conn = await asyncio.wait_for(connect(address, role="client", secret=secret), 10)
-        assert not conn.comm.same_host  # type: ignore[attr-defined]
+        assert conn.comm.same_host  # type: ignore[attr-defined]
+        assert same_host.lookup(rest) == real._inner.same_host_alias  # type: ignore[attr-defined]
         await conn.write(Identity())
         assert await conn.read() == [Identity()]
         await conn.close()
     finally:
         impostor.stop()
         real.stop()
-        same_host._refused.pop(rest, None)
