@@ -38,11 +38,35 @@ def client(local_cluster: LocalCluster) -> Iterator[Client]:
     gc.collect()
 
 
+@pytest.fixture(scope="module")
+def process_cluster() -> Iterator[LocalCluster]:
+    """A LocalCluster of two worker processes with one thread each, shared by a module."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as lc:
+        yield lc
+
+
 @pytest.fixture
-def tcp_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Same-host Unix sockets off: every ``tcp://`` connection really goes over TCP."""
-    monkeypatch.setenv("SHOAL_COMM__SAME_HOST_SOCKETS", "false")
+def process_client(process_cluster: LocalCluster) -> Iterator[Client]:
+    """A synchronous client of the module's process cluster."""
+    with Client(process_cluster) as c:
+        yield c
+    gc.collect()
+
+
+@pytest.fixture
+def fresh_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Settings read anew before and after the test: set ``SHOAL_*`` variables on the
+    monkeypatch it yields, then call ``config.refresh()``."""
     config.refresh()
-    yield
+    yield monkeypatch
     monkeypatch.undo()
+    config.refresh()
+
+
+@pytest.fixture
+def tcp_only(fresh_config: pytest.MonkeyPatch) -> None:
+    """Same-host Unix sockets off: every ``tcp://`` connection really goes over TCP."""
+    fresh_config.setenv("SHOAL_COMM__SAME_HOST_SOCKETS", "false")
     config.refresh()

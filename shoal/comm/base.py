@@ -28,6 +28,9 @@ class Comm(abc.ABC):
     aborts the comm (the stream could not be resynchronized).
     """
 
+    #: A same-host Unix socket standing in for ``tcp://`` (see :mod:`.same_host`).
+    same_host: bool = False
+
     @property
     @abc.abstractmethod
     def local_address(self) -> str:
@@ -95,6 +98,11 @@ CommHandler = Callable[[Comm], Awaitable[None]]
 
 class Listener(abc.ABC):
     """Accepts connections at an address and hands each comm to a handler."""
+
+    @property
+    def same_host_alias(self) -> bytes | None:
+        """The abstract Unix socket it also accepts on (see :mod:`.same_host`), if any."""
+        return None
 
     @abc.abstractmethod
     async def start(self) -> None:

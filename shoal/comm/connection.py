@@ -321,7 +321,7 @@ class ConnectionListener(Listener):
     async def start(self) -> None:
         """Start accepting."""
         await self._inner.start()
-        alias = getattr(self._inner, "same_host_alias", None)
+        alias = self._inner.same_host_alias
         if alias is not None:
             self._hello_extra = same_host.advertisement(alias)
 
@@ -342,6 +342,11 @@ class ConnectionListener(Listener):
     def contact_address(self) -> str:
         """The address others can connect to."""
         return self._inner.contact_address
+
+    @property
+    def same_host_alias(self) -> bytes | None:
+        """The inner listener's same-host Unix socket, if any."""
+        return self._inner.same_host_alias
 
     @property
     def connections(self) -> int:
@@ -370,11 +375,7 @@ class ConnectionListener(Listener):
                     str(e) or type(e).__name__,
                 )
                 return
-            if (
-                self._hello_extra is not None
-                and not getattr(comm, "same_host", False)
-                and same_host.switching(peer)
-            ):
+            if self._hello_extra is not None and not comm.same_host and same_host.switching(peer):
                 # A peer on this host moves to our Unix socket: wait for it to close this.
                 with contextlib.suppress(CommError, ProtocolError, asyncio.TimeoutError):
                     await asyncio.wait_for(comm.read(), HANDSHAKE_TIMEOUT)

@@ -98,7 +98,6 @@ class TCPComm(Comm):
     ) -> None:
         """Wrap a connected socket; ``unix``: it is a same-host Unix socket standing in
         for TCP (see :mod:`.same_host`), whose ends ``local`` and ``peer`` name."""
-        #: This comm is a same-host Unix socket, not TCP.
         self.same_host = unix
         sock.setblocking(False)
         if unix:  # what a send may queue: the kernel caps it at net.core.wmem_max

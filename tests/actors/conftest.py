@@ -3,26 +3,12 @@ test module), and a fresh client for each test."""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-
 import pytest
 
-from shoal import Client, LocalCluster
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """Two worker processes with one thread each."""
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        yield lc
+from shoal import Client
 
 
 @pytest.fixture
-def c(cluster: LocalCluster) -> Iterator[Client]:
-    """A client of ``cluster``."""
-    with Client(cluster) as client:
-        yield client
-    gc.collect()
+def c(process_client: Client) -> Client:
+    """A client of the module's two worker processes (``process_cluster``)."""
+    return process_client

@@ -56,13 +56,15 @@ def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_counter_called_1000_times_straight_on_its_worker(c: Client, cluster: LocalCluster) -> None:
+def test_counter_called_1000_times_straight_on_its_worker(
+    c: Client, process_cluster: LocalCluster
+) -> None:
     fut = c.submit(make_counter(), actor=True)
     counter = fut.result()
     assert isinstance(counter, Actor)
     assert [counter._address] == c.who_has([fut])[fut.key]
     assert counter.where().result() == counter._address
-    s = cluster.scheduler
+    s = process_cluster.scheduler
     assert s is not None
     tasks, transitions = len(s.state.tasks), len(s.state.transition_log)
     calls = [counter.increment() for _ in range(1000)]

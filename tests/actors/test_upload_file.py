@@ -17,7 +17,7 @@ def _name() -> str:
 
 
 def test_py_module_reaches_every_worker_and_later_ones(
-    c: Client, cluster: LocalCluster, tmp_path: Path
+    c: Client, process_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     name = _name()
     path = tmp_path / f"{name}.py"
@@ -33,14 +33,14 @@ def test_py_module_reaches_every_worker_and_later_ones(
     assert set(c.run(lambda: __import__(name).VERSION).values()) == {2}
 
     # a worker that starts after the upload has it before it runs anything
-    cluster.scale(3)
+    process_cluster.scale(3)
     c.wait_for_workers(3)
     try:
         versions = c.run(lambda: __import__("sys").modules[name].VERSION)
         assert len(versions) == 3
         assert set(versions.values()) == {2}
     finally:
-        cluster.scale(2)
+        process_cluster.scale(2)
 
 
 def test_zip_of_a_package(c: Client, tmp_path: Path) -> None:

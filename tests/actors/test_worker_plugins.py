@@ -42,7 +42,7 @@ def recorder_state() -> Any:
 
 
 def test_worker_plugin_hooks_on_every_worker(
-    c: Client, cluster: LocalCluster, tmp_path: Path
+    c: Client, process_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     log = tmp_path / "teardowns"
     replies = c.register_plugin(make_recorder(str(log)))
@@ -58,14 +58,14 @@ def test_worker_plugin_hooks_on_every_worker(
     assert ("plugged-inc", "executing", "memory") in seen
 
     # a worker that joins later gets the plugin before it runs anything
-    cluster.scale(3)
+    process_cluster.scale(3)
     c.wait_for_workers(3)
     try:
         states = c.run(recorder_state)
         assert len(states) == 3
         assert all(s is not None and s[0] == addr for addr, s in states.items())
     finally:
-        cluster.scale(2)
+        process_cluster.scale(2)
         deadline = time.monotonic() + 20
         while len(c.nthreads()) > 2 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -6,10 +6,8 @@ lambdas (pickled by value) or come from installed packages.
 
 from __future__ import annotations
 
-import gc
 import operator
 import os
-from collections.abc import Iterator
 
 import dask
 import dask.array as da
@@ -19,23 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shoal import Client, LocalCluster, wait
+from shoal import Client, wait
 from shoal.client.collections import futures_of
 
 
-@pytest.fixture(scope="module")
-def process_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        yield lc
-
-
 @pytest.fixture
-def c(process_cluster: LocalCluster) -> Iterator[Client]:
-    with Client(process_cluster) as client:
-        yield client
-    gc.collect()
+def c(process_client: Client) -> Client:
+    return process_client
 
 
 def test_tasks_run_in_the_worker_processes(c: Client) -> None:

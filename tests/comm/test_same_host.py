@@ -47,7 +47,7 @@ async def test_a_peer_on_this_host_moves_to_the_unix_socket() -> None:
         address = listener.contact_address
         for _ in range(2):  # the first learns the socket over TCP, the second goes straight
             conn = await connect(address, role="client")
-            assert conn.comm.same_host  # type: ignore[attr-defined]
+            assert conn.comm.same_host
             assert conn.peer_address == address
             assert conn.local_address == f"local://pid-{os.getpid()}"
             await conn.write(Identity())
@@ -64,7 +64,7 @@ async def test_turned_off_by_config() -> None:
     listener = await listen("tcp://127.0.0.1:0", echo, role="scheduler")
     try:
         conn = await connect(listener.contact_address, role="client")
-        assert not conn.comm.same_host  # type: ignore[attr-defined]
+        assert not conn.comm.same_host
         assert same_host.HELLO_FIELD not in conn.peer_info
         await conn.write(Identity())
         assert await conn.read() == [Identity()]
@@ -79,13 +79,13 @@ async def test_a_listener_restarted_on_the_same_port_is_reached_again() -> None:
     listener = await listen("tcp://127.0.0.1:0", echo, role="scheduler")
     address = listener.contact_address
     conn = await connect(address, role="client")
-    assert conn.comm.same_host  # type: ignore[attr-defined]
+    assert conn.comm.same_host
     await conn.close()
     listener.stop()
     listener = await listen(address, echo, role="scheduler")
     try:
         conn = await asyncio.wait_for(connect(address, role="client", timeout=5), 5)
-        assert conn.comm.same_host  # type: ignore[attr-defined]
+        assert conn.comm.same_host
         await conn.write(Identity())
         assert await conn.read() == [Identity()]
         await conn.close()
@@ -98,7 +98,7 @@ async def test_the_unix_socket_still_authenticates() -> None:
     try:
         address = listener.contact_address
         conn = await connect(address, role="client", secret=b"s" * 32)
-        assert conn.comm.same_host  # type: ignore[attr-defined]
+        assert conn.comm.same_host
         await conn.close()
         assert same_host.lookup(address.removeprefix("tcp://")) is not None
         # straight to the known Unix socket, with a wrong secret and with none
@@ -109,7 +109,7 @@ async def test_the_unix_socket_still_authenticates() -> None:
         # a failed handshake there drops the name (it might belong to someone else now);
         # a good client learns it again over TCP
         conn = await connect(address, role="client", secret=b"s" * 32)
-        assert conn.comm.same_host  # type: ignore[attr-defined]
+        assert conn.comm.same_host
         await conn.close()
     finally:
         listener.stop()
@@ -173,11 +173,11 @@ async def test_a_stale_name_held_by_another_listener_falls_back_to_tcp() -> None
     impostor = await listen("tcp://127.0.0.1:0", echo, role="scheduler", secret=b"x" * 32)
     real = await listen(address, echo, role="scheduler", secret=secret)
     try:
-        name = impostor._inner.same_host_alias  # type: ignore[attr-defined]
+        name = impostor.same_host_alias
         same_host._aliases[rest] = name  # as if the old name were now the impostor's
         conn = await asyncio.wait_for(connect(address, role="client", secret=secret), 10)
-        assert conn.comm.same_host  # type: ignore[attr-defined]
-        assert same_host.lookup(rest) == real._inner.same_host_alias  # type: ignore[attr-defined]
+        assert conn.comm.same_host
+        assert same_host.lookup(rest) == real.same_host_alias
         await conn.write(Identity())
         assert await conn.read() == [Identity()]
         await conn.close()

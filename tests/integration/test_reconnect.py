@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,11 +17,8 @@ def inc(x: int) -> int:
 
 
 @pytest.fixture
-def short_reconnect(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("SHOAL_WORKER__RECONNECT_TIMEOUT", "1.0")
-    config.refresh()
-    yield
-    monkeypatch.undo()
+def short_reconnect(fresh_config: pytest.MonkeyPatch) -> None:
+    fresh_config.setenv("SHOAL_WORKER__RECONNECT_TIMEOUT", "1.0")
     config.refresh()
 
 

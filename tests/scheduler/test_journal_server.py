@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,6 @@ def inc(x: int) -> int:
 
 def boom(x: int) -> int:
     raise ValueError(x)
-
-
-@pytest.fixture
-def fresh_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    config.refresh()
-    yield monkeypatch
-    monkeypatch.undo()
-    config.refresh()
 
 
 async def test_the_journal_replays_into_the_schedulers_state(tmp_path: Path) -> None:

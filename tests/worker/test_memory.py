@@ -17,14 +17,6 @@ from shoal.worker.store import SpillStore
 MB = 10**6
 
 
-@pytest.fixture
-def fresh_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    config.refresh()
-    yield monkeypatch
-    monkeypatch.undo()
-    config.refresh()
-
-
 def test_fractions_default_to_distributeds(fresh_config: pytest.MonkeyPatch) -> None:
     assert MemoryFractions.from_config() == MemoryFractions(0.6, 0.7, 0.8, 0.95)
 

@@ -16,23 +16,19 @@ def handed_to_threads(i: int) -> int:
 
 @pytest.mark.parametrize("prefetch", [16, 0])
 async def test_a_thread_gets_short_tasks_queued_behind_the_running_one(
-    monkeypatch: pytest.MonkeyPatch, prefetch: int
+    fresh_config: pytest.MonkeyPatch, prefetch: int
 ) -> None:
-    monkeypatch.setenv("SHOAL_WORKER__PREFETCH_SHORT_TASKS", str(prefetch))
+    fresh_config.setenv("SHOAL_WORKER__PREFETCH_SHORT_TASKS", str(prefetch))
     config.refresh()
-    try:
-        async with (
-            cluster(n_workers=1, nthreads=1) as (s, _),
-            Client(s.address, asynchronous=True) as c,
-        ):
-            # the first ones teach the scheduler that these tasks are short
-            assert len(await c.gather(c.map(handed_to_threads, range(50)))) == 50
-            seen = await c.gather(c.map(handed_to_threads, range(50, 550)))
-            assert len(seen) == 500
-            if prefetch:
-                assert 1 < max(seen) <= 1 + prefetch
-            else:
-                assert max(seen) == 1
-    finally:
-        monkeypatch.undo()
-        config.refresh()
+    async with (
+        cluster(n_workers=1, nthreads=1) as (s, _),
+        Client(s.address, asynchronous=True) as c,
+    ):
+        # the first ones teach the scheduler that these tasks are short
+        assert len(await c.gather(c.map(handed_to_threads, range(50)))) == 50
+        seen = await c.gather(c.map(handed_to_threads, range(50, 550)))
+        assert len(seen) == 500
+        if prefetch:
+            assert 1 < max(seen) <= 1 + prefetch
+        else:
+            assert max(seen) == 1
