@@ -188,9 +188,15 @@ class Journal:
         """Hold the journal's lock (until :meth:`close`); refuse one held elsewhere."""
         if self._lock_fd is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise JournalError(
+                f"can't use {self.path} as the scheduler's journal ({e.strerror}): give "
+                "--journal a path in a directory this user can create and write"
+            ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -287,6 +287,13 @@ def test_a_journal_in_use_is_refused_to_a_second_scheduler(tmp_path: Path) -> No
     second.close()
 
 
+def test_a_journal_where_nothing_can_be_written_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(JournalError, match=r"can't use .*a-file/journal.*--journal a path"):
+        Journal(blocker / "journal").recover()
+
+
 def test_the_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
     import subprocess
     import sys
