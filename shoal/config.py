@@ -22,8 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "comm.max-header-bytes": 64 * 2**20,
     "comm.max-message-bytes": 2 * 2**30,
     "comm.timeouts.connect": 30.0,
-    # Admin messages are coalesced for this long before a write.
-    "comm.batch-interval": 0.001,
+    # Admin messages sent in one event-loop turn go out as one write; with a
+    # positive interval, a stream also waits this long (seconds) between writes.
+    "comm.batch-interval": 0.0,
     # A tcp:// peer on this host is reached over a Unix socket (comm/same_host.py).
     "comm.same-host-sockets": True,
     "scheduler.allowed-failures": 3,

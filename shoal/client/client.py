@@ -488,7 +488,7 @@ class Client(
             if future._state.done():
                 schedule()
             else:
-                future._state.callbacks.append(schedule)
+                future._state.add_callback(schedule)
 
         assert self.loop is not None
         if in_loop_thread(self.loop):

@@ -132,7 +132,8 @@ class FutureState:
         self.error: RemoteException | None = None
         self.reason = ""
         self._event: asyncio.Event | None = None
-        self.callbacks: list[Callable[[], None]] = []
+        #: called (on the loop) when the key is done; a list only once one is added
+        self.callbacks: list[Callable[[], None]] | None = None
 
     def done(self) -> bool:
         """Whether the key has finished, erred or been cancelled."""
@@ -142,9 +143,22 @@ class FutureState:
         self.status = status
         if self._event is not None:
             self._event.set()
-        callbacks, self.callbacks = self.callbacks, []
-        for cb in callbacks:
+        callbacks, self.callbacks = self.callbacks, None
+        for cb in callbacks or ():
             cb()
+
+    def add_callback(self, cb: Callable[[], None]) -> None:
+        """Call ``cb()`` when the key is done (at most once)."""
+        if self.callbacks is None:
+            self.callbacks = [cb]
+        else:
+            self.callbacks.append(cb)
+
+    def remove_callback(self, cb: Callable[[], None]) -> None:
+        """Forget ``cb`` if it has not been called yet."""
+        if self.callbacks is not None:
+            with contextlib.suppress(ValueError):
+                self.callbacks.remove(cb)
 
     def finish(
         self,
@@ -399,7 +413,7 @@ async def _wait(
 
         for state in states.values():
             cb = functools.partial(on_done, state)
-            state.callbacks.append(cb)
+            state.add_callback(cb)
             registered.append((state, cb))
 
     try:
@@ -423,8 +437,7 @@ async def _wait(
 
 def _unwatch(registered: list[tuple[FutureState, Callable[[], None]]]) -> None:
     for state, cb in registered:
-        with contextlib.suppress(ValueError):
-            state.callbacks.remove(cb)
+        state.remove_callback(cb)
     registered.clear()
 
 

@@ -2,8 +2,12 @@
 
 Administrative messages are small and many; one write per message would cost one
 syscall and one header each.  :class:`BatchedSender` buffers what ``send`` is given
-and a background task writes it all as one wire message (a batch) at most once every
-``interval`` seconds, and at once when it has been idle.
+and a background task writes it all as one wire message (a batch): everything sent
+during one turn of the event loop goes out together, on the next turn.  With an
+``interval`` > 0 it also waits that long after each write, so that a stream writes at
+most once per interval: fewer, larger batches, for up to ``interval`` more latency.
+(Measured on 2 cores: a 1 ms interval added ~0.35 ms to a submit→result round trip and
+gave no throughput, since a busy loop's turns already gather hundreds of messages.)
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class BatchedSender:
     def __init__(
         self,
         conn: Connection,
-        interval: float = 0.002,
+        interval: float = 0.0,
         on_error: Callable[[BaseException], object] | None = None,
     ) -> None:
         self.conn = conn
@@ -75,19 +79,28 @@ class BatchedSender:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._buffer:
-                msgs, self._buffer = self._buffer, []
-                try:
-                    await self.conn.write(msgs)
-                except Exception as e:
-                    self._fail(e)
-                    return
-                self.n_writes += 1
-                self.n_messages += len(msgs)
+            if self._buffer and not await self._write_buffer():
+                return
             if self._stopping and not self._buffer:
                 return
-            if not self._stopping:
+            if not self._stopping and self.interval > 0:
                 await self._pause()  # sends meanwhile form the next batch
+
+    async def _write_buffer(self) -> bool:
+        """Write what is buffered as one batch; False if the write failed.
+
+        A method of its own so that the batch is not referenced once written (a large
+        graph would otherwise stay alive until the next write).
+        """
+        msgs, self._buffer = self._buffer, []
+        try:
+            await self.conn.write(msgs)
+        except Exception as e:
+            self._fail(e)
+            return False
+        self.n_writes += 1
+        self.n_messages += len(msgs)
+        return True
 
     async def _pause(self) -> None:
         """Sleep ``interval`` seconds, or less if :meth:`close` is called meanwhile."""

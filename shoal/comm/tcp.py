@@ -151,10 +151,6 @@ class TCPComm(Comm):
             return await self._read()
         finally:
             self._reading = False
-            if self._reader_registered:
-                self._reader_registered = False
-                if not self._closed:
-                    self._loop.remove_reader(self._fd)
 
     async def _read(self) -> list[memoryview]:
         decoder = self._decoder
@@ -190,12 +186,18 @@ class TCPComm(Comm):
 
     def _on_readable(self) -> None:
         waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
+        if waiter is None:
+            # Nobody is reading: unregister now, or the loop would call this again on
+            # every iteration until the next read().
+            self._reader_registered = False
+            self._loop.remove_reader(self._fd)
+        elif not waiter.done():
             waiter.set_result(None)
 
     async def _wait_readable(self) -> None:
-        # The reader stays registered until read() returns: a large message arrives in
-        # hundreds of chunks, and one epoll registration serves them all.
+        # The reader stays registered after read() returns, and is only removed when
+        # data arrives while nobody reads: a stream read in a loop (and a large message
+        # arriving in hundreds of chunks) costs no epoll_ctl per message.
         if self._closed:  # callers re-check after waking
             return
         fut: asyncio.Future[None] = self._loop.create_future()

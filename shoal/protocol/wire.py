@@ -5,7 +5,8 @@ several, ``{"op": "batch", "msgs": [map, …]}``.  Every :class:`Opaque` found a
 it (fields, nested dicts, tuples, dict keys excepted) is replaced by the msgpack
 extension ``ExtType(1, <u32 LE first frame index><u32 LE number of frames>)`` and its
 frames are appended after the header, untouched: payload bytes are never copied into
-the header and, on the receiving side, become slices of the received buffer.
+the header and, on the receiving side, become slices of the received buffer (those of
+at most 16 KiB are copied out of it).
 A frame that several ``Opaque`` values share (the same buffer object: one task function
 cloudpickled once for a whole ``map``) travels once; an ``Opaque`` that refers to such a
 frame becomes ``ExtType(3, <u32 LE frame index>…)``.
@@ -41,6 +42,11 @@ OPAQUE_LIST_EXT_CODE = 3
 BATCH_OP = "batch"
 
 _EXT = struct.Struct("<II")
+#: Opaque frames up to this size are copied out of the received buffer: a memoryview
+#: costs more than a small copy (184 bytes per object), and a view keeps the whole
+#: message's buffer alive (a graph's run specs: one view per task, for as long as the
+#: scheduler keeps the task). Buffers become ``bytearray``, writable like the views.
+_COPY_LIMIT = 16 * 1024
 
 
 def frame_identity(frame: Frame) -> int:
@@ -107,6 +113,16 @@ def loads_messages(frames: Sequence[Frame]) -> list[Message]:
     if not frames:
         raise RemoteProtocolError("invalid message: no frames")
     n = len(frames)
+    owned: dict[int, Frame] = {}
+
+    def frame(i: int, first: bool) -> Frame:
+        f = owned.get(i)
+        if f is None:
+            f = frames[i]
+            if (f.nbytes if isinstance(f, memoryview) else len(f)) <= _COPY_LIMIT:
+                f = bytes(f) if first else bytearray(f)
+            owned[i] = f
+        return f
 
     def ext_hook(code: int, data: bytes) -> Opaque:
         if code == OPAQUE_LIST_EXT_CODE:
@@ -119,7 +135,7 @@ def loads_messages(frames: Sequence[Frame]) -> list[Message]:
                 raise RemoteProtocolError(
                     f"invalid message: Opaque reference to a frame outside 1..{n - 1}"
                 )
-            return Opaque([frames[i] for i in indices])
+            return Opaque([frame(i, j == 0) for j, i in enumerate(indices)])
         if code != OPAQUE_EXT_CODE:
             raise RemoteProtocolError(f"invalid message: unknown msgpack extension {code}")
         if len(data) != _EXT.size:
@@ -132,7 +148,7 @@ def loads_messages(frames: Sequence[Frame]) -> list[Message]:
                 f"invalid message: Opaque reference to frames {start}..{start + count - 1} "
                 f"of a message with {n} frames"
             )
-        return Opaque(frames[start : start + count])
+        return Opaque([frame(i, i == start) for i in range(start, start + count)])
 
     try:
         obj = msgpack.unpackb(

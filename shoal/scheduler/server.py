@@ -554,14 +554,7 @@ class Scheduler:
         reason = "worker closed its connection"
         try:
             while True:
-                msgs = await conn.read()
-                now = time.time()
-                info = self.worker_info.get(address)
-                if info is not None:
-                    info["last_seen"] = now
-                events = handlers.worker_events(self, address, msgs, now)
-                if events:
-                    self.handle(*events)
+                self._from_worker(address, await conn.read())
         except (CommError, ProtocolError) as e:
             reason = f"{type(e).__name__}: {e}"
         finally:
@@ -584,6 +577,17 @@ class Scheduler:
                     )
                 )
 
+    def _from_worker(self, address: str, msgs: list[Message]) -> None:
+        # Not inlined in the read loop: its locals would keep the last batch alive
+        # while the loop waits for the next one.
+        now = time.time()
+        info = self.worker_info.get(address)
+        if info is not None:
+            info["last_seen"] = now
+        events = handlers.worker_events(self, address, msgs, now)
+        if events:
+            self.handle(*events)
+
     async def _client_stream(
         self, conn: Connection, reg: RegisterClient, rest: Iterable[Message]
     ) -> None:
@@ -604,15 +608,10 @@ class Scheduler:
         goodbye = False
         try:
             msgs = list(rest)
-            while True:
-                if msgs:
-                    events = handlers.client_events(self, client, msgs, time.time())
-                    if events is None:  # the client said goodbye
-                        goodbye = True
-                        break
-                    if events:
-                        self.handle(*events)
+            while self._from_client(client, msgs):
+                msgs = []  # a large graph must not stay alive while we wait
                 msgs = await conn.read()
+            goodbye = True
         except ProtocolError as e:
             logger.warning("client %s sent an invalid message and was disconnected: %s", client, e)
         except CommError:
@@ -632,6 +631,16 @@ class Scheduler:
                     self._client_grace[client] = asyncio.get_running_loop().call_later(
                         self.client_timeout, self._client_gone, client
                     )
+
+    def _from_client(self, client: str, msgs: list[Message]) -> bool:
+        """Handle a batch from ``client``; False when it said goodbye."""
+        if msgs:
+            events = handlers.client_events(self, client, msgs, time.time())
+            if events is None:
+                return False
+            if events:
+                self.handle(*events)
+        return True
 
     def _client_gone(self, client: str) -> None:
         """``client`` left (or did not come back in time): release what it held."""

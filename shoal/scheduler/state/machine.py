@@ -203,6 +203,7 @@ class SchedulerState:
                 run_recommendations(self, ctx)
             if self.validate:
                 validate_state(self)
+        self.current_event = None
         return out.drain()
 
     # -------------------------------------------------------------- bookkeeping

@@ -181,7 +181,7 @@ class TaskState:
         #: a dependency that is gone for good (unknown at submit, or lost scattered data)
         self.lost_dependency: Key | None = None
         #: addresses of the workers that died while running this task
-        self.suspicious: list[Address] = []
+        self.suspicious: tuple[Address, ...] = ()
 
     def adopt(self, spec: TaskSpec) -> None:
         """Take the run spec, priority and restrictions of a (re)submitted ``spec``."""

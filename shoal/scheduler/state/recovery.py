@@ -80,7 +80,7 @@ def remove_worker(
     # task is placed first and gets the first free slot.
     for ts in sorted(ws.processing, key=lambda t: t.priority, reverse=True):
         if not safe:
-            ts.suspicious.append(ws.address)
+            ts.suspicious = (*ts.suspicious, ws.address)
         if len(ts.suspicious) > s.allowed_failures:
             ts.failure = killed_worker(ts)
             transition(s, ts, "erred", ctx)

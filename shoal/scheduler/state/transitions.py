@@ -142,7 +142,10 @@ def recommend_in_order(tasks: list[TaskState], finish: TaskStateName, ctx: Conte
 def _drop_dependencies(ts: TaskState, ctx: Context) -> None:
     """``ts`` no longer waits for its dependencies: release the ones nobody else needs."""
     for dts in ts.dependencies:
-        dts.waiters.pop(ts, None)
+        waiters = dts.waiters
+        waiters.pop(ts, None)
+        if not waiters:
+            waiters.clear()  # frees the emptied table: 160 bytes per task
         release_if_unneeded(dts, ctx)
 
 
@@ -282,6 +285,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
     ready = []
     for dts in ts.waiters:
         if dts.waiting_on.pop(ts, 0) is None and not dts.waiting_on:
+            dts.waiting_on.clear()  # frees the emptied table
             ready.append(dts)
     recommend_in_order(ready, "processing", ctx)
     msg = in_memory_message(ts, data.value)
@@ -510,7 +514,7 @@ def _erred_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival |
     # that erred because of it are retried too; their clients hear KeyLost, as when a
     # value is lost: the key is pending again.
     ts.failure = None
-    ts.suspicious.clear()  # a retry is a fresh start, KilledWorker included
+    ts.suspicious = ()  # a retry is a fresh start, KilledWorker included
     for dts in ts.dependents:
         if dts.state == "erred":
             ctx.recs[dts] = "waiting"

@@ -106,7 +106,7 @@ def test_killed_worker_after_too_many_deaths() -> None:
         ToClient("c", KeyErred("after", None, None, f"KilledWorker: {message}", "", blame="bad"))
     ]
     assert states(s) == {"bad": "erred", "after": "erred"}
-    assert s.tasks["bad"].suspicious == workers[:4]
+    assert s.tasks["bad"].suspicious == tuple(workers[:4])
 
 
 def test_safe_removal_is_not_held_against_the_task() -> None:
@@ -115,7 +115,7 @@ def test_safe_removal_is_not_held_against_the_task() -> None:
     s.handle(submit("c", spec("x")))
     out = s.handle(WorkerRemoved(A, reason="retired", safe=True))
     assert out == [compute(B, "x")]
-    assert s.tasks["x"].suspicious == []
+    assert s.tasks["x"].suspicious == ()
 
 
 def test_reregistering_worker_replaces_the_old_one() -> None:

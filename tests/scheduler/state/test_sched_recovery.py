@@ -35,7 +35,7 @@ def test_processing_tasks_of_a_leaving_worker_are_reassigned() -> None:
     out = s.handle(WorkerRemoved(A, reason="died"))
     assert out == [compute(B, "x")]
     assert queries.processing(s) == {B: ["y", "x"]}
-    assert s.tasks["x"].suspicious == [A]
+    assert s.tasks["x"].suspicious == (A,)
 
 
 def test_keys_only_the_lost_worker_held_are_recomputed_from_lineage() -> None:
