@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import threading
@@ -18,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
-from dask.base import tokenize
-from dask.utils import funcname
 
 from shoal import config
 from shoal._context import current_worker
@@ -39,6 +36,7 @@ from shoal.client.futures import (
     _wait,
     futures_in,
 )
+from shoal.client.keys import map_keys, submit_key
 from shoal.client.observe import ObserveMixin
 from shoal.client.plugins import PluginsMixin
 from shoal.client.state import ClientRefs
@@ -266,11 +264,16 @@ class Client(
                 _point_dask_at(self)
 
     async def _open_stream(self, timeout: float) -> None:
-        """Connect to the scheduler, register as this client, start reading its stream."""
+        """Connect to the scheduler, register as this client, start reading its stream.
+
+        A cluster whose scheduler runs in this process (LocalCluster) is reached at its
+        in-process address: messages are handed over as objects, never encoded.
+        """
         assert self.scheduler_address is not None
         assert self._security is not None
+        local = getattr(self.cluster, "scheduler_local_address", None)
         conn = await connect(
-            self.scheduler_address,
+            local if isinstance(local, str) else self.scheduler_address,
             role="client",
             timeout=timeout,
             secret=self._security.secret,
@@ -568,9 +571,7 @@ class Client(
             raise TypeError("the first argument to submit must be callable")
         actor = actor or actors
         self._check_running()
-        if key is None:
-            token = tokenize(func, args, kwargs) if pure and not actor else uuid.uuid4().hex
-            key = f"{funcname(func)}-{token}"
+        key = submit_key(func, args, kwargs, key, pure and not actor)
         with self._lock:
             existing = key in self._refs
             fut = Future(key, self, inform=False)
@@ -617,20 +618,8 @@ class Client(
             raise ValueError("map needs at least one iterable")
         self._check_running()
         columns = [list(it) for it in iterables]
-        n = min(len(c) for c in columns)
         rows = list(zip(*columns))
-        if isinstance(key, (list, tuple)):
-            if len(key) != n:
-                raise ValueError(f"map got {len(key)} keys for {n} items")
-            keys: list[Key] = list(key)
-        else:
-            prefix = key if isinstance(key, str) else funcname(func)
-            if pure:
-                # tokenizing a function pickles it: do it once, not once per item
-                base = tokenize(func, kwargs)
-                keys = [f"{prefix}-{_item_token(base, row)}" for row in rows]
-            else:
-                keys = [f"{prefix}-{uuid.uuid4().hex}" for _ in rows]
+        keys = map_keys(func, rows, kwargs, key, pure)
         futures: list[Future] = []
         specs: list[Any] = []
         seen: set[Key] = set()
@@ -781,16 +770,5 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
         return Client(address)
     return default_client()
 
-
-def _item_token(base: str, row: tuple[Any, ...]) -> str:
-    """The token of one ``map`` item: dask's ``tokenize``, or for a row of plain numbers
-    and strings (exact types: a subclass may print alike) a hash of its repr, 6x faster."""
-    if all(type(x) in _PLAIN and (type(x) not in _SIZED or len(x) <= 256) for x in row):
-        return hashlib.md5(f"{base}{row!r}".encode(), usedforsecurity=False).hexdigest()
-    return tokenize(base, row)
-
-
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
-_SIZED = (str, bytes)
 
 __all__ = ["ALL_COMPLETED", "Client", "_wait", "default_client", "get_client"]

@@ -1,8 +1,11 @@
 """``inproc://<pid>/<n>``: a transport between two ends in the same process.
 
-Used by the threaded LocalCluster and by tests.  Frames are handed over as they are
-(no encoding, no copy), so a receiver sees the very buffers the sender wrote: senders
-must not mutate them afterwards (the same rule as for a TCP write in progress).
+Used by the threaded LocalCluster, by a client in the process of its scheduler, and by
+tests.  Frames are handed over as they are (no encoding, no copy), so a receiver sees
+the very buffers the sender wrote: senders must not mutate them afterwards (the same
+rule as for a TCP write in progress).  A :class:`~shoal.comm.connection.Connection`
+goes further and hands its message objects over (:meth:`InProcComm.hand_over`): no
+msgpack at all between a client and the scheduler in its process.
 
 The two ends may run on different event loops in different threads: each direction is
 a :class:`_Channel` guarded by a ``threading.Lock``, and a waiting reader or writer is
@@ -21,6 +24,7 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from shoal.comm.base import Backend, Comm, CommHandler, Listener
 from shoal.comm.registry import register_backend
@@ -28,7 +32,7 @@ from shoal.errors import CommClosedError, CommError, LocalProtocolError, Protoco
 from shoal.protocol.frames import Limits, check_frame_lengths, frame_nbytes
 from shoal.protocol.opaque import Frame
 
-__all__ = ["InProcBackend", "InProcComm", "InProcListener", "new_address"]
+__all__ = ["HandedOver", "InProcBackend", "InProcComm", "InProcListener", "new_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +79,21 @@ def _as_view(frame: Frame) -> memoryview:
     return mv
 
 
+class HandedOver:
+    """Objects passed to the peer as they are (see :meth:`InProcComm.hand_over`)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
 class _Channel:
     """One direction of a connection: a queue of messages, shared by two threads."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.queue: deque[tuple[list[Frame], int]] = deque()
+        self.queue: deque[tuple[list[Frame] | HandedOver, int]] = deque()
         self.nbytes = 0
         self.closed = False  # no more messages will be added
         self.reader: _Waiter | None = None
@@ -130,6 +143,13 @@ class InProcComm(Comm):
 
     async def read(self) -> list[memoryview]:
         """The frames of the next message (see :meth:`Comm.read`)."""
+        item = await self.receive()
+        if isinstance(item, HandedOver):
+            raise LocalProtocolError(f"{self._peer} handed over objects where frames were expected")
+        return item
+
+    async def receive(self) -> list[memoryview] | HandedOver:
+        """The next message: its frames, or the objects the peer handed over."""
         if self._reading:
             raise RuntimeError(f"another task is already reading from {self!r}")
         self._reading = True
@@ -138,7 +158,7 @@ class InProcComm(Comm):
         finally:
             self._reading = False
 
-    async def _read(self) -> list[memoryview]:
+    async def _read(self) -> list[memoryview] | HandedOver:
         ch = self._in
         loop = asyncio.get_running_loop()
         while True:
@@ -146,7 +166,7 @@ class InProcComm(Comm):
                 raise CommClosedError(f"{self._close_reason} ({self._peer})")
             if self._error is not None:
                 raise self._error
-            frames: list[Frame] | None = None
+            frames: list[Frame] | HandedOver | None = None
             wake: list[_Waiter] = []
             fut: asyncio.Future[None] | None = None
             with ch.lock:
@@ -162,6 +182,8 @@ class InProcComm(Comm):
                     ch.reader = (loop, fut)
             for w in wake:
                 _wake(w)
+            if isinstance(frames, HandedOver):
+                return frames
             if frames is not None:
                 try:
                     check_frame_lengths([frame_nbytes(f) for f in frames], self._limits)
@@ -202,6 +224,21 @@ class InProcComm(Comm):
         if full:
             await self._wait_for_room()
         return size
+
+    def hand_over(self, items: list[Any]) -> None:
+        """Pass ``items`` to the peer's :meth:`receive` as they are: no encoding, no
+        copy, no size limit (nothing is serialized).  The sender must not mutate them
+        afterwards.  Raises CommClosedError once either end is closed."""
+        if self._closed:
+            raise CommClosedError(f"{self._close_reason} ({self._peer})")
+        ch = self._out
+        with ch.lock:
+            if ch.closed:
+                raise CommClosedError(f"connection closed by peer {self._peer}")
+            ch.queue.append((HandedOver(items), 0))
+            reader, ch.reader = ch.reader, None
+        if reader is not None:
+            _wake(reader)
 
     async def _wait_for_room(self) -> None:
         ch = self._out

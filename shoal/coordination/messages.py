@@ -30,7 +30,7 @@ from shoal.protocol.opaque import Opaque
 # --------------------------------------------------------------------------- waiting
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CancelWait(Message):
     """The caller of the blocking request ``wait_id`` stopped waiting. Reply ``OK()``."""
 
@@ -41,7 +41,7 @@ class CancelWait(Message):
 # --------------------------------------------------------------------------- Variable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class VariableSet(Message):
     """Set variable ``name`` to ``value``. Reply ``OK()``."""
 
@@ -52,7 +52,7 @@ class VariableSet(Message):
     client: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class VariableGet(Message):
     """The value of ``name``, waiting up to ``timeout`` s for one to be set.
 
@@ -65,7 +65,7 @@ class VariableGet(Message):
     wait_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class VariableDelete(Message):
     """Forget variable ``name`` and release the keys its value held. Reply ``OK()``."""
 
@@ -76,7 +76,7 @@ class VariableDelete(Message):
 # --------------------------------------------------------------------------- Queue
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class QueueCreate(Message):
     """Create queue ``name`` holding at most ``maxsize`` items (0: unbounded), unless it
     exists already. Reply ``OK()``."""
@@ -86,7 +86,7 @@ class QueueCreate(Message):
     maxsize: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class QueuePut(Message):
     """Append ``value``, waiting up to ``timeout`` s for room. Reply ``OK()``."""
 
@@ -100,7 +100,7 @@ class QueuePut(Message):
     wait_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class QueueGet(Message):
     """Take items: one (waiting up to ``timeout`` s), ``batch=True`` every item there
     (without waiting), or ``batch=n`` n items (waiting for them).
@@ -116,7 +116,7 @@ class QueueGet(Message):
     wait_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class QueueSize(Message):
     """How many items queue ``name`` holds. Reply ``OK(int)``."""
 
@@ -127,7 +127,7 @@ class QueueSize(Message):
 # --------------------------------------------------------------------------- Semaphore
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SemaphoreCreate(Message):
     """Create semaphore ``name`` with ``max_leases`` (an existing one must agree).
 
@@ -138,7 +138,7 @@ class SemaphoreCreate(Message):
     max_leases: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SemaphoreAcquire(Message):
     """Take lease ``lease`` of ``name``, waiting up to ``timeout`` s. Reply ``OK(bool)``."""
 
@@ -151,7 +151,7 @@ class SemaphoreAcquire(Message):
     wait_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SemaphoreRelease(Message):
     """Give lease ``lease`` of ``name`` back. Reply ``OK(bool)``: whether it was held
     (``False``: it had expired and was already given to someone else)."""
@@ -161,7 +161,7 @@ class SemaphoreRelease(Message):
     lease: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SemaphoreRefresh(Message):
     """The holder of these ``(name, lease)`` pairs is alive. Reply ``OK([[name, lease]])``
     naming those the scheduler no longer knows (expired)."""
@@ -170,7 +170,7 @@ class SemaphoreRefresh(Message):
     leases: tuple[tuple[Any, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SemaphoreValue(Message):
     """How many leases of ``name`` are held. Reply ``OK(int)``."""
 
@@ -181,7 +181,7 @@ class SemaphoreValue(Message):
 # --------------------------------------------------------------------------- Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class EventSet(Message):
     """Set event ``name``: every waiter wakes. Reply ``OK()``."""
 
@@ -189,7 +189,7 @@ class EventSet(Message):
     name: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class EventClear(Message):
     """Clear event ``name``. Reply ``OK()``."""
 
@@ -197,7 +197,7 @@ class EventClear(Message):
     name: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class EventWait(Message):
     """Wait up to ``timeout`` s for ``name`` to be set. Reply ``OK(bool)``: whether it is.
 
@@ -213,7 +213,7 @@ class EventWait(Message):
 # --------------------------------------------------------------------------- Pub/Sub
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SubRegister(Message):
     """Subscriber ``sub`` (of client ``client``) receives what is published on ``name``
     from now on. Reply ``OK()``."""
@@ -224,7 +224,7 @@ class SubRegister(Message):
     client: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SubUnregister(Message):
     """Subscriber ``sub`` is gone; drop what waits for it. Reply ``OK()``."""
 
@@ -232,7 +232,7 @@ class SubUnregister(Message):
     sub: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SubGet(Message):
     """The next message for subscriber ``sub``, waiting up to ``timeout`` s.
 
@@ -244,7 +244,7 @@ class SubGet(Message):
     wait_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PubPut(Message):
     """Publish ``value`` on ``name`` to every current subscriber. Reply ``OK(int)``: how
     many subscribers it reached."""
@@ -257,7 +257,7 @@ class PubPut(Message):
 # --------------------------------------------------------------------------- datasets
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DatasetPublish(Message):
     """Publish ``datasets``, each ``[name, Opaque, [key]]``, all or none: an existing
     name is refused unless ``override``. Reply ``OK()``."""
@@ -268,7 +268,7 @@ class DatasetPublish(Message):
     client: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DatasetGet(Message):
     """The dataset called ``name``. Reply ``OK({"value": Opaque, "keys": [key]})``."""
 
@@ -277,7 +277,7 @@ class DatasetGet(Message):
     client: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DatasetDelete(Message):
     """Unpublish ``name`` and release its keys. Reply ``OK()``."""
 
@@ -285,7 +285,7 @@ class DatasetDelete(Message):
     name: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DatasetList(Message):
     """The names of the published datasets. Reply ``OK([name])``."""
 

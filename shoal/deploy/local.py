@@ -181,6 +181,13 @@ class LocalCluster:
         assert self.scheduler is not None, "the cluster is not started"
         return self.scheduler.address
 
+    @property
+    def scheduler_local_address(self) -> str:
+        """Where a client in this process reaches the scheduler (see
+        :attr:`Scheduler.local_address`)."""
+        assert self.scheduler is not None, "the cluster is not started"
+        return self.scheduler.local_address
+
     def close(self, timeout: float | None = None) -> Any:
         """Stop every worker and the scheduler; leave no process or thread behind."""
         if self._asynchronous:

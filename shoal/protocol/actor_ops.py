@@ -18,7 +18,7 @@ from shoal.protocol.opaque import Opaque
 __all__ = ["ActorCall", "ActorGetAttribute"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ActorCall(Message):
     """Call ``method`` of the actor ``key`` with the pickled ``(args, kwargs)``."""
 
@@ -28,7 +28,7 @@ class ActorCall(Message):
     args: Opaque
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ActorGetAttribute(Message):
     """Read the attribute ``attribute`` of the actor ``key``."""
 

@@ -1,9 +1,14 @@
-"""The vocabulary every role speaks: one frozen, slotted dataclass per op.
+"""The vocabulary every role speaks: one slotted dataclass per op.
 
 A message travels as a msgpack map ``{"op": <op>, <field>: <value>, ...}``; see
 :mod:`shoal.protocol.wire` for how maps, batches and :class:`Opaque` payloads become
 frames. msgpack arrays decode as tuples (so dask keys such as ``("x", 0)`` survive the
 round trip), hence every sequence field is typed as a tuple.
+
+Messages, and the events and instructions of the state machines, are never modified
+once built, but they are not ``frozen`` dataclasses: a frozen ``__init__`` sets each
+field through ``object.__setattr__``, four times the cost of a plain one, and several
+of them are built per task on every hot path. They hash by value (``unsafe_hash``).
 
 Naming: the class name says who sends it, the ``op`` is the wire name.
 Streams (long-lived, batched): client⇄scheduler and worker⇄scheduler.
@@ -23,10 +28,15 @@ _REGISTRY: dict[str, type[Message]] = {}
 
 
 class Message:
-    """Base of all ops. Subclasses are frozen, slotted dataclasses with an ``op``."""
+    """Base of all ops. Subclasses are slotted dataclasses with an ``op``, never
+    modified once built (see the module docstring)."""
 
     __slots__ = ()
     op: ClassVar[str]
+    #: Passed as the object itself over an in-process connection (a client and the
+    #: scheduler in its process): only ops whose fields shoal builds from checked
+    #: values, on the per-task hot path. Everything else is encoded, even in process.
+    hand_over: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -68,7 +78,7 @@ def registered_ops() -> dict[str, type[Message]]:
 # --------------------------------------------------------------------------- tasks
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TaskSpec:
     """One task as the client submits it.
 
@@ -114,7 +124,7 @@ class TaskSpec:
 # ------------------------------------------------------------ client → scheduler stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RegisterClient(Message):
     """First message on a client's stream; the scheduler answers ``ClientRegistered``."""
 
@@ -123,41 +133,45 @@ class RegisterClient(Message):
     versions: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UpdateGraph(Message):
     """Add tasks (wire-form :class:`TaskSpec` tuples); the client wants ``keys``."""
 
     op: ClassVar[str] = "update-graph"
+    hand_over: ClassVar[bool] = True
     tasks: tuple[Any, ...]
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClientReleasesKeys(Message):
     """The client holds no more futures for these keys."""
 
     op: ClassVar[str] = "client-releases-keys"
+    hand_over: ClassVar[bool] = True
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClientDesiresKeys(Message):
     """The client holds new futures for keys that already exist on the scheduler."""
 
     op: ClassVar[str] = "client-desires-keys"
+    hand_over: ClassVar[bool] = True
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CancelKeys(Message):
     """Cancel these keys (and, with ``force``, also for other clients)."""
 
     op: ClassVar[str] = "cancel-keys"
+    hand_over: ClassVar[bool] = True
     keys: tuple[Key, ...]
     force: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ScatteredData(Message):
     """The client put data straight on workers: ``who_has`` maps key → addresses.
 
@@ -171,15 +185,16 @@ class ScatteredData(Message):
     client: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class FireAndForget(Message):
     """Run these keys to completion even if no client holds them any more."""
 
     op: ClassVar[str] = "fire-and-forget"
+    hand_over: ClassVar[bool] = True
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CloseClient(Message):
     """The client is closing on purpose; release everything it holds."""
 
@@ -189,7 +204,7 @@ class CloseClient(Message):
 # ------------------------------------------------------------ scheduler → client stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClientRegistered(Message):
     """Answer to ``RegisterClient``/``RegisterWorker``: the scheduler's identity."""
 
@@ -198,11 +213,12 @@ class ClientRegistered(Message):
     versions: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeyInMemory(Message):
     """A key the client wants has a value on these workers (``who_has``)."""
 
     op: ClassVar[str] = "key-in-memory"
+    hand_over: ClassVar[bool] = True
     key: Key
     type_name: str | None = None
     who_has: tuple[Address, ...] = ()
@@ -211,11 +227,12 @@ class KeyInMemory(Message):
     value: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeyErred(Message):
     """A key the client wants failed (``blame`` is the key that actually raised)."""
 
     op: ClassVar[str] = "task-erred"
+    hand_over: ClassVar[bool] = True
     key: Key
     exception: Opaque | None
     traceback: Opaque | None
@@ -224,19 +241,21 @@ class KeyErred(Message):
     blame: Key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeyLost(Message):
     """A key that was in memory is gone (worker lost) and will be recomputed."""
 
     op: ClassVar[str] = "key-lost"
+    hand_over: ClassVar[bool] = True
     key: Key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeysCancelled(Message):
     """These keys were cancelled; their futures must fail with a cancellation."""
 
     op: ClassVar[str] = "keys-cancelled"
+    hand_over: ClassVar[bool] = True
     keys: tuple[Key, ...]
     reason: str = ""
 
@@ -253,7 +272,7 @@ def unknown_key_reason(key: Key) -> str:
 # ------------------------------------------------------------ scheduler → worker stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ComputeTask(Message):
     """Run ``key``; ``who_has`` says where each dependency not on this worker lives."""
 
@@ -268,7 +287,7 @@ class ComputeTask(Message):
     duration: float = -1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class FreeKeys(Message):
     """Forget these keys: drop their data and cancel them if queued or running."""
 
@@ -276,7 +295,7 @@ class FreeKeys(Message):
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AcquireReplicas(Message):
     """Fetch copies of these keys from the listed holders and keep them."""
 
@@ -285,7 +304,7 @@ class AcquireReplicas(Message):
     nbytes: dict[Key, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StealRequest(Message):
     """Give ``key`` back if it has not started: the scheduler wants it to run elsewhere.
 
@@ -301,7 +320,7 @@ class StealRequest(Message):
 # ------------------------------------------------------------ worker → scheduler stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RegisterWorker(Message):
     """First message on a worker's stream; the scheduler answers ``ClientRegistered``."""
 
@@ -318,7 +337,7 @@ class RegisterWorker(Message):
     nanny: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TaskFinished(Message):
     """``key`` ran here and its result (``nbytes``) is held by this worker."""
 
@@ -334,7 +353,7 @@ class TaskFinished(Message):
     value: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TaskFailed(Message):
     """``key`` raised; the exception travels pickled and as text."""
 
@@ -348,7 +367,7 @@ class TaskFailed(Message):
     stop: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AddKeys(Message):
     """This worker now holds copies of ``keys`` (fetched or acquired)."""
 
@@ -357,7 +376,7 @@ class AddKeys(Message):
     nbytes: dict[Key, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MissingData(Message):
     """``errant_worker`` did not have ``key`` although the scheduler said it did."""
 
@@ -366,7 +385,7 @@ class MissingData(Message):
     errant_worker: Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Reschedule(Message):
     """Take ``key`` back and assign it again (e.g. its dependencies became unreachable)."""
 
@@ -374,7 +393,7 @@ class Reschedule(Message):
     key: Key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StealResponse(Message):
     """Answer to ``StealRequest``: the state ``key`` was in when the request arrived.
 
@@ -388,7 +407,7 @@ class StealResponse(Message):
     state: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class WorkerStatus(Message):
     """The worker's status changed: ``"running"``, or ``"paused"`` (memory is short: it
     runs no new task until it is ``"running"`` again; the scheduler sends it none)."""
@@ -397,7 +416,7 @@ class WorkerStatus(Message):
     status: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Heartbeat(Message):
     """Periodic liveness and load report from a worker."""
 
@@ -408,7 +427,7 @@ class Heartbeat(Message):
 # ------------------------------------------------------------ requests and replies
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class OK(Message):
     """Generic successful reply; ``value`` is op-specific and msgpack-able."""
 
@@ -416,7 +435,7 @@ class OK(Message):
     value: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ErrorReply(Message):
     """Generic failure reply: a human-readable error for whoever sent the request."""
 
@@ -425,14 +444,14 @@ class ErrorReply(Message):
     exception: Opaque | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Identity(Message):
     """Ask a server who it is (type, address, workers...). Reply: ``OK(value=dict)``."""
 
     op: ClassVar[str] = "identity"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class WhoHas(Message):
     """Ask the scheduler where keys live (all keys if ``None``). Reply: ``OK({key: [addr]})``."""
 
@@ -440,7 +459,7 @@ class WhoHas(Message):
     keys: tuple[Key, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class HasWhat(Message):
     """Ask which keys each worker holds. Reply: ``OK({addr: [key]})``."""
 
@@ -448,7 +467,7 @@ class HasWhat(Message):
     workers: tuple[Address, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Processing(Message):
     """Ask which keys each worker is processing. Reply: ``OK({addr: [key]})``."""
 
@@ -456,7 +475,7 @@ class Processing(Message):
     workers: tuple[Address, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class NThreads(Message):
     """Ask how many threads each worker has. Reply: ``OK({addr: n})``."""
 
@@ -464,7 +483,7 @@ class NThreads(Message):
     workers: tuple[Address, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GatherKeys(Message):
     """Ask for the status and holders of keys a client wants to gather.
 
@@ -475,7 +494,7 @@ class GatherKeys(Message):
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Broadcast(Message):
     """Ask the scheduler to forward ``msg`` (a message map) to workers and collect replies.
 
@@ -487,7 +506,7 @@ class Broadcast(Message):
     workers: tuple[Address, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GetData(Message):
     """Ask a worker for the values of keys. Reply: ``DataReply``."""
 
@@ -496,7 +515,7 @@ class GetData(Message):
     who: Address | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DataReply(Message):
     """Values a worker holds (``data``) and the keys it did not have (``missing``)."""
 
@@ -505,7 +524,7 @@ class DataReply(Message):
     missing: tuple[Key, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UpdateData(Message):
     """Put values straight into a worker's memory (scatter). Reply: ``OK({key: nbytes})``."""
 
@@ -513,7 +532,7 @@ class UpdateData(Message):
     data: dict[Key, Opaque]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RunFunction(Message):
     """Run a pickled ``(function, args, kwargs)`` on a worker. Reply: ``OK(Opaque)``."""
 
@@ -521,7 +540,7 @@ class RunFunction(Message):
     function: Opaque
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RetireWorkers(Message):
     """Retire workers gracefully: copy the keys only they hold elsewhere, then close them.
 
@@ -537,7 +556,7 @@ class RetireWorkers(Message):
     close_workers: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Replicate(Message):
     """Make each key be held by ``n`` workers (``None``: all of ``workers``).
 
@@ -551,7 +570,7 @@ class Replicate(Message):
     workers: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Rebalance(Message):
     """Even out the bytes held by ``workers`` (all if ``None``), moving ``keys`` (all if
     ``None``). Reply ``OK({"moved": count})`` once the moves are done."""
@@ -561,7 +580,7 @@ class Rebalance(Message):
     workers: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AdaptiveTarget(Message):
     """Ask how many workers the current load wants, and which could go.
 
@@ -571,7 +590,7 @@ class AdaptiveTarget(Message):
     op: ClassVar[str] = "adaptive-target"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Restart(Message):
     """Client → scheduler: forget every task and restart every worker (through its
     nanny; workers without one are closed). Reply ``OK()`` once as many workers as before
@@ -582,7 +601,7 @@ class Restart(Message):
     wait_for_workers: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RestartWorker(Message):
     """Scheduler → nanny: kill the worker process and start a fresh one. Reply ``OK()``
     once the new worker process is started."""
@@ -591,7 +610,7 @@ class RestartWorker(Message):
     timeout: float = 30.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RunOnScheduler(Message):
     """Run a pickled ``(function, args, kwargs)`` in the scheduler process: refused
     unless the scheduler was started with ``--allow-run-on-scheduler``.
@@ -601,7 +620,7 @@ class RunOnScheduler(Message):
     function: Opaque
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Terminate(Message):
     """Ask a server to close."""
 

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GetTaskStream(Message):
     """Ask for task-stream records (which worker ran which task, when).
 
@@ -43,7 +43,7 @@ class GetTaskStream(Message):
     index: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class LogEvent(Message):
     """Record ``msg`` under ``topic`` (a topic or several) in the scheduler's event log.
 
@@ -55,7 +55,7 @@ class LogEvent(Message):
     msg: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GetEvents(Message):
     """Ask for the logged events of ``topic`` (all topics if ``None``).
 
@@ -67,7 +67,7 @@ class GetEvents(Message):
     topic: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SubscribeTopic(Message):
     """Send ``client`` (on its stream) every event logged under ``topic`` from now on.
 
@@ -79,7 +79,7 @@ class SubscribeTopic(Message):
     client: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UnsubscribeTopic(Message):
     """Stop sending ``client`` the events of ``topic``. Reply ``OK()``."""
 
@@ -88,7 +88,7 @@ class UnsubscribeTopic(Message):
     client: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TopicEvent(Message):
     """Scheduler → client stream: ``msg`` was logged under ``topic`` at ``time``."""
 

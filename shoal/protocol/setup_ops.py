@@ -20,7 +20,7 @@ __all__ = ["UPLOAD_EXTENSIONS", "RegisterWorkerPlugin", "UnregisterWorkerPlugin"
 UPLOAD_EXTENSIONS = (".py", ".zip", ".egg", ".pyz")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UploadFile(Message):
     """Put ``filename`` (a base name; ``data`` is its pickled bytes) in each worker's
     directory, on ``sys.path``; with ``load``, import (or reload) the modules it holds.
@@ -35,7 +35,7 @@ class UploadFile(Message):
     load: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RegisterWorkerPlugin(Message):
     """Install the pickled ``WorkerPlugin`` ``plugin`` under ``name`` on each worker
     (replacing, after its ``teardown``, a plugin of the same name). Replies as for
@@ -47,7 +47,7 @@ class RegisterWorkerPlugin(Message):
     idempotent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UnregisterWorkerPlugin(Message):
     """Remove the worker plugin ``name`` (its ``teardown`` runs on each worker).
 

@@ -156,6 +156,7 @@ class Scheduler:
         self.status = "created"
         self.start_time = time.time()
         self._listener: Any = None
+        self._local_listener: Any = None
         self._closed = asyncio.Event()
         self._background = BackgroundTasks()
         self._worker_joined = asyncio.Condition()
@@ -207,6 +208,14 @@ class Scheduler:
         return self._contact_address or str(self._listener.contact_address)
 
     @property
+    def local_address(self) -> str:
+        """The address for a client in this process: ``inproc://``, where messages are
+        handed over as objects (no msgpack, no socket)."""
+        if self._local_listener is not None:
+            return str(self._local_listener.contact_address)
+        return self.address
+
+    @property
     def listen_address(self) -> str:
         """The address the scheduler is bound to."""
         return str(self._listener.listen_address)
@@ -231,6 +240,15 @@ class Scheduler:
             secret=self.security.secret,
             ssl_context=self.security.server_context(),
         )
+        if self._protocol != "inproc":
+            # A client in this process (LocalCluster's) talks to us without encoding.
+            self._local_listener = await listen(
+                "inproc://",
+                self._handle_connection,
+                role="scheduler",
+                limits=self.limits,
+                secret=self.security.secret,
+            )
         if self.dashboard_address is not None:
             await self._start_dashboard()
         self.status = "running"
@@ -275,6 +293,8 @@ class Scheduler:
         self.status = "closing"
         if self._listener is not None:
             self._listener.stop()
+        if self._local_listener is not None:
+            self._local_listener.stop()
         if self.http_server is not None:
             with contextlib.suppress(Exception):
                 await self.http_server.close()

@@ -141,7 +141,7 @@ def _fraction(value: Any, name: str) -> float | None:
     return float(value) or None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MemoryFractions:
     """Fractions of the memory limit at which the worker acts (``None``: never)."""
 

@@ -1,6 +1,7 @@
 """The stimuli the scheduler state machine reacts to.
 
-Each event is a frozen, slotted dataclass. Every one carries ``stimulus_id`` (ties the
+Each event is a slotted dataclass, never modified once built (not frozen, for speed:
+see :mod:`shoal.protocol.messages`). Every one carries ``stimulus_id`` (ties the
 transitions it causes together in the story; ``""`` lets the state number it) and
 ``now`` (the only clock the state machine has), keyword-only and last. Events
 round-trip through :meth:`Event.to_dict` / :meth:`Event.from_dict` as plain data
@@ -19,7 +20,7 @@ from shoal.protocol.opaque import Opaque
 _EVENTS: dict[str, type[Event]] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Event:
     """Base of all scheduler events."""
 
@@ -56,21 +57,21 @@ class Event:
 # ----------------------------------------------------------------------------- clients
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClientConnected(Event):
     """A client opened its stream."""
 
     client: ClientId
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClientDisconnected(Event):
     """A client closed or lost its stream: it no longer wants any key."""
 
     client: ClientId
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GraphSubmitted(Event):
     """A client adds ``tasks`` and holds futures for ``keys``.
 
@@ -98,7 +99,7 @@ class GraphSubmitted(Event):
         return cls(**d)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeysReleased(Event):
     """A client holds no more futures for ``keys``."""
 
@@ -110,7 +111,7 @@ class KeysReleased(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeysDesired(Event):
     """A client holds new futures for keys that may already exist."""
 
@@ -122,7 +123,7 @@ class KeysDesired(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class FireAndForgetRequested(Event):
     """Run ``keys`` to completion even once no client holds them (``fire_and_forget``)."""
 
@@ -134,7 +135,7 @@ class FireAndForgetRequested(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class KeysCancelled(Event):
     """A client cancels ``keys`` (and their dependents); ``force`` cancels for everyone."""
 
@@ -147,7 +148,7 @@ class KeysCancelled(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DataScattered(Event):
     """A client put values straight on workers; it wants those keys."""
 
@@ -163,7 +164,7 @@ class DataScattered(Event):
 # ----------------------------------------------------------------------------- workers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class WorkerAdded(Event):
     """A worker joined; it may already hold ``keys`` (a reconnect)."""
 
@@ -180,7 +181,7 @@ class WorkerAdded(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class WorkerRemoved(Event):
     """A worker left or died.
 
@@ -193,7 +194,7 @@ class WorkerRemoved(Event):
     safe: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TaskFinishedEvent(Event):
     """``worker`` ran ``key`` and holds its value (``nbytes`` bytes of ``type_name``)."""
 
@@ -211,7 +212,7 @@ class TaskFinishedEvent(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TaskFailedEvent(Event):
     """``key`` raised on ``worker``; the exception travels pickled and as text."""
 
@@ -229,7 +230,7 @@ class TaskFailedEvent(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ReplicasAdded(Event):
     """``worker`` now holds copies of ``keys`` (fetched from peers or acquired)."""
 
@@ -242,7 +243,7 @@ class ReplicasAdded(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DataMissing(Event):
     """``worker`` could not get ``key`` from ``errant_worker``, said to hold it."""
 
@@ -255,7 +256,7 @@ class DataMissing(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RescheduleRequested(Event):
     """``worker`` gives ``key`` back to be assigned again."""
 
@@ -267,7 +268,7 @@ class RescheduleRequested(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StealResponded(Event):
     """``worker`` answered a steal request: ``key`` was in ``state`` when it arrived.
 
@@ -283,7 +284,7 @@ class StealResponded(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class WorkerStatusChanged(Event):
     """``worker`` paused (short of memory: it starts no new task) or runs again."""
 
@@ -294,7 +295,7 @@ class WorkerStatusChanged(Event):
 # ------------------------------------------------------------------ requests and time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ErredRestored(Event):
     """A journal snapshot says ``key`` had erred (see :mod:`.snapshot`): err it again,
     with the same failure, instead of running it."""
@@ -311,12 +312,12 @@ class ErredRestored(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RestartRequested(Event):
     """Forget every task (their futures are cancelled): the workers are restarting."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RetirementRequested(Event):
     """Retire ``workers`` (addresses or names), or ``n`` chosen ones, gracefully.
 
@@ -331,7 +332,7 @@ class RetirementRequested(Event):
     close: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ReplicationRequested(Event):
     """Make each of ``keys`` held by ``n`` of ``workers`` (``None``: all of them)."""
 
@@ -345,7 +346,7 @@ class ReplicationRequested(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RebalanceRequested(Event):
     """Even out the bytes ``workers`` hold by moving ``keys`` (``None``: all)."""
 
@@ -354,7 +355,7 @@ class RebalanceRequested(Event):
     workers: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Tick(Event):
     """Time passed (sent periodically): balance work, retry moves, expire waits."""
 

@@ -110,7 +110,7 @@ class Failure:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Arrival:
     """A task's value appeared on ``holders``: a worker finished it, or a client scattered it."""
 

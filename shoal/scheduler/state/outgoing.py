@@ -37,7 +37,7 @@ from shoal._types import Address, ClientId, Key
 from shoal.protocol.messages import FreeKeys, KeysCancelled, Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ToWorker:
     """Send ``msg`` on the stream of the worker at ``worker``."""
 
@@ -45,7 +45,7 @@ class ToWorker:
     msg: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ToClient:
     """Send ``msg`` on the stream of client ``client``."""
 
@@ -53,7 +53,7 @@ class ToClient:
     msg: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RequestDone:
     """The request named ``request`` is complete; answer it with ``value``."""
 
@@ -61,7 +61,7 @@ class RequestDone:
     value: object
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CloseWorker:
     """``worker`` was retired and removed; shut it down if ``close``."""
 

@@ -1,6 +1,7 @@
 """Stimuli the worker state machine reacts to.
 
-Each event is a frozen, slotted dataclass. Every event ends with ``stimulus_id`` (the
+Each event is a slotted dataclass, never modified once built (not frozen, for speed:
+see :mod:`shoal.protocol.messages`). Every event ends with ``stimulus_id`` (the
 cause, threaded through logs and stories) and ``now`` (the only clock the state
 machine ever sees). Events round-trip through :meth:`Event.to_dict` /
 :func:`event_from_dict` as JSON-ready data, so event logs can be stored and replayed.
@@ -22,7 +23,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {}
 
 
 class Event:
-    """Base of every event; subclasses are frozen, slotted dataclasses."""
+    """Base of every event; subclasses are slotted dataclasses, never modified."""
 
     __slots__ = ()
     stimulus_id: str
@@ -96,7 +97,7 @@ def _decode(v: Any) -> Any:
 # --------------------------------------------------------------------- from the scheduler
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ComputeTaskEvent(Event):
     """Compute ``key`` here. ``who_has`` lists every dependency with its holders.
 
@@ -136,7 +137,7 @@ class ComputeTaskEvent(Event):
         return (self.key, *self.who_has)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class FreeKeysEvent(Event):
     """The scheduler no longer wants these keys here: drop, cancel or discard them."""
 
@@ -150,7 +151,7 @@ class FreeKeysEvent(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AcquireReplicasEvent(Event):
     """Fetch these keys from their holders and keep them (report with AddKeys)."""
 
@@ -165,7 +166,7 @@ class AcquireReplicasEvent(Event):
         return self.who_has.keys()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StealRequestEvent(Event):
     """The scheduler wants ``key`` to run elsewhere (``StealRequest``).
 
@@ -187,7 +188,7 @@ class StealRequestEvent(Event):
 # --------------------------------------------------------------------- from the thread pool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ExecuteSuccess(Event):
     """``key`` ran; its value (``nbytes``) is now in the server's store."""
 
@@ -207,7 +208,7 @@ class ExecuteSuccess(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ExecuteFailure(Event):
     """``key`` raised (or its run spec or arguments could not be loaded)."""
 
@@ -227,7 +228,7 @@ class ExecuteFailure(Event):
         return (self.key,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RescheduleTask(Event):
     """The running task asked to be given back to the scheduler (``Reschedule``)."""
 
@@ -244,7 +245,7 @@ class RescheduleTask(Event):
 # --------------------------------------------------------------------- from transfers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GatherDepSuccess(Event):
     """Every key of a GatherDep to ``worker`` arrived and is in the server's store."""
 
@@ -259,7 +260,7 @@ class GatherDepSuccess(Event):
         return self.data_nbytes.keys()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GatherDepMissing(Event):
     """``worker`` answered a GatherDep but lacked ``missing``; the rest arrived."""
 
@@ -275,7 +276,7 @@ class GatherDepMissing(Event):
         return (*self.keys_received, *self.missing)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GatherDepNetworkFailure(Event):
     """``worker`` could not be reached for a GatherDep of ``keys``."""
 
@@ -290,7 +291,7 @@ class GatherDepNetworkFailure(Event):
         return self.keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GatherDepFailed(Event):
     """``worker`` answered but could not give ``keys`` (e.g. a value it can't serialize),
     or what it sent could not be loaded here. Refetching would fail the same way, so the
@@ -315,7 +316,7 @@ class GatherDepFailed(Event):
 # --------------------------------------------------------------------- from clients
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DataUpdated(Event):
     """Values were put in this worker's store directly (scatter)."""
 
@@ -332,7 +333,7 @@ class DataUpdated(Event):
 # --------------------------------------------------------------------- from the memory monitor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PauseEvent(Event):
     """The worker is short of memory: start no new task until :class:`UnpauseEvent`.
 
@@ -345,7 +346,7 @@ class PauseEvent(Event):
     now: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UnpauseEvent(Event):
     """Memory is back below the pause threshold: start the ready tasks again.
 

@@ -1,8 +1,8 @@
 """What the worker state machine asks its server to do.
 
 The server executes instructions in order and reports the outcome of the long ones
-(``Execute``, ``GatherDep``) back as events. Instructions are frozen, slotted
-dataclasses compared by value, so tests assert exact lists.
+(``Execute``, ``GatherDep``) back as events. Instructions are slotted
+dataclasses compared by value (never modified once built), so tests assert exact lists.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Instruction:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Execute(Instruction):
     """Run ``key`` on a thread, with the values of ``dependencies`` from the store.
 
@@ -33,7 +33,7 @@ class Execute(Instruction):
     dependencies: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GatherDep(Instruction):
     """Ask ``worker`` for ``keys`` (``GetData``); about ``total_nbytes`` will arrive.
 
@@ -47,14 +47,14 @@ class GatherDep(Instruction):
     total_nbytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DropData(Instruction):
     """Delete the values of ``keys`` from the store (missing keys are ignored)."""
 
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SendToScheduler(Instruction):
     """Send ``msg`` on the batched stream to the scheduler."""
 

@@ -1,0 +1,76 @@
+"""A client in the process of its scheduler (LocalCluster's) hands messages over as
+objects on the per-task hot path, and encodes everything else as over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from shoal import Client, LocalCluster
+from shoal.comm.connection import Connection, connect, listen
+from shoal.comm.inproc import InProcComm
+from shoal.errors import LocalProtocolError
+from shoal.protocol.messages import OK, ClientReleasesKeys, KeyInMemory, UpdateGraph
+
+
+async def _pair() -> tuple[Connection, asyncio.Queue[Connection], Any]:
+    accepted: asyncio.Queue[Connection] = asyncio.Queue()
+
+    async def handler(conn: Connection) -> None:
+        await accepted.put(conn)
+        await asyncio.Event().wait()  # keep the connection open
+
+    listener = await listen("inproc://", handler, role="scheduler")
+    conn = await connect(listener.contact_address, role="client")
+    return conn, accepted, listener
+
+
+async def test_hot_path_messages_are_handed_over_and_the_rest_encoded() -> None:
+    conn, accepted, listener = await _pair()
+    try:
+        server = await accepted.get()
+        hot = KeyInMemory(key="x", type_name="int", who_has=("tcp://a:1",), value=b"\x80")
+        await conn.write(hot)
+        (got,) = await server.read()
+        assert got is hot  # no encoding: the very object
+
+        release = ClientReleasesKeys(keys=("x",))
+        other = OK(value=("x", 1))
+        await conn.write([release, UpdateGraph(tasks=(), keys=()), other])  # mixed batch
+        got_batch = await server.read()
+        assert got_batch == [release, UpdateGraph(tasks=(), keys=()), other]  # in order
+        assert got_batch[0] is not release  # encoded, like the batch's other messages
+
+        with pytest.raises(LocalProtocolError, match="cannot encode"):
+            await conn.write(OK(value=object()))  # what TCP refuses is refused here too
+    finally:
+        conn.abort()
+        listener.stop()
+
+
+def test_a_local_cluster_client_streams_in_process(process_cluster: LocalCluster) -> None:
+    with Client(process_cluster) as c:
+        assert isinstance(c._conn.comm, InProcComm)  # type: ignore[union-attr]
+        assert c.scheduler_address == process_cluster.scheduler_address  # tcp:// still
+        assert c.scheduler_address.startswith("tcp://")
+        assert c.gather(c.map(lambda x: x + 1, range(100))) == list(range(1, 101))
+        with pytest.raises(ZeroDivisionError):
+            c.submit(lambda: 1 / 0).result()
+        big = c.submit(lambda: b"x" * 100_000)  # too large to ride along: from the worker
+        assert len(big.result()) == 100_000
+    with Client(process_cluster.scheduler_address) as c:  # an address: over TCP
+        assert not isinstance(c._conn.comm, InProcComm)  # type: ignore[union-attr]
+        assert c.submit(lambda: 3).result() == 3
+
+
+@pytest.mark.parametrize("bad", [object(), ["x", 1], {"a"}, b"bytes"])
+def test_invalid_keys_are_refused_before_anything_is_sent(process_client: Client, bad: Any) -> None:
+    c = process_client
+    with pytest.raises(TypeError, match="invalid task key"):
+        c.submit(lambda: 1, key=bad)
+    with pytest.raises(TypeError, match="invalid task key"):
+        c.map(lambda x: x, [1, 2], key=["fine", bad])
+    assert c.submit(lambda: 2, key=("ok", 1)).result() == 2
+    assert c.gather(c.map(lambda x: x, [1, 2], key=["a-1", ("a", 2)])) == [1, 2]
