@@ -521,9 +521,11 @@ class Client(
                 return KeyRef(x.key)
             return KEEP
 
-        args = replace_objects(args, to_ref)
-        kwargs = replace_objects(kwargs, to_ref)
-        deps = find_refs((args, kwargs))
+        deps: Collection[Key] = ()
+        if kwargs or not all(type(x) in _SCALARS for x in args):  # else no future inside
+            args = replace_objects(args, to_ref)
+            kwargs = replace_objects(kwargs, to_ref)
+            deps = find_refs((args, kwargs))
         if isinstance(workers, str):
             workers = (workers,)
         return TaskSpec(
@@ -623,6 +625,10 @@ class Client(
         futures: list[Future] = []
         specs: list[Any] = []
         seen: set[Key] = set()
+        # Sent as they are built, so that the cluster starts on the first items while
+        # the rest are pickled: 1,000 first, then twice as many each time up to 10,000
+        # (``batch_size``, when given, every time).
+        step = batch_size or 1_000
         for k, row in zip(keys, rows):
             with self._lock:
                 existing = k in self._refs
@@ -644,11 +650,16 @@ class Client(
                     actor,
                 ).to_wire()
             )
-        step = batch_size or 10_000
-        for i in range(0, len(specs), step):
-            chunk = specs[i : i + step]
-            self._send(UpdateGraph(tasks=tuple(chunk), keys=tuple(t[0] for t in chunk)))
+            if len(specs) >= step:
+                self._send_graph(specs)
+                specs = []
+                step = batch_size or min(2 * step, 10_000)
+        if specs:
+            self._send_graph(specs)
         return futures
+
+    def _send_graph(self, specs: list[Any]) -> None:
+        self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(t[0] for t in specs)))
 
     # ------------------------------------------------------------------ cancel, forget
 
@@ -770,5 +781,8 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
         return Client(address)
     return default_client()
 
+
+#: argument types that can't hold a future (exact types: a subclass could)
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 __all__ = ["ALL_COMPLETED", "Client", "_wait", "default_client", "get_client"]

@@ -1,5 +1,6 @@
 """A client in the process of its scheduler (LocalCluster's) hands messages over as
-objects on the per-task hot path, and encodes everything else as over TCP."""
+objects on the per-task hot path, and encodes everything else as over TCP; what the
+client checks and how it batches before sending."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from shoal.comm.connection import Connection, connect, listen
 from shoal.comm.inproc import InProcComm
 from shoal.errors import LocalProtocolError
 from shoal.protocol.messages import OK, ClientReleasesKeys, KeyInMemory, UpdateGraph
+from shoal.scheduler.plugins import SchedulerPlugin
+from shoal.testing.cluster import cluster
+
+
+def inc(x: int) -> int:
+    return x + 1
 
 
 async def _pair() -> tuple[Connection, asyncio.Queue[Connection], Any]:
@@ -74,3 +81,26 @@ def test_invalid_keys_are_refused_before_anything_is_sent(process_client: Client
         c.map(lambda x: x, [1, 2], key=["fine", bad])
     assert c.submit(lambda: 2, key=("ok", 1)).result() == 2
     assert c.gather(c.map(lambda x: x, [1, 2], key=["a-1", ("a", 2)])) == [1, 2]
+
+
+class GraphSizes(SchedulerPlugin):
+    name = "graph-sizes"
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def update_graph(
+        self, scheduler: Any, *, client: str, keys: set[Any], tasks: list[Any]
+    ) -> None:
+        self.sizes.append(len(tasks))
+
+
+async def test_map_sends_growing_batches_as_it_builds_them() -> None:
+    async with cluster(n_workers=1, nthreads=1, validate=False) as (s, _):  # many tasks
+        sizes = GraphSizes()
+        await s.add_plugin(sizes)
+        async with Client(s.address, asynchronous=True) as c:
+            assert await c.gather(c.map(inc, range(30_000))) == list(range(1, 30_001))
+            assert sizes.sizes == [1_000, 2_000, 4_000, 8_000, 10_000, 5_000]
+            await c.gather(c.map(inc, range(-250, 0), batch_size=100))
+            assert sizes.sizes[6:] == [100, 100, 50]
