@@ -20,6 +20,7 @@ from shoal.scheduler import handlers
 from shoal.scheduler.server import Scheduler
 from shoal.security import Security, remember_security
 from shoal.worker.memory import parse_memory_limit, system_memory
+from shoal.worker.nanny import Nanny
 from shoal.worker.server import Worker
 
 logger = logging.getLogger("shoal.deploy")
@@ -51,8 +52,10 @@ class LocalCluster:
 
     ``processes=True`` (default) runs each worker in its own process over TCP, under a
     nanny (``nanny=True``, the default, as distributed does) that starts it again, with
-    the same name, when it dies or exceeds its memory limit; ``nanny=False`` runs the
-    worker processes unsupervised. ``processes=False`` runs the workers as threads of
+    the same name, when it dies or exceeds its memory limit: the nannies are
+    :class:`~shoal.worker.nanny.Nanny` servers in this process, on the cluster's event
+    loop (one interpreter start per worker, not two); ``nanny=False`` runs the worker
+    processes unsupervised. ``processes=False`` runs the workers as threads of
     this process over ``inproc://`` (``nanny`` is then ignored).
     ``resources`` (e.g. ``{"GPU": 1}``) are declared by every worker, for tasks
     submitted with ``resources=``.
@@ -115,7 +118,7 @@ class LocalCluster:
             logging.getLogger("shoal").setLevel(int(silence_logs))
         self._asynchronous = asynchronous
         self.scheduler: Scheduler | None = None
-        self.workers: dict[str, Worker | WorkerProcess] = {}
+        self.workers: dict[str, Worker | WorkerProcess | Nanny] = {}
         self._names = itertools.count()
         self.status = "created"
         self._loop_thread: LoopThread | None = None
@@ -306,7 +309,27 @@ class LocalCluster:
 
     async def _start_worker(self, name: str) -> None:
         assert self.scheduler is not None
-        if self.processes:
+        if self.processes and self.nanny:
+            nanny = Nanny(
+                self.scheduler.address,
+                nthreads=self.threads_per_worker,
+                memory_limit=self.memory_limit,
+                name=name,
+                host=self.host,
+                resources=self.resources,
+                worker_args=["--log-level", self._log_level],
+                secret=self.security.secret,
+                ssl_context=self.security.server_context(),
+                env=self.security.environment(),
+            )
+            self.workers[name] = nanny
+            await nanny.start()
+            try:
+                await nanny.wait_for_worker(timeout=60)
+            except (TimeoutError, RuntimeError) as e:
+                await nanny.close()
+                raise RuntimeError(f"worker {name} did not start: {e}; see its output above") from e
+        elif self.processes:
             proc = WorkerProcess(
                 self.scheduler.address,
                 name=name,
@@ -314,7 +337,6 @@ class LocalCluster:
                 memory_limit=self.memory_limit,
                 host=self.host,
                 resources=self.resources,
-                nanny=self.nanny,
                 extra_args=["--log-level", self._log_level],
                 env=self.security.environment() or None,
             )

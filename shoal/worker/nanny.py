@@ -312,7 +312,8 @@ class Nanny:
     ``monitor_interval`` (default ``worker.memory.monitor-interval``) how often the
     worker is checked; ``kill_grace`` how long a worker has to close after SIGTERM;
     ``secret`` the cluster's shared secret, which whoever connects to the nanny must know
-    (the worker process inherits this process's environment, and so its secret).
+    (the worker process inherits this process's environment, and so its secret);
+    ``env`` variables set for every worker process on top of this process's.
     ``interface`` binds the nanny and its worker to that interface's IPv4 address
     instead of ``host``; ``contact_address`` is what the worker advertises, and
     ``nanny_contact_address`` what the nanny does (NAT, containers).
@@ -339,6 +340,7 @@ class Nanny:
         interface: str | None = None,
         contact_address: str | None = None,
         nanny_contact_address: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if "://" not in scheduler_address:
             scheduler_address = f"tcp://{scheduler_address}"
@@ -349,6 +351,7 @@ class Nanny:
         self.resources = dict(resources or {})
         format_resources(self.resources)  # refuse what a command line can't carry, now
         self.worker_args = list(worker_args)
+        self._env = dict(env or {})
         self._worker_port = worker_port
         self._protocol = (protocol or parse_address(scheduler_address)[0]).removesuffix("://")
         if self._protocol == "inproc":
@@ -508,7 +511,7 @@ class Nanny:
             popen = subprocess.Popen(
                 args,
                 stdin=subprocess.PIPE,
-                env=child_environment(self.address),
+                env=child_environment(self.address, extra=self._env),
                 pass_fds=(write_fd,),
             )
         except BaseException:

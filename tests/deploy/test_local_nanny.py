@@ -1,4 +1,5 @@
-"""LocalCluster(processes=True) runs each worker under a nanny: deaths, scaling, closing."""
+"""LocalCluster(processes=True) runs each worker under a nanny (a Nanny server in the
+cluster's process, as distributed's are): deaths, scaling, closing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shoal import Client, LocalCluster
 from shoal.deploy.process import WorkerProcess
 from shoal.errors import KilledWorker
 from shoal.testing.cluster import shoal_threads
+from shoal.worker.nanny import Nanny
 
 
 def inc(x: int) -> int:
@@ -58,13 +60,15 @@ def test_a_worker_killed_with_sigkill_comes_back_with_its_name() -> None:
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
         Client(cluster) as client,
     ):
-        assert all(isinstance(w, WorkerProcess) and w.nanny for w in cluster.workers.values())
-        nannies = {w.pid for w in cluster.workers.values()}
+        nannies = dict(cluster.workers)
+        assert all(isinstance(w, Nanny) for w in nannies.values())
         before = names(client)
         pids = client.run(os.getpid)
-        # the workers are the nannies' children, not this process's
-        assert not set(pids.values()) & {p.pid for p in me.children()}
-        assert set(pids.values()) <= {p.pid for p in me.children(recursive=True)}
+        # one process per worker: the nannies run in this process
+        assert set(pids.values()) == {p.pid for p in me.children(recursive=True)}
+        assert set(pids.values()) == {w.worker_pid for w in nannies.values()}  # type: ignore[union-attr]
+        info = client.scheduler_info()["workers"]
+        assert {info[a]["nanny"] for a in pids} == {w.address for w in nannies.values()}
         victim = before["0"]
         os.kill(pids[victim], signal.SIGKILL)
 
@@ -78,7 +82,8 @@ def test_a_worker_killed_with_sigkill_comes_back_with_its_name() -> None:
         assert client.gather(client.map(inc, range(20))) == list(range(1, 21))
         assert alive(set(pids.values())) == {pids[before["1"]]}
         new_pids = client.run(os.getpid)
-        assert {w.pid for w in cluster.workers.values()} == nannies  # same nannies
+        assert cluster.workers == nannies  # the same nannies
+        assert set(new_pids.values()) == {w.worker_pid for w in nannies.values()}  # type: ignore[union-attr]
         everything = {p.pid for p in me.children(recursive=True)}
     until(lambda: not alive(everything | set(new_pids.values())))
     assert shoal_threads() == []
@@ -98,7 +103,8 @@ def test_a_task_that_kills_its_worker_ends_in_killed_worker() -> None:
         assert client.submit(inc, 1).result(timeout=30) == 2
         assert set(client.run(os.getpid).values()).isdisjoint(first.values())
         assert list(names(client)) == ["0"]
-        assert cluster.workers["0"].pid is not None
+        # the same nanny, now with a new worker process
+        assert cluster.workers["0"].worker_pid in client.run(os.getpid).values()  # type: ignore[union-attr]
 
 
 def test_scale_down_and_close_leave_no_process() -> None:
@@ -108,12 +114,12 @@ def test_scale_down_and_close_leave_no_process() -> None:
         Client(cluster) as client,
     ):
         everything = {p.pid for p in me.children(recursive=True)}
-        assert len(everything) == 6  # three nannies, three workers
+        assert len(everything) == 3  # three workers (their nannies are in this process)
         data = client.scatter(list(range(10)))
         cluster.scale(1)
         assert len(cluster.workers) == 1
-        # retired workers exit with code 0, and their nannies with them
-        until(lambda: len(alive(everything)) == 2)
+        # retired workers exit with code 0, and their nannies close
+        until(lambda: len(alive(everything)) == 1)
         assert client.gather(data) == list(range(10))
         assert client.submit(inc, 1).result(timeout=30) == 2
         cluster.scale(2)
