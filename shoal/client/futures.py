@@ -15,6 +15,7 @@ from dask._task_spec import TaskRef
 from dask.base import is_dask_collection
 
 from shoal._types import Key
+from shoal.client.sync import in_loop_thread
 from shoal.errors import (
     ActorLost,
     FutureCancelledError,
@@ -249,7 +250,40 @@ class Future(TaskRef):  # type: ignore[misc]
 
     def result(self, timeout: float | None = None) -> Any:
         """The value; re-raises the task's exception with its remote traceback."""
+        loop = self.client.loop
+        if not self.client.asynchronous and loop is not None and not in_loop_thread(loop):
+            # Wait here for the completion notice, not through a coroutine on the loop
+            # (one thread hand-off instead of three); a small value came with it.
+            self._block_until_done(timeout)
+            st = self._state
+            value = st.value
+            if st.status == "finished" and value is not None:
+                return loads(Opaque([value]))
         return self.client._sync(self._result, timeout=timeout)
+
+    def _block_until_done(self, timeout: float | None) -> None:
+        """Block this thread (not the client's loop) until the key is done."""
+        st = self._state
+        if st.done():
+            return
+        done = threading.Event()
+
+        def register() -> None:  # on the loop: the only thread that changes ``st``
+            if st.done():
+                done.set()
+            else:
+                st.add_callback(done.set)
+
+        loop = self.client.loop
+        if loop is None or loop.is_closed():
+            return  # _sync says what is wrong
+        try:
+            loop.call_soon_threadsafe(register)
+        except RuntimeError:  # closed meanwhile
+            return
+        if not done.wait(timeout):
+            loop.call_soon_threadsafe(st.remove_callback, done.set)
+            raise TimeoutError(f"the result of {self.key!r} was not ready after {timeout} s")
 
     async def _result(self, raise_errors: bool = True) -> Any:
         await self._state.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -19,6 +20,10 @@ def test_result_and_timeout(client) -> None:
     slow = client.submit(__import__("time").sleep, 2, pure=False)
     with pytest.raises(TimeoutError):
         slow.result(timeout=0.05)
+    deadline = time.monotonic() + 10
+    while slow._state.callbacks:  # the timed-out wait leaves no callback behind
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     client.cancel(slow)
     with pytest.raises(FutureCancelledError):
         slow.result()
