@@ -36,7 +36,7 @@ from shoal.client.futures import (
     _wait,
     futures_in,
 )
-from shoal.client.keys import map_keys, submit_key
+from shoal.client.keys import SCALARS, map_keys, submit_key
 from shoal.client.observe import ObserveMixin
 from shoal.client.plugins import PluginsMixin
 from shoal.client.state import ClientRefs
@@ -522,7 +522,7 @@ class Client(
             return KEEP
 
         deps: Collection[Key] = ()
-        if kwargs or not all(type(x) in _SCALARS for x in args):  # else no future inside
+        if kwargs or not all(type(x) in SCALARS for x in args):  # else no future inside
             args = replace_objects(args, to_ref)
             kwargs = replace_objects(kwargs, to_ref)
             deps = find_refs((args, kwargs))
@@ -781,8 +781,5 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
         return Client(address)
     return default_client()
 
-
-#: argument types that can't hold a future (exact types: a subclass could)
-_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 __all__ = ["ALL_COMPLETED", "Client", "_wait", "default_client", "get_client"]

@@ -212,7 +212,7 @@ class TCPComm(Comm):
             self._waiters.discard(fut)
             self._read_waiter = None
 
-    async def _wait(self, *, readable: bool) -> None:
+    async def _wait_writable(self) -> None:
         if self._closed:  # callers re-check after waking
             return
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -221,20 +221,14 @@ class TCPComm(Comm):
             if not fut.done():
                 fut.set_result(None)
 
-        if readable:
-            self._loop.add_reader(self._fd, wake)
-        else:
-            self._loop.add_writer(self._fd, wake)
+        self._loop.add_writer(self._fd, wake)
         self._waiters.add(fut)
         try:
             await fut
         finally:
             self._waiters.discard(fut)
             if not self._closed:
-                if readable:
-                    self._loop.remove_reader(self._fd)
-                else:
-                    self._loop.remove_writer(self._fd)
+                self._loop.remove_writer(self._fd)
 
     # ------------------------------------------------------------------ writing
 
@@ -263,7 +257,7 @@ class TCPComm(Comm):
                 try:
                     n = sock.sendmsg(views[i : i + _IOV_MAX])
                 except _WOULD_BLOCK:
-                    await self._wait(readable=False)
+                    await self._wait_writable()
                     self._check_writable()
                     continue
                 except OSError as e:

@@ -80,10 +80,14 @@ def worker_events(
     from shoal.scheduler.server import stimulus_id
 
     events: list[Any] = []
+    tasks = scheduler.state.tasks
     for msg in msgs:
         sid = stimulus_id(msg.op)
         if isinstance(msg, TaskFinished):
-            scheduler.task_stream.add(msg.key, worker, msg.start, msg.stop, "OK", msg.nbytes)
+            # the task's own key object: the stream outlives the message (a copy per run)
+            ts = tasks.get(msg.key)
+            key = msg.key if ts is None else ts.key
+            scheduler.task_stream.add(key, worker, msg.start, msg.stop, "OK", msg.nbytes)
             events.append(
                 TaskFinishedEvent(
                     worker=worker,

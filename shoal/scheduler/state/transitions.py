@@ -33,6 +33,7 @@ dependent left is forgotten, which may make its dependencies forgettable in turn
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -278,7 +279,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
     ts.state = "memory"
     ts.waiting_on.clear()
     if data.type_name is not None:
-        ts.type_name = data.type_name
+        ts.type_name = sys.intern(data.type_name)  # a few names, repeated per task
     s.set_nbytes(ts, data.nbytes)
     for ws in data.holders:
         s.add_replica(ts, ws)
