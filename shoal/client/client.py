@@ -538,7 +538,7 @@ class Client(
             retries=retries or 0,
             workers=tuple(workers) if workers is not None else None,
             allow_other_workers=allow_other_workers,
-            resources=resources,
+            resources=dict(resources) if resources else None,  # not the caller's dict
             actor=actor,
         )
 

@@ -8,6 +8,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -258,7 +259,13 @@ class Future(TaskRef):  # type: ignore[misc]
             st = self._state
             value = st.value
             if st.status == "finished" and value is not None:
-                return loads(Opaque([value]))
+                from shoal.actor import binding  # actors import this module
+
+                token = binding.set(("client", self.client))  # proxies bind to this client
+                try:
+                    return loads(Opaque([value]))
+                finally:
+                    binding.reset(token)
         return self.client._sync(self._result, timeout=timeout)
 
     def _block_until_done(self, timeout: float | None) -> None:
@@ -281,9 +288,15 @@ class Future(TaskRef):  # type: ignore[misc]
             loop.call_soon_threadsafe(register)
         except RuntimeError:  # closed meanwhile
             return
-        if not done.wait(timeout):
-            loop.call_soon_threadsafe(st.remove_callback, done.set)
-            raise TimeoutError(f"the result of {self.key!r} was not ready after {timeout} s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # in slices: a loop that stops meanwhile (the client closing) never calls back
+        while not done.wait(0.5 if deadline is None else min(0.5, deadline - time.monotonic())):
+            if not loop.is_running():
+                return  # _sync says what is wrong
+            if deadline is not None and time.monotonic() >= deadline:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(st.remove_callback, done.set)
+                raise TimeoutError(f"the result of {self.key!r} was not ready after {timeout} s")
 
     async def _result(self, raise_errors: bool = True) -> Any:
         await self._state.wait()

@@ -37,7 +37,8 @@ from shoal.errors import (
 )
 from shoal.protocol.frames import DEFAULT_LIMITS, Limits
 from shoal.protocol.handshake import handshake_flow
-from shoal.protocol.messages import ErrorReply, Message
+from shoal.protocol.messages import ErrorReply, Message, TaskSpec, UpdateGraph
+from shoal.protocol.opaque import Opaque
 from shoal.protocol.versions import collect_versions, compare_versions
 from shoal.protocol.wire import dumps_messages, loads_messages
 
@@ -53,6 +54,27 @@ _ERROR_REPLY_TIMEOUT = 1.0
 _DRAIN_TIMEOUT = 2.0
 
 
+def _immutable(run_spec: Opaque | None) -> bool:
+    return run_spec is None or all(
+        type(f) is bytes or (type(f) is memoryview and type(f.obj) is bytes)
+        for f in run_spec.frames
+    )
+
+
+def _can_hand_over(msgs: Sequence[Message]) -> bool:
+    """Whether a batch may be handed over as objects: hot-path ops only, and no run spec
+    that is a view of the sender's memory (a numpy argument the user may change after
+    ``submit``: encoding copies it, as TCP would)."""
+    for m in msgs:
+        if not type(m).hand_over:
+            return False
+        if type(m) is UpdateGraph:
+            for t in m.tasks:
+                if not _immutable(t.run_spec if isinstance(t, TaskSpec) else t[2]):
+                    return False
+    return True
+
+
 class Connection:
     """A comm that carries messages, after a successful handshake.
 
@@ -66,7 +88,7 @@ class Connection:
         self.role = role
         #: in process, batches of hot-path messages (``Message.hand_over``) are handed
         #: over as objects, never encoded; the others are encoded as over TCP (same
-        #: checks, same errors), so nothing a user passes skips them.
+        #: checks, same errors).
         self._inproc = comm if isinstance(comm, InProcComm) else None
 
     @property
@@ -113,7 +135,7 @@ class Connection:
             msgs = [msgs]
         elif not msgs:
             return
-        if self._inproc is not None and all(type(m).hand_over for m in msgs):
+        if self._inproc is not None and _can_hand_over(msgs):
             self._inproc.hand_over(list(msgs))
             return
         await self.comm.write(dumps_messages(msgs))

@@ -12,10 +12,10 @@ chunk at least once more.  Here:
   call), and after a partial send the remainder is kept as memoryview slices: frames
   are never copied.
 
-The socket is registered with the event loop only while a read or a write waits for
-it (``loop.add_reader``/``add_writer``), so an idle connection costs nothing and data
-the application does not read stays in the kernel (TCP flow control is the
-backpressure).
+The socket is registered for writing only while a write waits for it; for reading it
+stays registered between reads (a stream costs no ``epoll_ctl`` per message) and is
+unregistered as soon as data arrives that nobody reads, so data the application does
+not read stays in the kernel (TCP flow control is the backpressure).
 """
 
 from __future__ import annotations

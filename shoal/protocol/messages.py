@@ -34,8 +34,10 @@ class Message:
     __slots__ = ()
     op: ClassVar[str]
     #: Passed as the object itself over an in-process connection (a client and the
-    #: scheduler in its process): only ops whose fields shoal builds from checked
-    #: values, on the per-task hot path. Everything else is encoded, even in process.
+    #: scheduler in its process): only ops on the per-task hot path, built by shoal
+    #: (keys are checked; an update-graph whose run spec views the user's memory is
+    #: encoded). Field values are not normalized as msgpack would (a numpy int stays
+    #: one). Everything else is encoded, even in process.
     hand_over: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

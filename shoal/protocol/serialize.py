@@ -129,9 +129,16 @@ def dumps_run_spec(obj: object) -> Opaque:
     """Serialize a run spec (a callable and its arguments), as :func:`dumps` does.
 
     Plain pickle is fast here: a :class:`~shoal.protocol.runspec.RunSpec` carries its
-    function already cloudpickled (see :func:`dumps_function`).
+    function already cloudpickled (see :func:`dumps_function`). Out-of-band buffers
+    that are views of the caller's memory (a numpy argument) are copied: the task gets
+    the arguments as they were at submit, whatever the caller does with them after.
     """
-    return _dumps(obj, "task")
+    opaque = _dumps(obj, "task")
+    opaque.frames = [
+        f if type(f) is bytes or (type(f) is memoryview and type(f.obj) is bytes) else bytes(f)
+        for f in opaque.frames
+    ]
+    return opaque
 
 
 _CACHE_SIZE = 128

@@ -102,7 +102,9 @@ def worker_events(
                 )
             )
         elif isinstance(msg, TaskFailed):
-            scheduler.task_stream.add(msg.key, worker, msg.start, msg.stop, "error")
+            ts = tasks.get(msg.key)
+            key = msg.key if ts is None else ts.key
+            scheduler.task_stream.add(key, worker, msg.start, msg.stop, "error")
             events.append(
                 TaskFailedEvent(
                     worker=worker,

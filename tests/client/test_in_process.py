@@ -104,3 +104,14 @@ async def test_map_sends_growing_batches_as_it_builds_them() -> None:
             assert sizes.sizes == [1_000, 2_000, 4_000, 8_000, 10_000, 5_000]
             await c.gather(c.map(inc, range(-250, 0), batch_size=100))
             assert sizes.sizes[6:] == [100, 100, 50]
+
+
+def test_an_argument_changed_after_submit_does_not_change_the_task(
+    process_client: Client,
+) -> None:
+    np = pytest.importorskip("numpy")
+    c = process_client
+    x = np.zeros(100_000)
+    f = c.submit(np.sum, x, pure=False)
+    x += 1  # a view of x handed over to the scheduler would send the changed array
+    assert f.result() == 0.0

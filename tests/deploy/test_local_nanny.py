@@ -65,7 +65,7 @@ def test_a_worker_killed_with_sigkill_comes_back_with_its_name() -> None:
         before = names(client)
         pids = client.run(os.getpid)
         # one process per worker: the nannies run in this process
-        assert set(pids.values()) == {p.pid for p in me.children(recursive=True)}
+        assert set(pids.values()) <= {p.pid for p in me.children(recursive=True)}
         assert set(pids.values()) == {w.worker_pid for w in nannies.values()}  # type: ignore[union-attr]
         info = client.scheduler_info()["workers"]
         assert {info[a]["nanny"] for a in pids} == {w.address for w in nannies.values()}
