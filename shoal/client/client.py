@@ -629,31 +629,40 @@ class Client(
         # the rest are pickled: 1,000 first, then twice as many each time up to 10,000
         # (``batch_size``, when given, every time).
         step = batch_size or 1_000
-        for k, row in zip(keys, rows):
-            with self._lock:
-                existing = k in self._refs
-                futures.append(Future(k, self, inform=False))
-            if existing or k in seen:
-                continue
-            seen.add(k)
-            specs.append(
-                self._build_task(
-                    func,
-                    row,
-                    kwargs,
-                    k,
-                    priority,
-                    retries,
-                    workers,
-                    allow_other_workers,
-                    resources,
-                    actor,
-                ).to_wire()
-            )
-            if len(specs) >= step:
-                self._send_graph(specs)
-                specs = []
-                step = batch_size or min(2 * step, 10_000)
+        sent: list[Key] = []
+        try:
+            for k, row in zip(keys, rows):
+                with self._lock:
+                    existing = k in self._refs
+                    futures.append(Future(k, self, inform=False))
+                if existing or k in seen:
+                    continue
+                seen.add(k)
+                specs.append(
+                    self._build_task(
+                        func,
+                        row,
+                        kwargs,
+                        k,
+                        priority,
+                        retries,
+                        workers,
+                        allow_other_workers,
+                        resources,
+                        actor,
+                    ).to_wire()
+                )
+                if len(specs) >= step:
+                    self._send_graph(specs)
+                    sent.extend(t[0] for t in specs)
+                    specs = []
+                    step = batch_size or min(2 * step, 10_000)
+        except BaseException:
+            # an item that can't be sent (unpicklable, another client's future): the
+            # items already sent must not run for a map that raised
+            if sent:
+                self._send(CancelKeys(keys=tuple(sent)))
+            raise
         if specs:
             self._send_graph(specs)
         return futures

@@ -115,3 +115,20 @@ def test_an_argument_changed_after_submit_does_not_change_the_task(
     f = c.submit(np.sum, x, pure=False)
     x += 1  # a view of x handed over to the scheduler would send the changed array
     assert f.result() == 0.0
+
+
+async def test_a_map_that_raises_midway_cancels_what_it_sent() -> None:
+    import threading
+
+    async with cluster(n_workers=1, nthreads=1, validate=False) as (s, _):
+        async with Client(s.address, asynchronous=True) as c:
+            items: list[Any] = list(range(3_000))
+            items[2_500] = threading.Lock()  # can't be pickled: after two chunks went
+            with pytest.raises(Exception, match="serialize"):
+                c.map(inc, items)
+            for _ in range(200):
+                if not s.state.tasks:
+                    break
+                await asyncio.sleep(0.05)
+            assert not s.state.tasks
+            assert await c.gather(c.map(inc, range(-5, 0))) == [-4, -3, -2, -1, 0]
