@@ -91,7 +91,7 @@ class DataMixin:
         for key in dict.fromkeys(keys):
             st = self._states.get(key)
             if st is not None and st.value is not None:
-                values[key] = loads(Opaque([st.value]))  # it came with the completion
+                values[key] = self._load_value(Opaque([st.value]))  # came with the completion
             elif st is not None and st.who_has:
                 by_worker[random.choice(st.who_has)].append(key)
             else:
@@ -141,11 +141,15 @@ class DataMixin:
             if not isinstance(reply, DataReply):
                 raise RemoteError(f"unexpected reply {reply.op!r} from {addr}")
             for k, opaque in reply.data.items():
-                values[k] = loads(opaque)
+                values[k] = self._load_value(opaque)
             return tuple(reply.missing)
 
         missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))
         return [k for ks in missed for k in ks]
+
+    def _load_value(self, opaque: Opaque) -> Any:
+        """A task's value, from its serialized form."""
+        return loads(opaque)
 
     # ------------------------------------------------------------------ scatter
 

@@ -259,13 +259,7 @@ class Future(TaskRef):  # type: ignore[misc]
             st = self._state
             value = st.value
             if st.status == "finished" and value is not None:
-                from shoal.actor import binding  # actors import this module
-
-                token = binding.set(("client", self.client))  # proxies bind to this client
-                try:
-                    return loads(Opaque([value]))
-                finally:
-                    binding.reset(token)
+                return self.client._load_value(Opaque([value]))
         return self.client._sync(self._result, timeout=timeout)
 
     def _block_until_done(self, timeout: float | None) -> None:

@@ -37,8 +37,7 @@ from shoal.errors import (
 )
 from shoal.protocol.frames import DEFAULT_LIMITS, Limits
 from shoal.protocol.handshake import handshake_flow
-from shoal.protocol.messages import ErrorReply, Message, TaskSpec, UpdateGraph
-from shoal.protocol.opaque import Opaque
+from shoal.protocol.messages import ErrorReply, Message
 from shoal.protocol.versions import collect_versions, compare_versions
 from shoal.protocol.wire import dumps_messages, loads_messages
 
@@ -52,27 +51,6 @@ HANDSHAKE_TIMEOUT = 10.0
 _ERROR_REPLY_TIMEOUT = 1.0
 #: Seconds spent discarding what such a peer still sends before closing.
 _DRAIN_TIMEOUT = 2.0
-
-
-def _immutable(run_spec: Opaque | None) -> bool:
-    return run_spec is None or all(
-        type(f) is bytes or (type(f) is memoryview and type(f.obj) is bytes)
-        for f in run_spec.frames
-    )
-
-
-def _can_hand_over(msgs: Sequence[Message]) -> bool:
-    """Whether a batch may be handed over as objects: hot-path ops only, and no run spec
-    that is a view of the sender's memory (a numpy argument the user may change after
-    ``submit``: encoding copies it, as TCP would)."""
-    for m in msgs:
-        if not type(m).hand_over:
-            return False
-        if type(m) is UpdateGraph:
-            for t in m.tasks:
-                if not _immutable(t.run_spec if isinstance(t, TaskSpec) else t[2]):
-                    return False
-    return True
 
 
 class Connection:
@@ -135,7 +113,7 @@ class Connection:
             msgs = [msgs]
         elif not msgs:
             return
-        if self._inproc is not None and _can_hand_over(msgs):
+        if self._inproc is not None and all(type(m).hand_over for m in msgs):
             self._inproc.hand_over(list(msgs))
             return
         await self.comm.write(dumps_messages(msgs))

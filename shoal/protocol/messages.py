@@ -35,9 +35,9 @@ class Message:
     op: ClassVar[str]
     #: Passed as the object itself over an in-process connection (a client and the
     #: scheduler in its process): only ops on the per-task hot path, built by shoal
-    #: (keys are checked; an update-graph whose run spec views the user's memory is
-    #: encoded). Field values are not normalized as msgpack would (a numpy int stays
-    #: one). Everything else is encoded, even in process.
+    #: (keys are checked; run specs own their bytes: ``dumps_run_spec`` copies views
+    #: of the caller's memory). Field values are not normalized as msgpack would (a
+    #: numpy int stays one). Everything else is encoded, even in process.
     hand_over: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shoal._types import Key
@@ -73,6 +73,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shoal.scheduler")
 
 
+def _own_key(tasks: Mapping[Key, Any], key: Key) -> Key:
+    """The task's own key object for ``key``: what outlives a message (the task stream)
+    should not keep a decoded copy per run."""
+    ts = tasks.get(key)
+    return key if ts is None else ts.key
+
+
 def worker_events(
     scheduler: Scheduler, worker: str, msgs: Sequence[Message], now: float
 ) -> list[Any]:
@@ -84,9 +91,7 @@ def worker_events(
     for msg in msgs:
         sid = stimulus_id(msg.op)
         if isinstance(msg, TaskFinished):
-            # the task's own key object: the stream outlives the message (a copy per run)
-            ts = tasks.get(msg.key)
-            key = msg.key if ts is None else ts.key
+            key = _own_key(tasks, msg.key)
             scheduler.task_stream.add(key, worker, msg.start, msg.stop, "OK", msg.nbytes)
             events.append(
                 TaskFinishedEvent(
@@ -102,8 +107,7 @@ def worker_events(
                 )
             )
         elif isinstance(msg, TaskFailed):
-            ts = tasks.get(msg.key)
-            key = msg.key if ts is None else ts.key
+            key = _own_key(tasks, msg.key)
             scheduler.task_stream.add(key, worker, msg.start, msg.stop, "error")
             events.append(
                 TaskFailedEvent(
