@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from shoal import config
+from shoal._libc import trim_memory
 from shoal.worker.store import SpillStore
 
 logger = logging.getLogger("shoal.worker.memory")
@@ -191,31 +192,6 @@ def process_memory() -> int:
     if _process is None or _process.pid != os.getpid():
         _process = psutil.Process()
     return int(_process.memory_info().rss)
-
-
-_libc: Any = None
-
-
-def trim_memory() -> bool:
-    """Give the heap memory freed so far back to the system (glibc's ``malloc_trim``).
-
-    glibc keeps freed memory for reuse unless ``MALLOC_TRIM_THRESHOLD_`` was set when the
-    process started, so the RSS of a worker that spilled its values may not fall at all.
-    Returns False where there is no ``malloc_trim`` (another libc, another system).
-    """
-    global _libc
-    if _libc is None:
-        try:
-            import ctypes
-
-            _libc = ctypes.CDLL("libc.so.6")
-            _libc.malloc_trim  # noqa: B018 - fails here without glibc
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc is False:
-        return False
-    _libc.malloc_trim(0)
-    return True
 
 
 # ---------------------------------------------------------------------- the monitor

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from shoal import Client
+import pytest
+
+from shoal import Client, config
+from shoal.scheduler import server as server_module
 from shoal.scheduler.plugins import SchedulerPlugin
 from shoal.testing.cluster import cluster
 
 
 def inc(x: int) -> int:
     return x + 1
+
+
+def nap(x: int) -> int:
+    time.sleep(0.05)
+    return x
 
 
 def boom(x: int) -> int:
@@ -114,3 +123,28 @@ async def test_plugin_added_and_removed_at_runtime() -> None:
         assert rec.started and s.state.transition_listener is not None
         await s.remove_plugin("recorder")
         assert rec.closed and s.state.transition_listener is None
+
+
+async def test_the_heap_is_trimmed_once_a_large_batch_of_tasks_drains(
+    fresh_config: pytest.MonkeyPatch,
+) -> None:
+    fresh_config.setenv("SHOAL_SCHEDULER__TRIM_MEMORY_AFTER", "20")
+    config.refresh()
+    trims: list[int] = []
+    async with cluster(n_workers=2) as (s, _):
+        # counts what would be trimmed: the libc call itself is tested by the worker's
+        # memory tests
+        fresh_config.setattr(
+            server_module, "trim_memory", lambda: trims.append(s.task_stream.count) or True
+        )
+        async with Client(s.address, asynchronous=True) as c:
+            await c.gather(c.map(inc, range(10)))
+            assert trims == []  # fewer tasks than the threshold
+            futures = c.map(nap, range(30))  # 0.75 s on two workers
+            while s.task_stream.count < 20:
+                await asyncio.sleep(0.01)
+            assert trims == []  # past the threshold, but tasks are still to run
+            await c.gather(futures)
+            while not trims:
+                await asyncio.sleep(0.01)
+            assert trims == [s.task_stream.count] == [40]

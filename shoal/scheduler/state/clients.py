@@ -42,13 +42,13 @@ def client_disconnected(s: SchedulerState, ev: ClientDisconnected, ctx: Context)
     if cs is None:
         return
     for ts in cs.wants_what:
-        del ts.who_wants[cs]
+        ts.drop_wanter(cs)
         release_if_unneeded(ts, ctx)
     cs.wants_what.clear()
 
 
 def _want(cs: ClientInfo, ts: TaskState) -> None:
-    ts.who_wants[cs] = None
+    ts.add_wanter(cs)
     cs.wants_what[ts] = None
 
 
@@ -94,8 +94,7 @@ def graph_submitted(s: SchedulerState, ev: GraphSubmitted, ctx: Context) -> None
                 if ts.lost_dependency is None:
                     ts.lost_dependency = dep
             elif dts is not ts:
-                ts.dependencies[dts] = None
-                dts.dependents[ts] = None
+                ts.add_dependency(dts)
 
     retry_roots = _erred_roots(retried)
     retrying = _erred_dependents(retry_roots)
@@ -174,7 +173,7 @@ def keys_released(s: SchedulerState, ev: KeysReleased, ctx: Context) -> None:
     for key in ev.keys:
         ts = s.tasks.get(key)
         if ts is not None and cs in ts.who_wants:
-            del ts.who_wants[cs]
+            ts.drop_wanter(cs)
             del cs.wants_what[ts]
             release_if_unneeded(ts, ctx)
 
@@ -230,7 +229,7 @@ def keys_cancelled(s: SchedulerState, ev: KeysCancelled, ctx: Context) -> None:
             touched[t] = None
             losers = list(t.who_wants) if ev.force else [c for c in (cs,) if c in t.who_wants]
             for c in losers:
-                del t.who_wants[c]
+                t.drop_wanter(c)
                 del c.wants_what[t]
                 ctx.cancelled(c.client, t.key, reason)
             if not t.who_wants:

@@ -299,14 +299,14 @@ class SchedulerState:
     def add_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         """Record that ``ws`` holds ``ts``'s value."""
         if ws not in ts.who_has:
-            ts.who_has[ws] = None
+            ts.add_holder(ws)
             ws.has_what[ts] = None
             ws.nbytes += ts.nbytes
             self.pool.touch(ws)
 
     def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         """Record that ``ws`` no longer holds ``ts``'s value."""
-        del ts.who_has[ws]
+        ts.drop_holder(ws)
         del ws.has_what[ts]
         ws.nbytes -= ts.nbytes
         self.pool.touch(ws)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from shoal.protocol.messages import ComputeTask, KeyInMemory, KeyLost
 from shoal.scheduler.state.model import (
     ACTIVE_STATES,
+    NO_ENTRIES,
     READY_STATES,
     Arrival,
     Context,
@@ -113,7 +114,7 @@ def drop_fire_and_forget(ts: TaskState, ctx: Context) -> None:
     """``ts`` finished or erred: the fire-and-forget claim on it ends."""
     for cs in ts.who_wants:
         if cs.client == FIRE_AND_FORGET:
-            del ts.who_wants[cs]
+            ts.drop_wanter(cs)
             del cs.wants_what[ts]
             release_if_unneeded(ts, ctx)
             return
@@ -143,10 +144,9 @@ def recommend_in_order(tasks: list[TaskState], finish: TaskStateName, ctx: Conte
 def _drop_dependencies(ts: TaskState, ctx: Context) -> None:
     """``ts`` no longer waits for its dependencies: release the ones nobody else needs."""
     for dts in ts.dependencies:
-        waiters = dts.waiters
-        waiters.pop(ts, None)
-        if not waiters:
-            waiters.clear()  # frees the emptied table: 160 bytes per task
+        dts.waiters.pop(ts, None)
+        if not dts.waiters:
+            dts.waiters = NO_ENTRIES  # frees the emptied table: 224 bytes per task
         release_if_unneeded(dts, ctx)
 
 
@@ -277,7 +277,7 @@ def in_memory_message(ts: TaskState, value: bytes | None = None) -> KeyInMemory:
 def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
     assert data is not None, f"{ts.key!r} enters memory without data"
     ts.state = "memory"
-    ts.waiting_on.clear()
+    ts.waiting_on = NO_ENTRIES
     if data.type_name is not None:
         ts.type_name = sys.intern(data.type_name)  # a few names, repeated per task
     s.set_nbytes(ts, data.nbytes)
@@ -286,7 +286,7 @@ def _enter_memory(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival 
     ready = []
     for dts in ts.waiters:
         if dts.waiting_on.pop(ts, 0) is None and not dts.waiting_on:
-            dts.waiting_on.clear()  # frees the emptied table
+            dts.waiting_on = NO_ENTRIES  # frees the emptied table
             ready.append(dts)
     recommend_in_order(ready, "processing", ctx)
     msg = in_memory_message(ts, data.value)
@@ -300,12 +300,12 @@ def _enter_erred(ts: TaskState, ctx: Context) -> None:
     failure = ts.failure
     assert failure is not None, f"{ts.key!r} errs without a failure"
     ts.state = "erred"
-    ts.waiting_on.clear()
+    ts.waiting_on = NO_ENTRIES
     _drop_dependencies(ts, ctx)
     for dts in ts.waiters:  # waiting dependents can never run: they err too
         dts.failure = failure
         ctx.recs[dts] = "erred"
-    ts.waiters.clear()
+    ts.waiters = NO_ENTRIES
     msg = failure.report(ts.key)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
@@ -337,17 +337,17 @@ def _forget(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
             ctx.recs[dts] = "erred"
         elif dts.state == "released":
             ctx.recs[dts] = "forgotten"
-    ts.dependents.clear()
-    ts.waiters.clear()
+    ts.dependents = NO_ENTRIES
+    ts.waiters = NO_ENTRIES
     for dts in ts.dependencies:
         del dts.dependents[ts]
         dts.waiters.pop(ts, None)
         release_if_unneeded(dts, ctx)
-    ts.dependencies.clear()
+    ts.dependencies = NO_ENTRIES
     for cs in ts.who_wants:
         del cs.wants_what[ts]
         ctx.cancelled(cs.client, key, DATA_LOST)
-    ts.who_wants.clear()
+    ts.who_wants = ()
     ts.state = "forgotten"
     s.forget_task(ts)
 
@@ -368,9 +368,9 @@ def _released_waiting(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival
             return
     ts.state = "waiting"
     for dts in ts.dependencies:
-        dts.waiters[ts] = None
+        dts.add_waiter(ts)
         if dts.state != "memory":
-            ts.waiting_on[dts] = None
+            ts.wait_on(dts)
             if dts.state == "released":
                 ctx.recs[dts] = "waiting"
     if not ts.waiting_on:
@@ -401,7 +401,7 @@ def _waiting_processing(s: SchedulerState, ts: TaskState, ctx: Context, _: Arriv
 
 def _waiting_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # Nobody needs a waiting task any more (released or cancelled by its clients).
-    ts.waiting_on.clear()
+    ts.waiting_on = NO_ENTRIES
     _enter_released(ts, ctx)
 
 
@@ -506,7 +506,7 @@ def _memory_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival 
         if dts.state in READY_STATES:
             ctx.recs[dts] = "waiting"
         elif dts.state == "waiting":
-            dts.waiting_on[ts] = None
+            dts.wait_on(ts)
     _enter_released(ts, ctx)
 
 
