@@ -255,11 +255,14 @@ class Future(TaskRef):  # type: ignore[misc]
         if not self.client.asynchronous and loop is not None and not in_loop_thread(loop):
             # Wait here for the completion notice, not through a coroutine on the loop
             # (one thread hand-off instead of three); a small value came with it.
+            started = time.monotonic()
             self._block_until_done(timeout)
             st = self._state
             value = st.value
             if st.status == "finished" and value is not None:
                 return self.client._load_value(Opaque([value]))
+            if timeout is not None:  # one budget for the wait and the fetch
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
         return self.client._sync(self._result, timeout=timeout)
 
     def _block_until_done(self, timeout: float | None) -> None:

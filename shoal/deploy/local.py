@@ -308,6 +308,18 @@ class LocalCluster:
         return self._loop_thread.run(install)  # type: ignore[no-any-return]
 
     async def _start_worker(self, name: str) -> None:
+        """Start worker ``name``; one that fails to start is closed and forgotten (so
+        ``scale`` doesn't count it), and the error raised."""
+        try:
+            await self._launch_worker(name)
+        except BaseException:
+            worker = self.workers.pop(name, None)
+            if worker is not None:
+                with contextlib.suppress(Exception):
+                    await worker.close()
+            raise
+
+    async def _launch_worker(self, name: str) -> None:
         assert self.scheduler is not None
         if self.processes and self.nanny:
             nanny = Nanny(
@@ -327,7 +339,6 @@ class LocalCluster:
             try:
                 await nanny.wait_for_worker(timeout=60)
             except (TimeoutError, RuntimeError) as e:
-                await nanny.close()
                 raise RuntimeError(f"worker {name} did not start: {e}; see its output above") from e
         elif self.processes:
             proc = WorkerProcess(

@@ -63,7 +63,7 @@ def test_wait_for_all_times_out_then_sees_every_future_done(client) -> None:
     futures = client.map(inc, range(50))
     wait(futures)
     slow = client.submit(time.sleep, 1, pure=False)
-    with pytest.raises(TimeoutError, match="1 of 51 futures were not done after 0.1 s"):
+    with pytest.raises(TimeoutError, match=r"1 of 51 futures were not done after 0\.1 s"):
         wait([*futures, slow], timeout=0.1)
     done, not_done = wait([slow, *futures], timeout=10)
     assert done == {slow, *futures} and not not_done

@@ -45,6 +45,20 @@ def test_scale_down_keeps_the_data_of_the_workers_that_leave(processes: bool) ->
             assert sum(1 for r in log if r.key == y.key and r.finish == "memory") == 1
 
 
+def test_a_worker_that_fails_to_start_is_not_kept() -> None:
+    with LocalCluster(n_workers=1, processes=True, dashboard_address=None) as cluster:
+        cluster.host = "203.0.113.5"  # a documentation address: nothing here can bind it
+        with pytest.raises(Exception, match=r"203\.0\.113\.5"):
+            cluster.scale(2)
+        assert list(cluster.workers) == ["0"]
+        cluster.host = "127.0.0.1"
+        cluster.scale(2)
+        assert len(cluster.workers) == 2
+        with Client(cluster) as client:
+            assert client.submit(inc, 1).result() == 2
+            assert len(client.nthreads()) == 2
+
+
 def test_adapt_grows_under_a_burst_and_retires_idle_workers() -> None:
     with (
         LocalCluster(n_workers=0, threads_per_worker=1, processes=False) as cluster,
