@@ -261,8 +261,17 @@ class Future(TaskRef):  # type: ignore[misc]
             value = st.value
             if st.status == "finished" and value is not None:
                 return self.client._load_value(Opaque([value]))
-            if timeout is not None:  # one budget for the wait and the fetch
-                timeout = max(timeout - (time.monotonic() - started), 0.0)
+            if st.status == "finished" and timeout is not None:
+                # one budget for the wait and the fetch
+                left = max(timeout - (time.monotonic() - started), 0.0)
+                try:
+                    return self.client._sync(self._result, timeout=left)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"the result of {self.key!r} was not fetched within {timeout} s"
+                    ) from None
+            if st.done():  # an error or a cancellation: raised at once, no fetch
+                return self.client._sync(self._result)
         return self.client._sync(self._result, timeout=timeout)
 
     def _block_until_done(self, timeout: float | None) -> None:
@@ -475,7 +484,7 @@ async def _wait(
             wake.clear()
             _unwatch(registered)
             watch()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), remaining)
     finally:
         _unwatch(registered)
@@ -502,7 +511,9 @@ async def _wait_all(futures: list[Future], timeout: float | None, deadline: floa
                 if remaining <= 0:
                     raise TimeoutError
                 await asyncio.wait_for(state.wait(), remaining)
-            except TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
+                if state.done():
+                    continue  # done just as the time ran out
                 raise TimeoutError(
                     f"{sum(not f.done() for f in futures)} of {len(futures)} futures "
                     f"were not done after {timeout} s"

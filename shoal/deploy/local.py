@@ -338,7 +338,7 @@ class LocalCluster:
             await nanny.start()
             try:
                 await nanny.wait_for_worker(timeout=60)
-            except (TimeoutError, RuntimeError) as e:
+            except (TimeoutError, asyncio.TimeoutError, RuntimeError) as e:
                 raise RuntimeError(f"worker {name} did not start: {e}; see its output above") from e
         elif self.processes:
             proc = WorkerProcess(

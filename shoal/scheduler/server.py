@@ -364,7 +364,7 @@ class Scheduler:
         self.hooks.events(events)
         if self.journal is not None and self.journal.should_compact(self.journal_compact_bytes):
             self.journal.compact(snapshot_events(self.state, time.time()))
-        if self._trim_after and self.task_stream.count - self._trimmed_at >= self._trim_after:
+        if self._trim_after > 0 and self.task_stream.count - self._trimmed_at >= self._trim_after:
             self._trim_when_drained()
 
     def _trim_when_drained(self) -> None:

@@ -17,6 +17,7 @@ from shoal._types import Key
 from shoal.scheduler.state.names import key_prefix
 
 _STATUSES = ("OK", "error")
+_MAX_NBYTES = 2**63 - 1
 
 
 class TaskStream:
@@ -45,7 +46,10 @@ class TaskStream:
         self, key: Key, worker: str, start: float, stop: float, status: str, nbytes: int = 0
     ) -> None:
         """Record that ``worker`` ran ``key`` from ``start`` to ``stop``."""
+        # converted before any column grows: a bad value must not misalign them
         error = _STATUSES.index(status)
+        start, stop = float(start), float(stop)
+        nbytes = min(max(int(nbytes), 0), _MAX_NBYTES)
         if len(self._keys) < self.maxlen:
             self._keys.append(key)
             self._workers.append(worker)

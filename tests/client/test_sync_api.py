@@ -70,6 +70,16 @@ def test_wait_for_all_times_out_then_sees_every_future_done(client) -> None:
     assert all(f.done() for f in done)
 
 
+def test_result_with_no_time_left_still_raises_the_tasks_error(client) -> None:
+    def fail() -> None:
+        raise ValueError("boom")
+
+    fut = client.submit(fail)
+    wait([fut])
+    with pytest.raises(ValueError, match="boom"):
+        fut.result(timeout=0)
+
+
 def test_done_callback_runs_in_a_thread(client) -> None:
     called = threading.Event()
     fut = client.submit(inc, 10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shoal.scheduler.task_stream import TaskStream
 
 
@@ -47,3 +49,14 @@ def test_a_zero_length_stream_only_counts() -> None:
     _fill(stream, 3)
     assert stream.since(0) == (3, [])
     assert stream.ended_since(0.0) == 0
+
+
+def test_a_bad_run_leaves_the_columns_aligned() -> None:
+    stream = TaskStream(3)
+    stream.add("huge-1", "tcp://w0", 0.0, 1.0, "OK", 2**70)  # clamped to the column's range
+    with pytest.raises((TypeError, ValueError)):
+        stream.add("bad-1", "tcp://w0", "not a time", 1.0, "OK")  # type: ignore[arg-type]
+    stream.add("inc-2", "tcp://w1", 1.0, 2.0, "OK", 8)
+    count, records = stream.since(0)
+    assert count == 2
+    assert [(r["key"], r["nbytes"]) for r in records] == [("huge-1", 2**63 - 1), ("inc-2", 8)]
