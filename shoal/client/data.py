@@ -13,7 +13,7 @@ from typing import Any
 from dask.base import tokenize
 
 from shoal._types import Key
-from shoal.client.futures import ALL_COMPLETED, Future, FutureState, _wait, futures_in
+from shoal.client.futures import Future, FutureState, _wait_all, futures_in
 from shoal.comm.rpc import ConnectionPool
 from shoal.errors import CommError, FutureCancelledError, RemoteError
 from shoal.protocol.messages import (
@@ -61,7 +61,7 @@ class DataMixin:
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
         futures = futures_in(obj)
-        await _wait(futures, None, ALL_COMPLETED)  # one callback per key, no task each
+        await _wait_all(futures, None, None)
         bad = set()
         for f in futures:
             if f.status in ("error", "cancelled"):
