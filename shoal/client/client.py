@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 
@@ -101,6 +101,39 @@ def default_client(c: Client | None = None) -> Client:
     if default is not None:
         return default
     raise ValueError("No clients found. Start a client: shoal.Client() or Client(address)")
+
+
+class _TaskOptions(NamedTuple):
+    """What ``submit`` and ``map`` give every task they make, normalized once per call."""
+
+    priority: int
+    retries: int
+    workers: tuple[str, ...] | None
+    allow_other_workers: bool
+    resources: dict[str, float] | None  # a copy, not the caller's dict
+    actor: bool
+
+    @classmethod
+    def of(
+        cls,
+        priority: int,
+        retries: int | None,
+        workers: str | Iterable[str] | None,
+        allow_other_workers: bool,
+        resources: dict[str, float] | None,
+        actor: bool,
+    ) -> _TaskOptions:
+        """Normalize the keyword arguments of ``submit``/``map``."""
+        if isinstance(workers, str):
+            workers = (workers,)
+        return cls(
+            priority,
+            retries or 0,
+            tuple(workers) if workers is not None else None,
+            allow_other_workers,
+            dict(resources) if resources else None,
+            actor,
+        )
 
 
 class Client(
@@ -507,12 +540,7 @@ class Client(
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         key: Key,
-        priority: int,
-        retries: int | None,
-        workers: str | Iterable[str] | None,
-        allow_other_workers: bool,
-        resources: dict[str, float] | None,
-        actor: bool = False,
+        options: _TaskOptions,
     ) -> TaskSpec:
         def to_ref(x: Any) -> Any:
             if isinstance(x, Future):
@@ -526,20 +554,18 @@ class Client(
             args = replace_objects(args, to_ref)
             kwargs = replace_objects(kwargs, to_ref)
             deps = find_refs((args, kwargs))
-        if isinstance(workers, str):
-            workers = (workers,)
         return TaskSpec(
             key=key,
             dependencies=tuple(deps),
             run_spec=dumps_run_spec(
-                RunSpec(ActorConstructor(func) if actor else func, args, kwargs)
+                RunSpec(ActorConstructor(func) if options.actor else func, args, kwargs)
             ),
-            priority=(-priority, next(self._generation)),
-            retries=retries or 0,
-            workers=tuple(workers) if workers is not None else None,
-            allow_other_workers=allow_other_workers,
-            resources=dict(resources) if resources else None,  # not the caller's dict
-            actor=actor,
+            priority=(-options.priority, next(self._generation)),
+            retries=options.retries,
+            workers=options.workers,
+            allow_other_workers=options.allow_other_workers,
+            resources=options.resources,
+            actor=options.actor,
         )
 
     def _check_running(self) -> None:
@@ -579,18 +605,8 @@ class Client(
             fut = Future(key, self, inform=False)
         if existing:
             return fut
-        spec = self._build_task(
-            func,
-            args,
-            kwargs,
-            key,
-            priority,
-            retries,
-            workers,
-            allow_other_workers,
-            resources,
-            actor,
-        )
+        options = _TaskOptions.of(priority, retries, workers, allow_other_workers, resources, actor)
+        spec = self._build_task(func, args, kwargs, key, options)
         self._send(UpdateGraph(tasks=(spec.to_wire(),), keys=(key,)))
         return fut
 
@@ -630,6 +646,7 @@ class Client(
         # (``batch_size``, when given, every time).
         step = batch_size or 1_000
         sent: list[Key] = []
+        options = _TaskOptions.of(priority, retries, workers, allow_other_workers, resources, actor)
         try:
             for k, row in zip(keys, rows):
                 with self._lock:
@@ -638,20 +655,7 @@ class Client(
                 if existing or k in seen:
                     continue
                 seen.add(k)
-                specs.append(
-                    self._build_task(
-                        func,
-                        row,
-                        kwargs,
-                        k,
-                        priority,
-                        retries,
-                        workers,
-                        allow_other_workers,
-                        resources,
-                        actor,
-                    ).to_wire()
-                )
+                specs.append(self._build_task(func, row, kwargs, k, options).to_wire())
                 if len(specs) >= step:
                     self._send_graph(specs)
                     sent.extend(t[0] for t in specs)
