@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "comm.batch-interval": 0.0,
     # A tcp:// peer on this host is reached over a Unix socket (comm/same_host.py).
     "comm.same-host-sockets": True,
+    # A worker writes a result whose buffers total at least the threshold into a
+    # memory file that peers on this host map instead of copying (comm/shared_memory.py).
+    "comm.shared-memory": True,
+    "comm.shared-memory-threshold": "64 MiB",
     "scheduler.allowed-failures": 3,
     # Events and transitions kept for story() (each log; older entries are dropped).
     "scheduler.log-size": 10_000,

@@ -14,13 +14,12 @@ from dask.base import tokenize
 
 from shoal._types import Key
 from shoal.client.futures import Future, FutureState, _wait_all, futures_in
+from shoal.comm import shared_memory
 from shoal.comm.rpc import ConnectionPool
-from shoal.errors import CommError, FutureCancelledError, RemoteError
+from shoal.errors import CommError, FutureCancelledError
 from shoal.protocol.messages import (
     OK,
-    DataReply,
     GatherKeys,
-    GetData,
     NThreads,
     ScatteredData,
     UpdateData,
@@ -135,14 +134,14 @@ class DataMixin:
 
         async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
             try:
-                reply = await self._pool.request(addr, GetData(keys=tuple(ks)))  # type: ignore[union-attr]
+                opaques, missing, files = await shared_memory.request_data(self._pool, addr, ks)  # type: ignore[arg-type]
             except CommError:
                 return tuple(ks)
-            if not isinstance(reply, DataReply):
-                raise RemoteError(f"unexpected reply {reply.op!r} from {addr}")
-            for k, opaque in reply.data.items():
-                values[k] = self._load_value(opaque)
-            return tuple(reply.missing)
+            for k, opaque in opaques.items():
+                values[k] = self._load_value(opaque)  # a mapped value keeps its mapping
+            for file in files.values():
+                file.close()
+            return missing
 
         missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))
         return [k for ks in missed for k in ks]

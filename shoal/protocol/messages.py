@@ -510,20 +510,28 @@ class Broadcast(Message):
 
 @dataclass(slots=True, unsafe_hash=True)
 class GetData(Message):
-    """Ask a worker for the values of keys. Reply: ``DataReply``."""
+    """Ask a worker for the values of keys. Reply: ``DataReply``.
+
+    ``shared_memory``: the asker's :func:`shoal.comm.shared_memory.identity`, when it
+    can map the worker's memory files (values there come as references then).
+    """
 
     op: ClassVar[str] = "get-data"
     keys: tuple[Key, ...]
     who: Address | None = None
+    shared_memory: str | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class DataReply(Message):
-    """Values a worker holds (``data``) and the keys it did not have (``missing``)."""
+    """Values a worker holds (``data``), the keys it did not have (``missing``), and
+    references to the memory files of values the asker maps itself (``shared``, see
+    :mod:`shoal.comm.shared_memory`)."""
 
     op: ClassVar[str] = "data"
     data: dict[Key, Opaque]
     missing: tuple[Key, ...] = ()
+    shared: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, unsafe_hash=True)

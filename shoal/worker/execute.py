@@ -15,6 +15,8 @@ import tblib
 from shoal._context import task_context
 from shoal._types import Key
 from shoal.actor import NewActor
+from shoal.comm import shared_memory
+from shoal.comm.shared_memory import SharedValue
 from shoal.errors import SerializeError
 from shoal.protocol import runspec
 from shoal.protocol.opaque import Opaque
@@ -54,6 +56,8 @@ class Outcome:
     stop: float = 0.0
     #: The value serialized, when it is small enough to travel with the report.
     wire: bytes | None = None
+    #: The memory file the value is a view of (see :mod:`shoal.comm.shared_memory`).
+    file: SharedValue | None = None
 
 
 def small_value(value: Any, nbytes: int, limit: int) -> bytes | None:
@@ -128,6 +132,13 @@ def run_task(
         task_context.key = None
     stop = time.time()
     nbytes = nbytes_of(value)
+    file = None
+    least = worker.share_min_bytes
+    if least is not None and nbytes >= least and type(value) is not NewActor:
+        # written once now, so that peers on this host map it instead of copying it
+        shared = shared_memory.share(value, least)
+        if shared is not None:
+            value, file = shared
     return Outcome(
         key,
         ok=True,
@@ -140,6 +151,7 @@ def run_task(
         wire=None
         if type(value) is NewActor
         else small_value(value, nbytes, worker.inline_result_bytes),
+        file=file,
     )
 
 

@@ -40,6 +40,7 @@ import psutil
 
 from shoal import config
 from shoal._libc import trim_memory
+from shoal.comm import shared_memory
 from shoal.worker.store import SpillStore
 
 logger = logging.getLogger("shoal.worker.memory")
@@ -245,8 +246,9 @@ class MemoryMonitor:
         return sum(m.memory_limit for m in list(_running)) or self.memory_limit
 
     def measure(self) -> int:
-        """Read the process's memory (through :func:`process_memory`)."""
-        self.memory = process_memory()
+        """Read the process's memory (through :func:`process_memory`), plus what the
+        memory files of the store hold that the process has not read (not in its RSS)."""
+        self.memory = process_memory() + shared_memory.unmapped_bytes(self.store.file_nbytes)
         return self.memory
 
     async def run(self, running: Callable[[], bool]) -> None:

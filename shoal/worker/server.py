@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from shoal import config
 from shoal._context import task_context
 from shoal.actor import NewActor
+from shoal.comm import shared_memory
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
@@ -152,6 +153,14 @@ class Worker:
         self.data = SpillStore(
             target=self.memory_fractions.store_target(self.memory_limit),
             local_directory=local_directory,
+        )
+        #: task results whose buffers total this much go into memory files that peers
+        #: on this host map (comm/shared_memory.py); None: never (an inproc:// worker's
+        #: peers are in its own process)
+        self.share_min_bytes = (
+            max(1, memory.parse_bytes(config.get("comm.shared-memory-threshold")))
+            if shared_memory.enabled() and self._protocol != "inproc"
+            else None
         )
         self.memory_monitor: MemoryMonitor | None = None
         #: who may connect (the shared secret); from the configuration by default
@@ -356,7 +365,7 @@ class Worker:
             if o.ok:
                 if type(o.value) is NewActor:
                     self.actors.adopt(o)  # the object stays here; the value is its proxy
-                self.data.put(o.key, o.value, o.nbytes)
+                self.data.put(o.key, o.value, o.nbytes, o.file)
                 events.append(
                     ExecuteSuccess(
                         key=o.key,
@@ -391,7 +400,7 @@ class Worker:
         # tasks waiting for its data forever: past this, ask another holder.
         timeout = float(config.get("worker.transfer-timeout")) + inst.total_nbytes / 50e6
         try:
-            values, missing = await asyncio.wait_for(
+            values, missing, files = await asyncio.wait_for(
                 transfer.fetch_data(self.pool, inst.worker, inst.keys, who=self.address),
                 timeout,
             )
@@ -430,7 +439,7 @@ class Worker:
         nbytes = {}
         for key, value in values.items():
             nbytes[key] = nbytes_of(value)
-            self.data.put(key, value, nbytes[key])
+            self.data.put(key, value, nbytes[key], files.get(key))
         self.transfer_incoming_bytes += sum(nbytes.values())
         self.transfer_incoming_count += len(nbytes)
         if missing:
@@ -600,7 +609,11 @@ class Worker:
     async def dispatch(self, msg: Message) -> Message:
         """Answer one request from a peer, a client or the scheduler."""
         if isinstance(msg, GetData):
-            return transfer.serve_data(self.data, msg.keys, self.address)
+            same_host = (
+                msg.shared_memory is not None and msg.shared_memory == shared_memory.identity()
+            )
+            files = self.data.file if same_host else None
+            return transfer.serve_data(self.data, msg.keys, self.address, files)
         if isinstance(msg, UpdateData):
             return self._update_data(msg)
         if isinstance(msg, RunFunction):

@@ -17,6 +17,10 @@ the process as a whole uses too much memory. Nothing is ever lost: a value that 
 be pickled stays in memory (with a warning, once per key), and so does a value that
 could not be written (disk full, directory not writable: an error is logged).
 
+A value in memory may also have a *memory file* (:mod:`shoal.comm.shared_memory`): its
+buffers, sealed, for peers on this host to map. The store closes the file when the key
+leaves memory (freed or spilled).
+
 The worker state machine does not know about any of this: a spilled key is still a
 key "in memory" there. Values are serialized with :func:`shoal.protocol.serialize.dumps`
 (pickle 5, out-of-band buffers). A file holds a small header (magic, frame count, frame
@@ -33,6 +37,7 @@ import itertools
 import logging
 import mmap
 import os
+import resource
 import shutil
 import struct
 import tempfile
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal._types import Key
+from shoal.comm.shared_memory import SharedValue
 from shoal.errors import SerializeError
 from shoal.protocol.opaque import Frame, Opaque
 from shoal.protocol.serialize import dumps, loads, nbytes_of
@@ -91,6 +97,11 @@ class SpillStore(MutableMapping[Key, Any]):
         self._slow: dict[Key, _Spilled] = {}
         #: keys whose values cannot be pickled: they never leave memory
         self._pinned: set[Key] = set()
+        #: memory files of values in memory, and their total size
+        self._files: dict[Key, SharedValue] = {}
+        self.file_nbytes = 0
+        #: at most this many files are kept open (half the process's descriptors)
+        self.max_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
         self._dir: str | None = None
         self._names = itertools.count()
         self._lock = threading.RLock()
@@ -135,17 +146,28 @@ class SpillStore(MutableMapping[Key, Any]):
     def __setitem__(self, key: Key, value: Any) -> None:
         self.put(key, value)
 
-    def put(self, key: Key, value: Any, nbytes: int | None = None) -> None:
-        """``store[key] = value``, with the value's size when the caller knows it."""
+    def put(
+        self, key: Key, value: Any, nbytes: int | None = None, file: SharedValue | None = None
+    ) -> None:
+        """``store[key] = value``, with the value's size when the caller knows it, and
+        the memory file it is a view of (the store closes it when done with the key)."""
         if nbytes is None:
             nbytes = nbytes_of(value)
         with self._lock:
             self.discard(key)
             # A value too big to ever stay in memory goes straight to disk, if it can.
             if self.target is not None and nbytes > self.target and self._write(key, value, nbytes):
+                if file is not None:
+                    file.close()
                 return
             self._add_fast(key, value, nbytes)
+            if file is not None and not self._add_file(key, file):
+                file.close()
             self._evict_until_below_target()
+
+    def file(self, key: Key) -> SharedValue | None:
+        """The memory file of ``key``'s value, if it has one."""
+        return self._files.get(key)
 
     def __delitem__(self, key: Key) -> None:
         with self._lock:
@@ -160,6 +182,7 @@ class SpillStore(MutableMapping[Key, Any]):
                 del self._fast[key]
                 self.fast_nbytes -= self._sizes.pop(key)
                 self._pinned.discard(key)
+                self._close_file(key)
             elif key in self._slow:
                 self._forget_slow(key)
 
@@ -180,6 +203,8 @@ class SpillStore(MutableMapping[Key, Any]):
         with self._lock:
             for spilled in self._slow.values():
                 _remove_file(spilled.path)
+            for key in list(self._files):
+                self._close_file(key)
             self._fast.clear()
             self._sizes.clear()
             self._slow.clear()
@@ -244,6 +269,7 @@ class SpillStore(MutableMapping[Key, Any]):
                     del self._fast[key]
                     del self._sizes[key]
                     self.fast_nbytes -= nbytes
+                    self._close_file(key)
                     return nbytes
                 if key not in self._pinned:
                     return 0  # the disk failed: trying other keys would fail the same way
@@ -260,6 +286,19 @@ class SpillStore(MutableMapping[Key, Any]):
         self._fast[key] = value
         self._sizes[key] = nbytes
         self.fast_nbytes += nbytes
+
+    def _add_file(self, key: Key, file: SharedValue) -> bool:
+        if len(self._files) >= self.max_files:
+            return False
+        self._files[key] = file
+        self.file_nbytes += file.size
+        return True
+
+    def _close_file(self, key: Key) -> None:
+        file = self._files.pop(key, None)
+        if file is not None:
+            self.file_nbytes -= file.size
+            file.close()
 
     def _forget_slow(self, key: Key) -> None:
         spilled = self._slow.pop(key)

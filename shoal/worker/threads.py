@@ -55,9 +55,13 @@ class TaskThreads(Generic[T]):
             if item is None:
                 return
             outcome = self._run(*item)
+            # Hold neither the task's inputs nor its outcome while waiting for the next
+            # task: they would stay in memory until then.
+            del item
             with self._lock:
                 self._done.append(outcome)
                 first = len(self._done) == 1
+            del outcome
             if first:
                 try:
                     self._loop.call_soon_threadsafe(self._drain)

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shoal._types import Key
+from shoal.comm import shared_memory
 from shoal.comm.rpc import ConnectionPool
-from shoal.errors import RemoteProtocolError, SerializeError
-from shoal.protocol.messages import DataReply, ErrorReply, GetData, Message
+from shoal.errors import SerializeError
+from shoal.protocol.messages import DataReply, ErrorReply, Message
 from shoal.protocol.serialize import dumps, loads
 
 
-def serve_data(data: Mapping[Key, Any], keys: Sequence[Key], address: str) -> Message:
-    """Answer a ``get-data`` request from the values in ``data``."""
+def serve_data(
+    data: Mapping[Key, Any],
+    keys: Sequence[Key],
+    address: str,
+    shared: Callable[[Key], shared_memory.SharedValue | None] | None = None,
+) -> Message:
+    """Answer a ``get-data`` request from the values in ``data``.
+
+    With ``shared`` (the asker maps memory files of this host), a key it gives a memory
+    file for is answered with a reference to that file instead of the value's bytes.
+    """
     out = {}
+    refs = {}
     missing = []
     for key in keys:
+        if shared is not None:
+            file = shared(key)
+            if file is not None:
+                refs[key] = file.reference()
+                continue
         try:
             value = data[key]
         except KeyError:
@@ -30,25 +46,24 @@ def serve_data(data: Mapping[Key, Any], keys: Sequence[Key], address: str) -> Me
                 f"{e}. Return a picklable object from the task, or consume the value in a "
                 "task on the cluster instead of moving it."
             )
-    return DataReply(data=out, missing=tuple(missing))
+    return DataReply(data=out, missing=tuple(missing), shared=refs)
 
 
 async def fetch_data(
     pool: ConnectionPool, address: str, keys: Sequence[Key], who: str | None = None
-) -> tuple[dict[Key, Any], tuple[Key, ...]]:
-    """Get ``keys`` from the server at ``address``: (values received, keys it lacked).
+) -> tuple[dict[Key, Any], tuple[Key, ...], dict[Key, shared_memory.SharedValue]]:
+    """Get ``keys`` from the server at ``address``: (values received, keys it lacked,
+    the open memory files of the values that came through shared memory).
 
     Raises ``CommError`` when the peer can't be reached, ``RemoteError`` when it refused
     (for instance a value it could not serialize), and ``SerializeError`` when a value
     can't be loaded here.
     """
-    reply = await pool.request(address, GetData(keys=tuple(keys), who=who))
-    if not isinstance(reply, DataReply):
-        raise RemoteProtocolError(f"expected a 'data' reply from {address}, got {reply.op!r}")
+    opaques, missing, files = await shared_memory.request_data(pool, address, keys, who)
     values = {}
-    for key, opaque in reply.data.items():
+    for key, opaque in opaques.items():
         try:
             values[key] = loads(opaque)
         except SerializeError as e:
             raise SerializeError(f"could not load the value of {key!r} from {address}: {e}") from e
-    return values, tuple(reply.missing)
+    return values, missing, files

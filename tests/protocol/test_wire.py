@@ -67,6 +67,8 @@ EXAMPLES: dict[str, Any] = {
     "dict[Key, int]": {KEY: 10, "y": 0},
     "dict[Key, Opaque]": {KEY: opaque(b"1"), "y": opaque(b"2")},
     "dict[Key, tuple[Address, ...]]": {KEY: ("tcp://a:1", "tcp://b:2"), "y": ()},
+    # a shared-memory reference: header, pid, descriptor, token, size, buffer spans
+    "dict[Key, tuple[Any, ...]]": {KEY: (opaque(b"h"), 4242, 7, b"t" * 16, 128, (64, 64))},
     "float | None": 2.5,
     "bool | int": 3,
     "str | tuple[str, ...]": ("topic-a", "topic-b"),

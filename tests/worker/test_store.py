@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shoal.comm import shared_memory
 from shoal.worker import store as store_module
 from shoal.worker.store import SpillStore
 
@@ -258,3 +259,35 @@ def test_big_values_come_back_in_memory_maps(tmp_path: Path) -> None:
     assert s.memory_keys() == {"x"}
     assert s.evict() == x.nbytes  # spilled again from the mapped buffer
     np.testing.assert_array_equal(s["x"], y)
+
+
+@pytest.mark.skipif(shared_memory.identity() is None, reason="no memory files on this system")
+def test_memory_files_are_closed_when_their_keys_leave_memory(tmp_path: Path) -> None:
+    def shared(n: int) -> tuple[object, shared_memory.SharedValue]:
+        out = shared_memory.share(np.ones(n), 1)
+        assert out is not None
+        return out
+
+    store = SpillStore(target=None, local_directory=str(tmp_path))
+    files = {}
+    for key in "abcd":
+        value, files[key] = shared(1000)
+        store.put(key, value, 8000, files[key])
+    assert store.file("a") is files["a"] and store.file_nbytes == 4 * files["a"].size
+    del store["a"]  # freed
+    store.put("b", np.zeros(3))  # replaced by a value without a file
+    assert store.evict() > 0  # "c", the least recently used, spilled
+    assert [files[k].fd for k in "abc"] == [-1, -1, -1]
+    assert store.file("d") is files["d"] and store.file_nbytes == files["d"].size
+    np.testing.assert_array_equal(store["c"], np.ones(1000))  # read back from disk
+    store.close()
+    assert files["d"].fd == -1 and store.file_nbytes == 0
+
+    # past the store's budget of open files, a file is closed at once (the value stays)
+    store = SpillStore(target=None, local_directory=str(tmp_path))
+    store.max_files = 0
+    value, file = shared(1000)
+    store.put("e", value, 8000, file)
+    assert file.fd == -1 and store.file("e") is None
+    np.testing.assert_array_equal(store["e"], np.ones(1000))
+    store.close()
