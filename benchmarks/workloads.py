@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import importlib
 import operator
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -241,24 +242,50 @@ def delayed_tree_run(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
         yield sample
 
 
-@workload(
-    "transfer",
+TRANSFER_METRICS = (
     Metric("bandwidth", "GB/s", True),
     Metric("of memcpy", "%", True),
     Metric("memcpy", "GB/s", True),
+    Metric("make", "ms", False),
     Metric("make and move", "ms", False),
 )
+
+
+@workload("transfer", *TRANSFER_METRICS)
 def transfer(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     """A 256 MiB numpy array made on worker A, read by a task on worker B.
 
     The time is from just before the dependent task is submitted to the moment it starts
     on B (a timestamp taken inside the task: both processes read the same clock), so it
     is the scheduling plus the transfer. Next to it, a memcpy of an array of the same
-    size in this process (np.copyto into a touched buffer, best of three). "make and
-    move" is the whole story, from submitting the task that makes the array to the
-    start of the one that reads it: work a scheduler does when the array is made (shoal
-    writes it into shared memory then) shows there.
+    size in this process (np.copyto into a touched buffer, best of three). "make" is
+    from submitting the task that makes the array to its future being done; "make and
+    move" from there to the start of the task that reads it.
     """
+    yield from _transfer_runs(mod, bench)
+
+
+@workload("transfer-shared", *TRANSFER_METRICS, own_cluster=True)
+def transfer_shared(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
+    """``transfer`` with shoal's shared memory on (``comm.shared-memory``, off by default).
+
+    shoal writes the array into a sealed memory file as the task that makes it finishes
+    (so "make" grows), and worker B maps that file instead of receiving the bytes.
+    distributed has no such mode: its rows are the plain transfer again.
+    """
+    if mod.__name__ == "shoal":
+        os.environ["SHOAL_COMM__SHARED_MEMORY"] = "true"  # the worker processes inherit it
+        importlib.import_module("shoal.config").refresh()
+    cluster = mod.LocalCluster(**CLUSTER_KWARGS)
+    bench.client = mod.Client(cluster)
+    try:
+        yield from _transfer_runs(mod, bench)
+    finally:
+        bench.client.close()
+        cluster.close()
+
+
+def _transfer_runs(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     import numpy as np
 
     nbytes = bench.size(256 * 2**20, 16 * 2**20)
@@ -287,6 +314,7 @@ def transfer(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
             "bandwidth": bandwidth,
             "of memcpy": 100 * bandwidth / memcpy,
             "memcpy": memcpy,
+            "make": 1000 * (t0 - made),
             "make and move": 1000 * (started - made),
         }
 

@@ -29,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "comm.same-host-sockets": True,
     # A worker writes a result whose buffers total at least the threshold into a
     # memory file that peers on this host map instead of copying (comm/shared_memory.py).
-    "comm.shared-memory": True,
+    # Off by default: every such result then costs a copy into new shared memory.
+    "comm.shared-memory": False,
     "comm.shared-memory-threshold": "64 MiB",
     "scheduler.allowed-failures": 3,
     # Events and transitions kept for story() (each log; older entries are dropped).

@@ -20,8 +20,13 @@ mapping, not two copies through a socket.
 * **Checked, and optional**: the receiver opens the file only if the reference names
   a sealed memory file starting with the expected token; anything else (another host,
   another pid namespace or user, the key freed meanwhile, no ``/proc``) makes it ask
-  for the bytes over the socket instead. ``comm.shared-memory: false`` turns it off;
-  ``comm.shared-memory-threshold`` is the smallest value shared this way.
+  for the bytes over the socket instead.
+* **Off by default** (``comm.shared-memory: true`` turns it on;
+  ``comm.shared-memory-threshold`` is the smallest value shared): the copy into new
+  shared memory is paid by every large result, moved or not. Measured on a 2-core VM,
+  writing 128 MB into a new memory file took 60 ms (fresh shared pages come 4 KiB at a
+  time), up to 0.9 s with two workers doing it at once, and persisting 16 chunks of
+  128 MB took 2.5x as long; moving a 256 MB array then took 2 ms instead of 60.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture
 def small_threshold(fresh_config: pytest.MonkeyPatch) -> None:
-    """Results of 1 MiB and more are shared (worker processes inherit the setting)."""
+    """Shared memory on, for results of 1 MiB and more (worker processes inherit it)."""
+    fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY", "true")
     fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY_THRESHOLD", "1 MiB")
     config.refresh()
 
@@ -102,10 +103,10 @@ def test_a_large_result_moves_between_worker_processes_as_a_mapping(processes: C
     assert c.run(memory_files) == {a: 0, b: 0}
 
 
-def test_small_results_and_the_switch_off_use_the_socket(
+def test_by_default_large_results_travel_over_the_socket(
     fresh_config: pytest.MonkeyPatch,
 ) -> None:
-    fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY", "false")
+    fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY_THRESHOLD", "1 MiB")
     config.refresh()
     with (
         LocalCluster(
