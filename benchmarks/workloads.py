@@ -248,6 +248,7 @@ TRANSFER_METRICS = (
     Metric("memcpy", "GB/s", True),
     Metric("make", "ms", False),
     Metric("make and move", "ms", False),
+    Metric("make 8 on 2 workers", "ms", False),
 )
 
 
@@ -260,7 +261,8 @@ def transfer(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     is the scheduling plus the transfer. Next to it, a memcpy of an array of the same
     size in this process (np.copyto into a touched buffer, best of three). "make" is
     from submitting the task that makes the array to its future being done; "make and
-    move" from there to the start of the task that reads it.
+    move" from there to the start of the task that reads it; "make 8 on 2 workers": eight
+    such arrays made at once, four per worker, until all are done.
     """
     yield from _transfer_runs(mod, bench)
 
@@ -308,6 +310,12 @@ def _transfer_runs(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
             c0 = perf_counter()
             np.copyto(dst, src)
             copies.append(perf_counter() - c0)
+        m0 = perf_counter()
+        many = bench.client.map(make_array, [nbytes] * 8, pure=False)
+        mod.wait(many)
+        made_many = perf_counter() - m0
+        del many
+        bench.settle()
         bandwidth = nbytes / (started - t0) / 1e9
         memcpy = nbytes / min(copies) / 1e9
         yield {
@@ -316,6 +324,7 @@ def _transfer_runs(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
             "memcpy": memcpy,
             "make": 1000 * (t0 - made),
             "make and move": 1000 * (started - made),
+            "make 8 on 2 workers": 1000 * made_many,
         }
 
 
