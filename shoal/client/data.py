@@ -134,13 +134,11 @@ class DataMixin:
 
         async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
             try:
-                opaques, missing, files = await shared_memory.request_data(self._pool, addr, ks)  # type: ignore[arg-type]
+                opaques, missing = await shared_memory.request_data(self._pool, addr, ks)  # type: ignore[arg-type]
             except CommError:
                 return tuple(ks)
             for k, opaque in opaques.items():
-                values[k] = self._load_value(opaque)  # a mapped value keeps its mapping
-            for file in files.values():
-                file.close()
+                values[k] = self._load_value(opaque)
             return missing
 
         missed = await asyncio.gather(*(one(a, ks) for a, ks in by_worker.items()))

@@ -1,32 +1,37 @@
-"""Large values shared between the processes of one host, without copying them again.
+"""Large arrays shared between the processes of one host, without copying them again.
 
-A value whose out-of-band buffers (numpy arrays, pandas blocks) are large is written
-once into a *memory file* (``memfd_create``), which is then sealed: nobody, the writer
-included, can change it any more. The process that wrote it keeps the file open and
-holds the value as views of a private, copy-on-write mapping of it. A peer on the
-same host that asks for the value gets a reference instead of the bytes (the
-writer's pid, the file's descriptor number, a random token written at the start of
-the file, the buffers' offsets, and the small pickle header) and maps the same file
-through ``/proc/<pid>/fd/<n>``. Moving 256 MB between two workers then costs a
-mapping, not two copies through a socket.
+With ``comm.shared-memory: true``, a worker writes a task result that is a large numpy
+array (``comm.shared-memory-threshold``) into a *memory file* (``memfd_create``) as
+the task finishes, then seals it: nobody, the writer included, can change it any
+more. The worker keeps the file open and holds the array as a read-only view of it. A
+peer or client on the same host that asks for the value gets a reference instead of
+the bytes (the writer's pid, the file's descriptor number, a random token written at
+the start of the file, the array's offset in it, and the small pickle header), and
+maps the same file through ``/proc/<pid>/fd/<n>``. Moving 256 MB between two workers
+then costs a mapping, not two copies through a socket.
 
-* **The copy happens before anyone asks**, as in Ray's object store: the worker
-  writes a large result into its file in the background when the task finishes, then
-  holds the file's version instead of the original (the memory used does not double).
-* **Mappings are private** (``MAP_PRIVATE``): a task that writes into an array it
-  received gets its own copy of the pages it writes; the file never changes.
+* **The copy happens before anyone asks**, as in Ray's object store: in the task's
+  thread, before the task is reported done. The worker then holds the file's version
+  instead of the original, so the memory used does not double.
+* **Only plain numpy arrays** (no object items, contiguous): they come back from the
+  file exactly as they were, without a copy. Other values travel over the socket.
+* **Read-only where it was made**, like Ray's: a task on the same worker that writes
+  into the array gets an error instead of silently diverging from the copies that
+  peers map. A receiver's mapping is private and writable (copy on write: writing
+  changes its own pages, never the file).
 * **Nothing leaks**: the kernel frees a memory file when its last descriptor and its
   last mapping are gone, so a process that dies takes its files with it.
-* **Checked, and optional**: the receiver opens the file only if the reference names
-  a sealed memory file starting with the expected token; anything else (another host,
-  another pid namespace or user, the key freed meanwhile, no ``/proc``) makes it ask
-  for the bytes over the socket instead.
-* **Off by default** (``comm.shared-memory: true`` turns it on;
-  ``comm.shared-memory-threshold`` is the smallest value shared): the copy into new
-  shared memory is paid by every large result, moved or not. Measured on a 2-core VM,
-  writing 128 MB into a new memory file took 60 ms (fresh shared pages come 4 KiB at a
-  time), up to 0.9 s with two workers doing it at once, and persisting 16 chunks of
-  128 MB took 2.5x as long; moving a 256 MB array then took 2 ms instead of 60.
+* **Checked**: the receiver opens only what ``/proc`` names as a shoal memory file,
+  sealed, of the announced size and starting with the token; anything else (another
+  host, another pid namespace or user, the key freed meanwhile, no ``/proc``) makes it
+  ask for the bytes over the socket instead. Any process that can map files offers to
+  (``get-data`` carries its :func:`identity`); the setting decides whether a worker
+  writes them.
+* **Off by default**: every large result pays for the copy into new shared memory,
+  moved or not. Measured on a 2-core VM, writing 128 MB into a new memory file took
+  60 ms (fresh shared pages come 4 KiB at a time), up to 0.9 s with two workers doing
+  it at once, and persisting 16 chunks of 128 MB took 2.5x as long; moving a 256 MB
+  array then took 2 ms instead of 60.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import logging
 import mmap
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Sequence
 from functools import cache
@@ -62,6 +68,8 @@ __all__ = [
 
 logger = logging.getLogger("shoal.comm.shared_memory")
 
+#: the name of shoal's memory files (``/proc`` shows ``/memfd:<name> (deleted)``)
+_NAME = "shoal-value"
 _TOKEN_BYTES = 16
 #: buffers start this far into the file, each on a multiple of _ALIGN
 _FIRST = 64
@@ -140,8 +148,10 @@ class SharedValue:
         return [self.header, *(view[s[i] : s[i] + s[i + 1]] for i in range(0, len(s), 2))]
 
 
-def _map_private(fd: int, size: int) -> mmap.mmap:
-    return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+def _map(fd: int, size: int, *, writable: bool) -> mmap.mmap:
+    if writable:  # copy on write: the file never changes
+        return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
 
 def _write_all(fd: int, data: Frame, offset: int) -> None:
@@ -153,7 +163,7 @@ def _write_all(fd: int, data: Frame, offset: int) -> None:
 
 
 def _publish(header: bytes, buffers: Sequence[Frame]) -> tuple[SharedValue, mmap.mmap]:
-    """Write ``buffers`` into a new sealed memory file; map it privately."""
+    """Write ``buffers`` into a new sealed memory file; map it read-only."""
     spans: list[int] = []
     offset = _FIRST
     for buf in buffers:
@@ -162,14 +172,14 @@ def _publish(header: bytes, buffers: Sequence[Frame]) -> tuple[SharedValue, mmap
         offset += n + (-n % _ALIGN)
     size = offset
     token = secrets.token_bytes(_TOKEN_BYTES)
-    fd = os.memfd_create("shoal-value", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    fd = os.memfd_create(_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(fd, size)
         _write_all(fd, token, 0)
         for buf, start in zip(buffers, spans[::2], strict=True):
             _write_all(fd, buf, start)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-        mapping = _map_private(fd, size)
+        mapping = _map(fd, size, writable=False)
     except BaseException:
         os.close(fd)
         raise
@@ -177,17 +187,25 @@ def _publish(header: bytes, buffers: Sequence[Frame]) -> tuple[SharedValue, mmap
 
 
 def share(value: Any, min_bytes: int) -> tuple[Any, SharedValue] | None:
-    """``value`` rebuilt on a sealed memory file, and that file; None when its
-    out-of-band buffers total less than ``min_bytes`` or it can't be pickled.
+    """``value`` as a read-only view of a new sealed memory file, and that file; None
+    unless ``value`` is a contiguous numpy array of plain items of ``min_bytes`` or more.
 
-    Runs in a worker's background thread: the writes release the GIL.
+    The calling thread makes the copy (a worker's task thread; the writes release the
+    GIL). Other values are never shared: a round trip through pickle could change them
+    (state a ``__getstate__`` leaves out) or copy them (object items, strided views).
     """
-    try:
-        frames = dumps(value).frames
-    except SerializeError:
+    np = sys.modules.get("numpy")  # an array can only exist if numpy is imported
+    if (
+        np is None
+        or type(value) is not np.ndarray
+        or value.dtype.hasobject
+        or value.nbytes < min_bytes
+        or not (value.flags.c_contiguous or value.flags.f_contiguous)
+    ):
         return None
-    header, buffers = frames[0], frames[1:]
-    if sum(frame_nbytes(b) for b in buffers) < min_bytes:
+    try:
+        header, *buffers = dumps(value).frames
+    except SerializeError:
         return None
     try:
         shared, mapping = _publish(bytes(header), buffers)
@@ -200,9 +218,9 @@ def share(value: Any, min_bytes: int) -> tuple[Any, SharedValue] | None:
         return None
 
 
-def attach(reference: Any) -> tuple[Opaque, SharedValue]:
-    """Map the memory file a peer on this host refers to; return the value's frames
-    and the file, open (the caller closes it, or keeps it to share the value on).
+def attach(reference: Any) -> Opaque:
+    """The frames of a value on the memory file a peer on this host refers to, as views
+    of a private mapping of that file (writable, copy on write).
 
     Raises ``OSError`` when the file can't be opened or isn't what the reference says
     (the peer freed the key meanwhile, another pid namespace): ask for the bytes then.
@@ -211,16 +229,18 @@ def attach(reference: Any) -> tuple[Opaque, SharedValue]:
         header_opaque, pid, number, token, size, spans = reference
         (header,) = header_opaque.frames
         valid = (
-            isinstance(pid, int)
-            and isinstance(number, int)
+            type(pid) is int
+            and type(number) is int
+            and pid > 0
+            and number >= 0
             and isinstance(token, bytes)
             and len(token) == _TOKEN_BYTES
-            and isinstance(size, int)
+            and type(size) is int
             and isinstance(spans, tuple)
             and len(spans) % 2 == 0
             and all(
-                isinstance(spans[i], int)
-                and isinstance(spans[i + 1], int)
+                type(spans[i]) is int
+                and type(spans[i + 1]) is int
                 and spans[i] >= _FIRST
                 and 0 <= spans[i + 1] <= size - spans[i]
                 for i in range(0, len(spans), 2)
@@ -230,20 +250,22 @@ def attach(reference: Any) -> tuple[Opaque, SharedValue]:
         valid = False
     if not valid:
         raise OSError("malformed shared-memory reference")
-    fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDONLY | os.O_CLOEXEC)
+    path = f"/proc/{pid}/fd/{number}"
+    # Open nothing but a memory file of shoal's: a FIFO would block, a device would
+    # be opened. Seals, size and token then make sure it is the file referred to.
+    if not os.readlink(path).startswith(f"/memfd:{_NAME} "):
+        raise OSError(f"{path} is not a shoal memory file")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     try:
-        # Only a memory file can carry these seals: nothing else is mapped, and its
-        # content can't change under the mapping.
-        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
-            raise OSError(f"/proc/{pid}/fd/{number} is not a sealed memory file")
-        if os.fstat(fd).st_size != size or os.pread(fd, _TOKEN_BYTES, 0) != token:
-            raise OSError(f"/proc/{pid}/fd/{number} is not the file referred to")
-        mapping = _map_private(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-    shared = SharedValue(fd, token, bytes(header), spans, size)
-    return Opaque(shared.frames(mapping)), shared
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
+            raise OSError(f"{path} is not a sealed memory file")
+        if st.st_size != size or os.pread(fd, _TOKEN_BYTES, 0) != token:
+            raise OSError(f"{path} is not the file referred to")
+        mapping = _map(fd, size, writable=True)
+    finally:
+        os.close(fd)  # the mapping keeps the file alive
+    return Opaque(SharedValue(-1, token, bytes(header), spans, size).frames(mapping))
 
 
 def _resident_shared() -> int:
@@ -264,23 +286,24 @@ def unmapped_bytes(held: int) -> int:
 
 async def request_data(
     pool: ConnectionPool, address: str, keys: Sequence[Key], who: str | None = None
-) -> tuple[dict[Key, Opaque], tuple[Key, ...], dict[Key, SharedValue]]:
+) -> tuple[dict[Key, Opaque], tuple[Key, ...]]:
     """Ask the server at ``address`` for ``keys`` (``get-data``): the serialized values
-    it sent, the keys it lacked, and the open memory files of the values mapped here.
+    it sent, and the keys it lacked.
 
     Values the server shares through memory files of this host are mapped, not
     copied; a file that can't be mapped (the server freed the key meanwhile) is asked
     for again as bytes. Raises what ``pool.request`` raises.
     """
-    mine = identity() if enabled() else None
-    reply = await _request(pool, address, GetData(keys=tuple(keys), who=who, shared_memory=mine))
+    # Whoever can map files offers to: the setting decides whether workers write them.
+    reply = await _request(
+        pool, address, GetData(keys=tuple(keys), who=who, shared_memory=identity())
+    )
     opaques = dict(reply.data)
     missing = list(reply.missing)
-    files: dict[Key, SharedValue] = {}
     again = []
     for key, ref in reply.shared.items():
         try:
-            opaques[key], files[key] = attach(ref)
+            opaques[key] = attach(ref)
         except OSError as e:
             logger.debug("could not map %r from %s (%s); asking for its bytes", key, address, e)
             again.append(key)
@@ -288,7 +311,7 @@ async def request_data(
         retry = await _request(pool, address, GetData(keys=tuple(again), who=who))
         opaques.update(retry.data)
         missing += retry.missing
-    return opaques, tuple(missing), files
+    return opaques, tuple(missing)
 
 
 async def _request(pool: ConnectionPool, address: str, msg: GetData) -> DataReply:

@@ -400,7 +400,7 @@ class Worker:
         # tasks waiting for its data forever: past this, ask another holder.
         timeout = float(config.get("worker.transfer-timeout")) + inst.total_nbytes / 50e6
         try:
-            values, missing, files = await asyncio.wait_for(
+            values, missing = await asyncio.wait_for(
                 transfer.fetch_data(self.pool, inst.worker, inst.keys, who=self.address),
                 timeout,
             )
@@ -439,7 +439,7 @@ class Worker:
         nbytes = {}
         for key, value in values.items():
             nbytes[key] = nbytes_of(value)
-            self.data.put(key, value, nbytes[key], files.get(key))
+            self.data.put(key, value, nbytes[key])
         self.transfer_incoming_bytes += sum(nbytes.values())
         self.transfer_incoming_count += len(nbytes)
         if missing:

@@ -167,7 +167,8 @@ class SpillStore(MutableMapping[Key, Any]):
 
     def file(self, key: Key) -> SharedValue | None:
         """The memory file of ``key``'s value, if it has one."""
-        return self._files.get(key)
+        with self._lock:
+            return self._files.get(key)
 
     def __delitem__(self, key: Key) -> None:
         with self._lock:

@@ -51,19 +51,18 @@ def serve_data(
 
 async def fetch_data(
     pool: ConnectionPool, address: str, keys: Sequence[Key], who: str | None = None
-) -> tuple[dict[Key, Any], tuple[Key, ...], dict[Key, shared_memory.SharedValue]]:
-    """Get ``keys`` from the server at ``address``: (values received, keys it lacked,
-    the open memory files of the values that came through shared memory).
+) -> tuple[dict[Key, Any], tuple[Key, ...]]:
+    """Get ``keys`` from the server at ``address``: (values received, keys it lacked).
 
     Raises ``CommError`` when the peer can't be reached, ``RemoteError`` when it refused
     (for instance a value it could not serialize), and ``SerializeError`` when a value
     can't be loaded here.
     """
-    opaques, missing, files = await shared_memory.request_data(pool, address, keys, who)
+    opaques, missing = await shared_memory.request_data(pool, address, keys, who)
     values = {}
     for key, opaque in opaques.items():
         try:
             values[key] = loads(opaque)
         except SerializeError as e:
             raise SerializeError(f"could not load the value of {key!r} from {address}: {e}") from e
-    return values, missing, files
+    return values, missing

@@ -17,6 +17,7 @@ import pytest
 
 from shoal import Client, LocalCluster, config, get_worker, wait
 from shoal.comm import shared_memory
+from shoal.protocol.serialize import loads
 from shoal.testing.cluster import cluster
 
 pytestmark = pytest.mark.skipif(
@@ -56,51 +57,59 @@ def has_file(key: str) -> bool:
     return get_worker().data.file(key) is not None
 
 
-def memory_files() -> int:
-    n = 0
+def memory_files() -> tuple[int, int]:
+    """Memory files of shoal this process has open, and mappings of them it has."""
+    opened = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            n += os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:shoal-value")
+            opened += os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:shoal-value")
         except OSError:
             pass
-    return n
+    with open("/proc/self/maps") as f:
+        mapped = sum("/memfd:shoal-value" in line for line in f)
+    return opened, mapped
 
 
-def overwrite_and_sum(x: Any, key: str) -> tuple[float, bool, bool]:
-    shared = has_file(key)  # it came as a mapping of the writer's file
+def overwrite_and_sum(x: Any) -> tuple[float, bool, int]:
     writeable = bool(x.flags.writeable)
-    x[:] = 5.0  # the task's own copy of the pages: the writer's value is unchanged
-    return float(x.sum()), shared, writeable
+    mapped = memory_files()[1]  # x is a mapping of the writer's file
+    x[:] = 5.0  # the task's own copy of the pages: the file is unchanged
+    return float(x.sum()), writeable, mapped
 
 
-def test_a_large_result_moves_between_worker_processes_as_a_mapping(processes: Client) -> None:
+def write_into(x: Any) -> None:
+    x[0] = 1.0
+
+
+def test_a_large_array_moves_between_worker_processes_as_a_mapping(processes: Client) -> None:
     c = processes
     a, b = sorted(c.nthreads())
     x = c.submit(make, 8 * MiB, workers=[a], pure=False)
-    y = c.submit(overwrite_and_sum, x, x.key, workers=[b], pure=False)
-    total, shared, writeable = y.result()
-    assert (total, shared, writeable) == (5.0 * MiB, True, True)
-    assert c.run(has_file, x.key) == {a: True, b: True}
-    # the writer's value, and the file, are as the task left them
+    y = c.submit(overwrite_and_sum, x, workers=[b], pure=False)
+    total, writeable, mapped = y.result()
+    assert (total, writeable, mapped) == (5.0 * MiB, True, 1)
+    assert c.run(has_file, x.key) == {a: True, b: False}  # only its writer keeps the file
+    # where it was made the array is read-only: a write there would diverge from the file
+    with pytest.raises(ValueError, match="read-only"):
+        c.submit(write_into, x, workers=[a], pure=False).result()
     assert c.submit(np.sum, x, workers=[a], pure=False).result() == MiB
-    # B's value is the task's input, written in place (as with any worker), its own pages
+    # B's value is the task's input, written in place (as with any worker): its own pages
     z = c.submit(np.sum, x, workers=[b], pure=False)
     assert z.result() == 5 * MiB
-    # the client on this host maps it too
+    # the client on this host maps the file too, and gets a writable array
     got = x.result()
     assert got.sum() == MiB and got.flags.writeable
+    assert memory_files()[1] == 1
     del got
-
-    before = c.run(memory_files)
-    assert before[a] >= 1 and before[b] >= 1
-    del x, y, z
     gc.collect()
-    # releasing the key closes the files on both workers
-    for _ in range(100):
-        if c.run(memory_files) == {a: 0, b: 0}:
-            break
+    assert memory_files()[1] == 0
+
+    del x, y, z
+    # once the key is released, the writer closes its file and nobody maps it
+    deadline = time.monotonic() + 10
+    while c.run(memory_files) != {a: (0, 0), b: (0, 0)} and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert c.run(memory_files) == {a: 0, b: 0}
+    assert c.run(memory_files) == {a: (0, 0), b: (0, 0)}
 
 
 def test_by_default_large_results_travel_over_the_socket(
@@ -116,9 +125,9 @@ def test_by_default_large_results_travel_over_the_socket(
     ):
         a, b = sorted(c.nthreads())
         x = c.submit(make, 8 * MiB, workers=[a], pure=False)
-        y = c.submit(overwrite_and_sum, x, x.key, workers=[b], pure=False)
-        assert y.result() == (5.0 * MiB, False, True)
-        assert c.run(memory_files) == {a: 0, b: 0}
+        y = c.submit(overwrite_and_sum, x, workers=[b], pure=False)
+        assert y.result() == (5.0 * MiB, True, 0)
+        assert c.run(memory_files) == {a: (0, 0), b: (0, 0)}
 
 
 async def test_a_file_that_cannot_be_mapped_is_asked_for_as_bytes(
@@ -130,25 +139,27 @@ async def test_a_file_that_cannot_be_mapped_is_asked_for_as_bytes(
             x = client.submit(make, 2 * MiB, pure=False)
             await wait([x])
             assert w.data.file(x.key) is not None
-            opaques, missing, files = await shared_memory.request_data(
-                client._pool, w.address, [x.key]
-            )
-            assert list(files) == [x.key] and missing == ()
+            asked: list[Any] = []
+            real_attach = shared_memory.attach
 
             def refuse(ref: Any) -> Any:
+                asked.append(ref)
                 raise OSError("the peer freed it meanwhile")
 
             monkeypatch.setattr(shared_memory, "attach", refuse)
-            opaques, missing, files = await shared_memory.request_data(
+            opaques, missing = await shared_memory.request_data(
                 client._pool, w.address, [x.key, "no-such-key"]
             )
-            assert files == {} and missing == ("no-such-key",)
+            assert len(asked) == 1 and missing == ("no-such-key",)
+            # the bytes came over the socket instead
+            np.testing.assert_array_equal(loads(opaques[x.key]), np.ones(2 * MiB // 8))
+            monkeypatch.setattr(shared_memory, "attach", real_attach)
             assert (await x).sum() == 2 * MiB // 8
         finally:
             await client.close()
 
 
-async def test_spilled_and_replaced_values_close_their_files(small_threshold: None) -> None:
+async def test_a_spilled_array_closes_its_file(small_threshold: None) -> None:
     async with cluster(n_workers=1) as (s, (w,)):
         client = await Client(s.address, asynchronous=True)
         try:
@@ -162,6 +173,13 @@ async def test_spilled_and_replaced_values_close_their_files(small_threshold: No
             assert (await x).sum() == 2 * MiB // 8  # read back from disk
         finally:
             await client.close()
+
+
+def test_inproc_workers_write_no_files(small_threshold: None) -> None:
+    with LocalCluster(n_workers=1, processes=False) as lc, Client(lc) as c:
+        x = c.submit(make, 2 * MiB, pure=False)
+        assert x.result().sum() == 2 * MiB // 8
+        assert c.run(has_file, x.key) == {next(iter(c.nthreads())): False}
 
 
 def test_task_threads_let_go_of_inputs_between_tasks(process_client: Client) -> None:
