@@ -31,6 +31,7 @@ __all__ = [
     "advertisement",
     "announcement",
     "bind_alias",
+    "boot_id",
     "connect_alias",
     "enabled",
     "forget",
@@ -48,17 +49,24 @@ HELLO_FIELD = "same-host"
 
 
 @cache
-def host_identity() -> str | None:
-    """This kernel boot and network namespace, or None where there are no abstract sockets."""
-    if not sys.platform.startswith("linux"):
-        return None
+def boot_id() -> str | None:
+    """This kernel boot's random id (Linux), or None."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@cache
+def host_identity() -> str | None:
+    """This kernel boot and network namespace, or None where there are no abstract sockets."""
+    boot = boot_id() if sys.platform.startswith("linux") else None
+    try:
         netns = os.stat("/proc/self/ns/net")
     except OSError:
         return None
-    return f"{boot}/{netns.st_dev}:{netns.st_ino}"
+    return None if boot is None else f"{boot}/{netns.st_dev}:{netns.st_ino}"
 
 
 def enabled() -> bool:

@@ -50,6 +50,7 @@ from typing import Any
 
 from shoal._types import Key
 from shoal.comm.rpc import ConnectionPool
+from shoal.comm.same_host import boot_id
 from shoal.errors import RemoteProtocolError, SerializeError
 from shoal.protocol.frames import frame_nbytes
 from shoal.protocol.messages import DataReply, GetData
@@ -90,11 +91,10 @@ def identity() -> str | None:
     where memory files can't be shared."""
     if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"):
         return None
-    if not hasattr(fcntl, "F_ADD_SEALS"):
+    boot = boot_id()
+    if boot is None or not hasattr(fcntl, "F_ADD_SEALS"):
         return None
     try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
         pidns = os.stat("/proc/self/ns/pid")
     except OSError:
         return None
@@ -141,11 +141,12 @@ class SharedValue:
     def __del__(self) -> None:
         self.close()
 
-    def frames(self, mapping: mmap.mmap) -> list[Frame]:
-        """The value's frames: its header, then views of its buffers in ``mapping``."""
-        view = memoryview(mapping)
-        s = self.spans
-        return [self.header, *(view[s[i] : s[i] + s[i + 1]] for i in range(0, len(s), 2))]
+
+def _frames(header: bytes, spans: tuple[int, ...], mapping: mmap.mmap) -> Opaque:
+    """A value's frames: its header, then views of its buffers in ``mapping``."""
+    view = memoryview(mapping)
+    buffers = (view[spans[i] : spans[i] + spans[i + 1]] for i in range(0, len(spans), 2))
+    return Opaque([header, *buffers])
 
 
 def _map(fd: int, size: int, *, writable: bool) -> mmap.mmap:
@@ -212,7 +213,7 @@ def share(value: Any, min_bytes: int) -> tuple[Any, SharedValue] | None:
     except OSError:  # no memory files here, out of descriptors or of memory
         return None
     try:
-        return loads(Opaque(shared.frames(mapping))), shared
+        return loads(_frames(shared.header, shared.spans, mapping)), shared
     except SerializeError:
         shared.close()
         return None
@@ -265,7 +266,7 @@ def attach(reference: Any) -> Opaque:
         mapping = _map(fd, size, writable=True)
     finally:
         os.close(fd)  # the mapping keeps the file alive
-    return Opaque(SharedValue(-1, token, bytes(header), spans, size).frames(mapping))
+    return _frames(bytes(header), spans, mapping)
 
 
 def _resident_shared() -> int:
