@@ -44,6 +44,7 @@ import os
 import secrets
 import stat
 import sys
+import time
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -285,6 +286,12 @@ def unmapped_bytes(held: int) -> int:
     return max(0, held - _resident_shared()) if held else 0
 
 
+#: Seconds a server whose descriptors ``/proc`` won't show us (another user, ``hidepid``)
+#: is asked for bytes only, saving the second request.
+UNMAPPABLE_FOR = 60.0
+_unmappable: dict[str, float] = {}
+
+
 async def request_data(
     pool: ConnectionPool, address: str, keys: Sequence[Key], who: str | None = None
 ) -> tuple[dict[Key, Opaque], tuple[Key, ...]]:
@@ -293,12 +300,12 @@ async def request_data(
 
     Values the server shares through memory files of this host are mapped, not
     copied; a file that can't be mapped (the server freed the key meanwhile) is asked
-    for again as bytes. Raises what ``pool.request`` raises.
+    for again as bytes, and a server whose files this process may not open at all gets
+    asked for bytes only for a while. Raises what ``pool.request`` raises.
     """
     # Whoever can map files offers to: the setting decides whether workers write them.
-    reply = await _request(
-        pool, address, GetData(keys=tuple(keys), who=who, shared_memory=identity())
-    )
+    mine = identity() if _unmappable.get(address, 0.0) <= time.monotonic() else None
+    reply = await _request(pool, address, GetData(keys=tuple(keys), who=who, shared_memory=mine))
     opaques = dict(reply.data)
     missing = list(reply.missing)
     again = []
@@ -308,6 +315,8 @@ async def request_data(
         except OSError as e:
             logger.debug("could not map %r from %s (%s); asking for its bytes", key, address, e)
             again.append(key)
+            if isinstance(e, PermissionError):  # /proc won't show us its descriptors
+                _unmappable[address] = time.monotonic() + UNMAPPABLE_FOR
     if again:
         retry = await _request(pool, address, GetData(keys=tuple(again), who=who))
         opaques.update(retry.data)

@@ -144,7 +144,7 @@ async def test_a_file_that_cannot_be_mapped_is_asked_for_as_bytes(
 
             def refuse(ref: Any) -> Any:
                 asked.append(ref)
-                raise OSError("the peer freed it meanwhile")
+                raise PermissionError("/proc hides that process's descriptors")
 
             monkeypatch.setattr(shared_memory, "attach", refuse)
             opaques, missing = await shared_memory.request_data(
@@ -153,6 +153,10 @@ async def test_a_file_that_cannot_be_mapped_is_asked_for_as_bytes(
             assert len(asked) == 1 and missing == ("no-such-key",)
             # the bytes came over the socket instead
             np.testing.assert_array_equal(loads(opaques[x.key]), np.ones(2 * MiB // 8))
+            # and for a while this worker is asked for bytes straight away
+            opaques, missing = await shared_memory.request_data(client._pool, w.address, [x.key])
+            assert len(asked) == 1 and loads(opaques[x.key]).sum() == 2 * MiB // 8
+            shared_memory._unmappable.clear()
             monkeypatch.setattr(shared_memory, "attach", real_attach)
             assert (await x).sum() == 2 * MiB // 8
         finally:
