@@ -130,15 +130,16 @@ def run_task(
         )
     finally:
         task_context.key = None
-    stop = time.time()
     nbytes = nbytes_of(value)
     file = None
     least = worker.share_min_bytes
     if least is not None and nbytes >= least and type(value) is not NewActor:
-        # written once now, so that peers on this host map it instead of copying it
+        # written once now, so that peers on this host map it instead of copying it (the
+        # thread is busy meanwhile: the task's duration includes it)
         shared = shared_memory.share(value, least)
         if shared is not None:
             value, file = shared
+    stop = time.time()
     return Outcome(
         key,
         ok=True,
