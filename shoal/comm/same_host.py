@@ -62,11 +62,13 @@ def boot_id() -> str | None:
 def host_identity() -> str | None:
     """This kernel boot and network namespace, or None where there are no abstract sockets."""
     boot = boot_id() if sys.platform.startswith("linux") else None
+    if boot is None:
+        return None
     try:
         netns = os.stat("/proc/self/ns/net")
     except OSError:
         return None
-    return None if boot is None else f"{boot}/{netns.st_dev}:{netns.st_ino}"
+    return f"{boot}/{netns.st_dev}:{netns.st_ino}"
 
 
 def enabled() -> bool:

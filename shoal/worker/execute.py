@@ -133,7 +133,7 @@ def run_task(
     nbytes = nbytes_of(value)
     file = None
     least = worker.share_min_bytes
-    if least is not None and nbytes >= least and type(value) is not NewActor:
+    if least is not None and nbytes >= least:  # only plain numpy arrays are shared
         # written once now, so that peers on this host map it instead of copying it (the
         # thread is busy meanwhile: the task's duration includes it)
         shared = shared_memory.share(value, least)

@@ -158,11 +158,11 @@ class SpillStore(MutableMapping[Key, Any]):
             # A value too big to ever stay in memory goes straight to disk, if it can.
             if self.target is not None and nbytes > self.target and self._write(key, value, nbytes):
                 if file is not None:
-                    file.close()
+                    file.close()  # the value on disk is no view of it
                 return
             self._add_fast(key, value, nbytes)
-            if file is not None and not self._add_file(key, file):
-                file.close()
+            if file is not None:
+                self._keep_file(key, file)
             self._evict_until_below_target()
 
     def file(self, key: Key) -> SharedValue | None:
@@ -288,14 +288,16 @@ class SpillStore(MutableMapping[Key, Any]):
         self._sizes[key] = nbytes
         self.fast_nbytes += nbytes
 
-    def _add_file(self, key: Key, file: SharedValue) -> bool:
+    def _keep_file(self, key: Key, file: SharedValue) -> None:
         if len(self._files) >= self.max_files:
-            return False
+            file.close()  # past the budget: the value stays, peers get its bytes
+            return
         self._files[key] = file
         self.file_nbytes += file.size
-        return True
 
     def _close_file(self, key: Key) -> None:
+        if not self._files:  # nearly always (shared memory is off by default)
+            return
         file = self._files.pop(key, None)
         if file is not None:
             self.file_nbytes -= file.size
