@@ -32,6 +32,10 @@ DEFAULTS: dict[str, Any] = {
     # Off by default: every such result then costs a copy into new shared memory.
     "comm.shared-memory": False,
     "comm.shared-memory-threshold": "64 MiB",
+    # A same-host asker copies a value whose buffers total at least the threshold
+    # straight out of the worker's memory (comm/cross_memory.py), not through a socket.
+    "comm.cross-memory": True,
+    "comm.cross-memory-threshold": "8 MiB",
     "scheduler.allowed-failures": 3,
     # Events and transitions kept for story() (each log; older entries are dropped).
     "scheduler.log-size": 10_000,

@@ -14,7 +14,7 @@ from dask.base import tokenize
 
 from shoal._types import Key
 from shoal.client.futures import Future, FutureState, _wait_all, futures_in
-from shoal.comm import shared_memory
+from shoal.comm import get_data
 from shoal.comm.rpc import ConnectionPool
 from shoal.errors import CommError, FutureCancelledError
 from shoal.protocol.messages import (
@@ -134,7 +134,7 @@ class DataMixin:
 
         async def one(addr: str, ks: list[Key]) -> tuple[Key, ...]:
             try:
-                opaques, missing = await shared_memory.request_data(self._pool, addr, ks)  # type: ignore[arg-type]
+                opaques, missing = await get_data.request_data(self._pool, addr, ks)  # type: ignore[arg-type]
             except CommError:
                 return tuple(ks)
             for k, opaque in opaques.items():

@@ -44,17 +44,13 @@ import os
 import secrets
 import stat
 import sys
-import time
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from shoal._types import Key
-from shoal.comm.rpc import ConnectionPool
 from shoal.comm.same_host import boot_id
-from shoal.errors import RemoteProtocolError, SerializeError
+from shoal.errors import SerializeError
 from shoal.protocol.frames import frame_nbytes
-from shoal.protocol.messages import DataReply, GetData
 from shoal.protocol.opaque import Frame, Opaque
 from shoal.protocol.serialize import dumps, loads
 
@@ -63,7 +59,6 @@ __all__ = [
     "attach",
     "enabled",
     "identity",
-    "request_data",
     "share",
     "unmapped_bytes",
 ]
@@ -284,50 +279,3 @@ def unmapped_bytes(held: int) -> int:
     resident memory does not show: a file's pages count in a process's RSS only once it
     reads them, but stay in memory as long as the file is open."""
     return max(0, held - _resident_shared()) if held else 0
-
-
-#: Seconds a server whose descriptors ``/proc`` won't show us (another user, ``hidepid``)
-#: is asked for bytes only, saving the second request.
-UNMAPPABLE_FOR = 60.0
-_unmappable: dict[str, float] = {}
-
-
-async def request_data(
-    pool: ConnectionPool, address: str, keys: Sequence[Key], who: str | None = None
-) -> tuple[dict[Key, Opaque], tuple[Key, ...]]:
-    """Ask the server at ``address`` for ``keys`` (``get-data``): the serialized values
-    it sent, and the keys it lacked.
-
-    Values the server shares through memory files of this host are mapped, not
-    copied; a file that can't be mapped (the server freed the key meanwhile) is asked
-    for again as bytes, and a server whose files this process may not open at all gets
-    asked for bytes only for a while. Raises what ``pool.request`` raises.
-    """
-    # Whoever can map files offers to: the setting decides whether workers write them.
-    mine = identity() if _unmappable.get(address, 0.0) <= time.monotonic() else None
-    reply = await _request(pool, address, GetData(keys=tuple(keys), who=who, shared_memory=mine))
-    opaques = dict(reply.data)
-    missing = list(reply.missing)
-    again = []
-    for key, ref in reply.shared.items():
-        try:
-            opaques[key] = attach(ref)
-        except OSError as e:
-            logger.debug("could not map %r from %s (%s); asking for its bytes", key, address, e)
-            again.append(key)
-            if isinstance(e, PermissionError):  # /proc won't show us its descriptors
-                _unmappable[address] = time.monotonic() + UNMAPPABLE_FOR
-    if again:
-        retry = await _request(pool, address, GetData(keys=tuple(again), who=who))
-        opaques.update(retry.data)
-        missing += retry.missing
-    return opaques, tuple(missing)
-
-
-async def _request(pool: ConnectionPool, address: str, msg: GetData) -> DataReply:
-    reply = await pool.request(address, msg)
-    if not isinstance(reply, DataReply):
-        raise RemoteProtocolError(f"expected a 'data' reply from {address}, got {reply.op!r}")
-    if not isinstance(reply.data, dict) or not isinstance(reply.shared, dict):
-        raise RemoteProtocolError(f"malformed 'data' reply from {address}")
-    return reply

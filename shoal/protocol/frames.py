@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "FrameDecoder",
     "Limits",
+    "allocate",
     "check_frame_count",
     "check_frame_lengths",
     "encode_frames",
@@ -186,7 +187,7 @@ _HUGE_PAGES = hasattr(mmap, "MADV_HUGEPAGE") and _transparent_huge_pages()
 _HUGE_THRESHOLD = 8 << 20
 
 
-def _allocate(nbytes: int) -> bytearray | mmap.mmap:
+def allocate(nbytes: int) -> bytearray | mmap.mmap:
     """Writable memory for a message body of ``nbytes``.
 
     A large ``bytearray`` is zeroed page by page by the allocator, then written again
@@ -333,7 +334,7 @@ class FrameDecoder:
         elif self._state == _LENGTHS:
             self._lengths = struct.unpack(f"<{self._count}Q", self._target)
             total = check_frame_lengths(self._lengths, self.limits)
-            self._set_target(_BODY, _allocate(total))
+            self._set_target(_BODY, allocate(total))
             if total == 0:
                 self._finish()
         else:

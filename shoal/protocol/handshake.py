@@ -49,7 +49,7 @@ __all__ = [
 #: Bumped on any incompatible change of the wire format or the handshake (2: ComputeTask
 #: carries the expected duration, TaskFinished and KeyInMemory small values; 3: values
 #: shared through memory files in get-data).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 #: Bytes of randomness in each side's nonce.
 NONCE_BYTES = 32

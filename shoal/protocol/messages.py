@@ -514,24 +514,40 @@ class GetData(Message):
 
     ``shared_memory``: the asker's :func:`shoal.comm.shared_memory.identity`, when it
     can map the worker's memory files (values there come as references then).
+    ``cross_memory``: with that identity, the asker can also copy large buffers out of
+    the worker's memory (:mod:`shoal.comm.cross_memory`; they come as spans then).
     """
 
     op: ClassVar[str] = "get-data"
     keys: tuple[Key, ...]
     who: Address | None = None
     shared_memory: str | None = None
+    cross_memory: bool = False
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class DataReply(Message):
-    """Values a worker holds (``data``), the keys it did not have (``missing``), and
+    """Values a worker holds (``data``), the keys it did not have (``missing``),
     references to the memory files of values the asker maps itself (``shared``, see
-    :mod:`shoal.comm.shared_memory`)."""
+    :mod:`shoal.comm.shared_memory`), and values it lends the asker to copy out of its
+    memory (``lent``: header and spans by key, all under one ``lease``, see
+    :mod:`shoal.comm.cross_memory`)."""
 
     op: ClassVar[str] = "data"
     data: dict[Key, Opaque]
     missing: tuple[Key, ...] = ()
     shared: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    lent: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    lease: tuple[Any, ...] = ()
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class ReleaseData(Message):
+    """The asker copied what a ``DataReply`` lent (its lease ``token``). Reply:
+    ``OK(held)``: whether the lease still held, i.e. whether the copy can be used."""
+
+    op: ClassVar[str] = "release-data"
+    token: bytes
 
 
 @dataclass(slots=True, unsafe_hash=True)

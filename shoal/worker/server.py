@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from shoal import config
 from shoal._context import task_context
 from shoal.actor import NewActor
-from shoal.comm import shared_memory
+from shoal.comm import cross_memory, shared_memory
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
@@ -44,6 +44,7 @@ from shoal.protocol.messages import (
     Identity,
     Message,
     RegisterWorker,
+    ReleaseData,
     RunFunction,
     StealRequest,
     Terminate,
@@ -162,6 +163,14 @@ class Worker:
             if shared_memory.enabled() and self._protocol != "inproc"
             else None
         )
+        #: values whose buffers total this much are lent to same-host askers, which copy
+        #: them out of this process (comm/cross_memory.py); None: never
+        self.lend_min_bytes = (
+            max(1, memory.parse_bytes(config.get("comm.cross-memory-threshold")))
+            if cross_memory.enabled() and self._protocol != "inproc"
+            else None
+        )
+        self.lender = cross_memory.Lender()
         self.memory_monitor: MemoryMonitor | None = None
         #: who may connect (the shared secret); from the configuration by default
         self.security = security if security is not None else Security.from_config()
@@ -574,6 +583,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
+            self.lender.expire(time.monotonic())  # leases of askers that never released
             if self._stream is not None and not self._stream.closed:
                 self._stream.send(Heartbeat(metrics=self.metrics()))
 
@@ -613,7 +623,12 @@ class Worker:
                 msg.shared_memory is not None and msg.shared_memory == shared_memory.identity()
             )
             files = self.data.file if same_host else None
-            return transfer.serve_data(self.data, msg.keys, self.address, files)
+            lend = None
+            if same_host and msg.cross_memory and self.lend_min_bytes is not None:
+                lend = transfer.Lend(self.lender, self.lend_min_bytes, time.monotonic())
+            return transfer.serve_data(self.data, msg.keys, self.address, files, lend)
+        if isinstance(msg, ReleaseData):
+            return OK(self.lender.release(msg.token, time.monotonic()))
         if isinstance(msg, UpdateData):
             return self._update_data(msg)
         if isinstance(msg, RunFunction):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from shoal._types import Key
-from shoal.comm import shared_memory
+from shoal.comm import cross_memory, get_data, shared_memory
 from shoal.comm.rpc import ConnectionPool
 from shoal.errors import SerializeError
+from shoal.protocol.frames import frame_nbytes
 from shoal.protocol.messages import DataReply, ErrorReply, Message
+from shoal.protocol.opaque import Opaque
 from shoal.protocol.serialize import dumps, loads
 
 
@@ -18,14 +20,20 @@ def serve_data(
     keys: Sequence[Key],
     address: str,
     shared: Callable[[Key], shared_memory.SharedValue | None] | None = None,
+    lend: Lend | None = None,
 ) -> Message:
     """Answer a ``get-data`` request from the values in ``data``.
 
     With ``shared`` (the asker maps memory files of this host), a key it gives a memory
     file for is answered with a reference to that file instead of the value's bytes.
+    With ``lend`` (the asker copies out of this process's memory), a value whose
+    buffers total at least ``lend.min_bytes`` is lent: its header and the spans of its
+    buffers go in the reply, under one lease for the whole reply.
     """
     out = {}
     refs = {}
+    lent: dict[Key, tuple[Any, ...]] = {}
+    lent_buffers: list[Any] = []
     missing = []
     for key in keys:
         if shared is not None:
@@ -39,14 +47,35 @@ def serve_data(
             missing.append(key)
             continue
         try:
-            out[key] = dumps(value)
+            opaque = dumps(value)
         except SerializeError as e:
             return ErrorReply(
                 f"worker {address} could not serialize the result of task {key!r} to send it: "
                 f"{e}. Return a picklable object from the task, or consume the value in a "
                 "task on the cluster instead of moving it."
             )
-    return DataReply(data=out, missing=tuple(missing), shared=refs)
+        header, *buffers = opaque.frames
+        if lend is not None and sum(frame_nbytes(b) for b in buffers) >= lend.min_bytes:
+            lent[key] = (Opaque([header]), len(lent_buffers), len(buffers))
+            lent_buffers += buffers
+        else:
+            out[key] = opaque
+    lease: tuple[Any, ...] = ()
+    if lent:
+        assert lend is not None
+        spans, lease = lend.lender.lend(lent_buffers, lend.now)
+        for key, (header_opaque, first, count) in lent.items():
+            lent[key] = (header_opaque, spans[2 * first : 2 * (first + count)])
+    return DataReply(data=out, missing=tuple(missing), shared=refs, lent=lent, lease=lease)
+
+
+class Lend(NamedTuple):
+    """How :func:`serve_data` lends buffers: to whom it records leases, from what size,
+    at what time."""
+
+    lender: cross_memory.Lender
+    min_bytes: int
+    now: float
 
 
 async def fetch_data(
@@ -58,7 +87,7 @@ async def fetch_data(
     (for instance a value it could not serialize), and ``SerializeError`` when a value
     can't be loaded here.
     """
-    opaques, missing = await shared_memory.request_data(pool, address, keys, who)
+    opaques, missing = await get_data.request_data(pool, address, keys, who)
     values = {}
     for key, opaque in opaques.items():
         try:

@@ -45,6 +45,7 @@ EXAMPLES: dict[str, Any] = {
     "Address": "tcp://127.0.0.1:8786",
     "Address | None": "tcp://10.0.0.1:1234",
     "bytes | None": b"\x80\x05K*.",
+    "bytes": b"\x00lease-token\xff",
     "str": "text",
     "str | None": "maybe",
     "int": 42,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from shoal import Client, LocalCluster, config, get_worker, wait
-from shoal.comm import shared_memory
+from shoal.comm import get_data, shared_memory
 from shoal.protocol.serialize import loads
 from shoal.testing.cluster import cluster
 
@@ -147,16 +147,16 @@ async def test_a_file_that_cannot_be_mapped_is_asked_for_as_bytes(
                 raise PermissionError("/proc hides that process's descriptors")
 
             monkeypatch.setattr(shared_memory, "attach", refuse)
-            opaques, missing = await shared_memory.request_data(
+            opaques, missing = await get_data.request_data(
                 client._pool, w.address, [x.key, "no-such-key"]
             )
             assert len(asked) == 1 and missing == ("no-such-key",)
             # the bytes came over the socket instead
             np.testing.assert_array_equal(loads(opaques[x.key]), np.ones(2 * MiB // 8))
             # and for a while this worker is asked for bytes straight away
-            opaques, missing = await shared_memory.request_data(client._pool, w.address, [x.key])
+            opaques, missing = await get_data.request_data(client._pool, w.address, [x.key])
             assert len(asked) == 1 and loads(opaques[x.key]).sum() == 2 * MiB // 8
-            shared_memory._unmappable.clear()
+            get_data._bytes_only.clear()
             monkeypatch.setattr(shared_memory, "attach", real_attach)
             assert (await x).sum() == 2 * MiB // 8
         finally:

@@ -1,0 +1,103 @@
+"""Asking a worker for values (``get-data``), the fastest way this host allows.
+
+Over the socket by default; from the same host (same kernel boot, pid namespace and
+user) a value may instead come as a memory file to map (:mod:`shoal.comm.shared_memory`)
+or as buffers lent to copy out of the worker's memory (:mod:`shoal.comm.cross_memory`).
+Any failure of either falls back to the bytes, asked for again over the socket; a
+worker whose memory the kernel won't let this process reach is asked for bytes only,
+for :data:`BYTES_ONLY_FOR` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from shoal._types import Key
+from shoal.comm import cross_memory, shared_memory
+from shoal.comm.rpc import ConnectionPool
+from shoal.errors import RemoteProtocolError
+from shoal.protocol.messages import OK, DataReply, GetData, ReleaseData
+from shoal.protocol.opaque import Opaque
+
+__all__ = ["BYTES_ONLY_FOR", "request_data"]
+
+logger = logging.getLogger("shoal.comm.get_data")
+
+#: Seconds a worker whose memory this process may not reach (another user, ``hidepid``,
+#: Yama's ``ptrace_scope``) is asked for bytes only, saving the second request.
+BYTES_ONLY_FOR = 60.0
+_bytes_only: dict[str, float] = {}
+
+
+async def request_data(
+    pool: ConnectionPool, address: str, keys: Sequence[Key], who: str | None = None
+) -> tuple[dict[Key, Opaque], tuple[Key, ...]]:
+    """Ask the server at ``address`` for ``keys``: the serialized values it sent, and
+    the keys it lacked.
+
+    Values the server shares through memory files are mapped, values it lends are
+    copied out of its memory; what fails either way is asked for again as bytes.
+    Raises what ``pool.request`` raises.
+    """
+    same_host = (
+        shared_memory.identity() if _bytes_only.get(address, 0.0) <= time.monotonic() else None
+    )
+    msg = GetData(
+        keys=tuple(keys),
+        who=who,
+        shared_memory=same_host,
+        cross_memory=same_host is not None and cross_memory.enabled(),
+    )
+    reply = await _request(pool, address, msg)
+    opaques = dict(reply.data)
+    missing = list(reply.missing)
+    again = []
+    for key, ref in reply.shared.items():
+        try:
+            opaques[key] = shared_memory.attach(ref)
+        except OSError as e:
+            logger.debug("could not map %r from %s (%s); asking for its bytes", key, address, e)
+            again.append(key)
+            if isinstance(e, PermissionError):  # /proc won't show us its descriptors
+                _bytes_only[address] = time.monotonic() + BYTES_ONLY_FOR
+    if reply.lent:
+        copied = await _borrow(pool, address, reply)
+        if copied is None:
+            again += reply.lent
+        else:
+            opaques.update(copied)
+    if again:
+        retry = await _request(pool, address, GetData(keys=tuple(again), who=who))
+        opaques.update(retry.data)
+        missing += retry.missing
+    return opaques, tuple(missing)
+
+
+async def _borrow(pool: ConnectionPool, address: str, reply: DataReply) -> dict[Key, Opaque] | None:
+    """Copy what ``reply`` lent, then release the lease; None if the copy failed or the
+    lease had ended before the release (the copy can't be trusted then)."""
+    try:
+        copied = await cross_memory.read(reply.lease, reply.lent)
+    except OSError as e:
+        logger.debug("could not copy from %s (%s); asking for the bytes", address, e)
+        copied = None
+        if isinstance(e, PermissionError):  # ptrace rules keep us out of its memory
+            _bytes_only[address] = time.monotonic() + BYTES_ONLY_FOR
+    token = reply.lease[2] if len(reply.lease) == 3 else None
+    if not isinstance(token, bytes):
+        return None
+    released = await pool.request(address, ReleaseData(token=token))
+    if not isinstance(released, OK) or released.value is not True:
+        return None
+    return copied
+
+
+async def _request(pool: ConnectionPool, address: str, msg: GetData) -> DataReply:
+    reply = await pool.request(address, msg)
+    if not isinstance(reply, DataReply):
+        raise RemoteProtocolError(f"expected a 'data' reply from {address}, got {reply.op!r}")
+    if not all(isinstance(m, dict) for m in (reply.data, reply.shared, reply.lent)):
+        raise RemoteProtocolError(f"malformed 'data' reply from {address}")
+    return reply

@@ -1,0 +1,165 @@
+"""Large values copied straight out of the holder's memory by same-host askers
+(shoal/comm/cross_memory.py): real workers, real transfers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from shoal import Client, LocalCluster, config, get_worker, wait
+from shoal.comm import cross_memory, get_data, shared_memory
+from shoal.protocol.messages import GetData
+from shoal.testing.cluster import cluster
+
+pytestmark = pytest.mark.skipif(
+    not cross_memory.available() or shared_memory.identity() is None,
+    reason="no process_vm_readv on this system",
+)
+
+MiB = 2**20
+
+# the worker processes can't import this module: ship its functions
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def make(n: int) -> Any:
+    return np.arange(n // 8, dtype=np.float64)
+
+
+def lent_bytes() -> int:
+    return get_worker().lender.lent_bytes
+
+
+def total(x: Any) -> float:
+    return float(x.sum())
+
+
+def expected(n: int) -> float:
+    return float(np.arange(n // 8, dtype=np.float64).sum())
+
+
+def test_worker_processes_and_the_client_copy_large_values_out_of_memory(
+    fresh_config: pytest.MonkeyPatch,
+) -> None:
+    fresh_config.setenv("SHOAL_COMM__CROSS_MEMORY_THRESHOLD", "1 MiB")
+    config.refresh()
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as c,
+    ):
+        a, b = sorted(c.nthreads())
+        x = c.submit(make, 16 * MiB, workers=[a], pure=False)
+        small = c.submit(make, 64 * 1024, workers=[a], pure=False)
+        y = c.submit(total, x, workers=[b], pure=False)
+        z = c.submit(total, small, workers=[b], pure=False)
+        assert y.result() == expected(16 * MiB) and z.result() == expected(64 * 1024)
+        got = x.result()
+        np.testing.assert_array_equal(got, make(16 * MiB))
+        assert got.flags.writeable
+        # B and the client borrowed x; the small value went over the socket. (Where
+        # Yama's ptrace_scope keeps workers out of each other's memory, B's copy fails
+        # and it gets the bytes instead: lent all the same.)
+        assert c.run(lent_bytes) == {a: 2 * 16 * MiB, b: 0}
+        assert c.run(lambda: len(get_worker().lender)) == {a: 0, b: 0}, "all released"
+
+
+def test_with_cross_memory_off_nothing_is_lent(fresh_config: pytest.MonkeyPatch) -> None:
+    fresh_config.setenv("SHOAL_COMM__CROSS_MEMORY", "false")
+    config.refresh()
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as c,
+    ):
+        x = c.submit(make, 16 * MiB, pure=False)
+        np.testing.assert_array_equal(x.result(), make(16 * MiB))
+        assert list(c.run(lent_bytes).values()) == [0]
+
+
+class Spy:
+    """Records the ``get-data`` requests ``request_data`` sends."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[GetData] = []
+        real = get_data._request
+
+        async def spy(pool: Any, address: str, msg: GetData) -> Any:
+            self.sent.append(msg)
+            return await real(pool, address, msg)
+
+        monkeypatch.setattr(get_data, "_request", spy)
+
+
+async def test_a_lease_that_ended_before_the_release_means_asking_for_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with cluster(n_workers=1) as (s, (w,)):
+        client = await Client(s.address, asynchronous=True)
+        try:
+            x = client.submit(make, 16 * MiB, pure=False)
+            await wait([x])
+            w.lender.lease_seconds = -1.0  # every lease is over by the time it is released
+            spy = Spy(monkeypatch)
+            np.testing.assert_array_equal(await x, make(16 * MiB))
+            assert [m.cross_memory for m in spy.sent] == [True, False]
+            assert w.lender.lent_bytes == 16 * MiB and len(w.lender) == 0
+        finally:
+            await client.close()
+
+
+async def test_a_refused_copy_falls_back_to_bytes_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with cluster(n_workers=1) as (s, (w,)):
+        client = await Client(s.address, asynchronous=True)
+        try:
+            x = client.submit(make, 16 * MiB, pure=False)
+            await wait([x])
+
+            def refuse(pid: int, pieces: Any) -> None:
+                raise PermissionError(1, "Operation not permitted")
+
+            monkeypatch.setattr(cross_memory, "_copy", refuse)
+            spy = Spy(monkeypatch)
+            opaques, missing = await get_data.request_data(client._pool, w.address, [x.key])
+            assert missing == () and len(opaques) == 1
+            assert [m.cross_memory for m in spy.sent] == [True, False]
+            assert len(w.lender) == 0, "the asker released the lease it could not use"
+            # from then on this worker is asked for bytes straight away
+            await get_data.request_data(client._pool, w.address, [x.key])
+            assert [m.cross_memory for m in spy.sent[2:]] == [False]
+            assert spy.sent[2].shared_memory is None
+        finally:
+            get_data._bytes_only.clear()
+            await client.close()
+
+
+async def test_a_lease_pointing_at_another_process_is_not_copied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with cluster(n_workers=1) as (s, (w,)):
+        client = await Client(s.address, asynchronous=True)
+        try:
+            x = client.submit(make, 16 * MiB, pure=False)
+            await wait([x])
+            real_lend = w.lender.lend
+
+            def lie(buffers: Any, now: float) -> Any:
+                spans, (pid, address, token) = real_lend(buffers, now)
+                return spans, (os.getppid(), address, token)  # not the lender
+
+            monkeypatch.setattr(w.lender, "lend", lie)
+            spy = Spy(monkeypatch)
+            np.testing.assert_array_equal(await x, make(16 * MiB))
+            assert [m.cross_memory for m in spy.sent] == [True, False]
+        finally:
+            get_data._bytes_only.clear()
+            await client.close()
