@@ -25,8 +25,10 @@ over a few threads, which release the GIL), then tells the worker it is done
 * **Permission**: reading another process's memory takes what ``ptrace`` takes (same
   user, and on systems with Yama's ``ptrace_scope`` 1 an ancestor: a client can read
   its LocalCluster's workers, workers can't read each other). shoal never loosens
-  that; where the kernel refuses, the asker gets the bytes over the socket, and asks
-  that worker for bytes only for a while.
+  that; where the kernel refuses, the asker gets the bytes over the socket, and stops
+  asking that worker to lend for a while.
+* **Within the same limits as a message**: an asker allocates no more for one reply's
+  lent buffers than ``max_message_bytes`` would have let through the socket.
 
 ``comm.cross-memory: false`` turns it off.
 """
@@ -46,7 +48,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from shoal.protocol.frames import allocate, frame_nbytes
+from shoal.protocol.frames import DEFAULT_LIMITS, allocate, frame_nbytes
 from shoal.protocol.opaque import Frame, Opaque
 
 __all__ = ["LEASE_SECONDS", "Lender", "available", "enabled", "read"]
@@ -235,13 +237,16 @@ def _split(pieces: list[tuple[int, int, int]], parts: int) -> list[list[tuple[in
     return [r for r in runs if r]
 
 
-async def read(lease: Sequence[Any], lent: dict[Any, Any]) -> dict[Any, Opaque]:
+async def read(
+    lease: Sequence[Any], lent: dict[Any, Any], max_bytes: int = DEFAULT_LIMITS.max_message_bytes
+) -> dict[Any, Opaque]:
     """Copy the values a worker lent (``DataReply.lent``, under ``lease``) into memory
     of this process: their frames, by key.
 
-    Raises ``OSError`` when the lease or the spans are malformed, the token isn't at
-    the address the lease says (not the lender's pid), or the kernel refuses the copy
-    (``PermissionError``).
+    Raises ``OSError`` when the lease or the spans are malformed, they add up to more
+    than ``max_bytes`` (the limit a message over the socket would have had), the
+    token isn't at the address the lease says (not the lender's pid), or the kernel
+    refuses the copy (``PermissionError``).
     """
     try:
         pid, token_address, token = lease
@@ -260,8 +265,7 @@ async def read(lease: Sequence[Any], lent: dict[Any, Any]) -> dict[Any, Opaque]:
     _copy(pid, [(_address(check), token_address, _TOKEN_BYTES)])
     if bytes(check) != token:
         raise OSError(f"pid {pid} is not the process that lent the data")
-    frames: dict[Any, list[Frame]] = {}
-    pieces: list[tuple[int, int, int]] = []
+    total = 0
     for key, entry in lent.items():
         try:
             header_opaque, spans = entry
@@ -272,6 +276,13 @@ async def read(lease: Sequence[Any], lent: dict[Any, Any]) -> dict[Any, Opaque]:
             ok = False
         if not ok:
             raise OSError(f"malformed lent value for {key!r}")
+        total += sum(spans[1::2])
+    if total > max_bytes:
+        raise OSError(f"{total} bytes lent, over the limit of {max_bytes} for one message")
+    frames: dict[Any, list[Frame]] = {}
+    pieces: list[tuple[int, int, int]] = []
+    for key, (header_opaque, spans) in lent.items():
+        (header,) = header_opaque.frames
         out: list[Frame] = [bytes(header)]
         for i in range(0, len(spans), 2):
             remote, n = spans[i], spans[i + 1]
@@ -280,7 +291,6 @@ async def read(lease: Sequence[Any], lent: dict[Any, Any]) -> dict[Any, Opaque]:
                 pieces.append((_address(buf), remote, n))
             out.append(memoryview(buf))
         frames[key] = out
-    total = sum(n for _, _, n in pieces)
     # In threads (the copies release the GIL): the event loop goes on meanwhile, and
     # a large copy is split so that page faults and copying use several cores.
     parts = max(1, min(_MAX_THREADS, os.cpu_count() or 1, total // _MIN_PIECE))

@@ -3,9 +3,9 @@
 Over the socket by default; from the same host (same kernel boot, pid namespace and
 user) a value may instead come as a memory file to map (:mod:`shoal.comm.shared_memory`)
 or as buffers lent to copy out of the worker's memory (:mod:`shoal.comm.cross_memory`).
-Any failure of either falls back to the bytes, asked for again over the socket; a
-worker whose memory the kernel won't let this process reach is asked for bytes only,
-for :data:`BYTES_ONLY_FOR` seconds.
+Any failure of either falls back to the bytes, asked for again over the socket; where
+the kernel won't let this process open a worker's files or read its memory (ptrace
+rules), that worker is not offered that way again for :data:`REFUSED_FOR` seconds.
 """
 
 from __future__ import annotations
@@ -18,17 +18,27 @@ from shoal._types import Key
 from shoal.comm import cross_memory, shared_memory
 from shoal.comm.rpc import ConnectionPool
 from shoal.errors import RemoteProtocolError
+from shoal.protocol.frames import DEFAULT_LIMITS
 from shoal.protocol.messages import OK, DataReply, GetData, ReleaseData
 from shoal.protocol.opaque import Opaque
 
-__all__ = ["BYTES_ONLY_FOR", "request_data"]
+__all__ = ["REFUSED_FOR", "request_data"]
 
 logger = logging.getLogger("shoal.comm.get_data")
 
-#: Seconds a worker whose memory this process may not reach (another user, ``hidepid``,
-#: Yama's ``ptrace_scope``) is asked for bytes only, saving the second request.
-BYTES_ONLY_FOR = 60.0
-_bytes_only: dict[str, float] = {}
+#: Seconds a worker whose files or memory the kernel won't let this process reach
+#: (another user, ``hidepid``, Yama's ``ptrace_scope``) is not asked that way again.
+REFUSED_FOR = 60.0
+#: (worker address, "map" or "copy") -> until when that way is not offered to it
+_refused: dict[tuple[str, str], float] = {}
+
+
+def _allowed(address: str, way: str) -> bool:
+    return _refused.get((address, way), 0.0) <= time.monotonic()
+
+
+def _refuse(address: str, way: str) -> None:
+    _refused[address, way] = time.monotonic() + REFUSED_FOR
 
 
 async def request_data(
@@ -41,14 +51,14 @@ async def request_data(
     copied out of its memory; what fails either way is asked for again as bytes.
     Raises what ``pool.request`` raises.
     """
-    same_host = (
-        shared_memory.identity() if _bytes_only.get(address, 0.0) <= time.monotonic() else None
-    )
+    same_host = shared_memory.identity()
     msg = GetData(
         keys=tuple(keys),
         who=who,
-        shared_memory=same_host,
-        cross_memory=same_host is not None and cross_memory.enabled(),
+        same_host=same_host,
+        # whoever can map files offers to: the setting decides whether workers write them
+        map_files=same_host is not None and _allowed(address, "map"),
+        cross_memory=same_host is not None and cross_memory.enabled() and _allowed(address, "copy"),
     )
     reply = await _request(pool, address, msg)
     opaques = dict(reply.data)
@@ -61,7 +71,7 @@ async def request_data(
             logger.debug("could not map %r from %s (%s); asking for its bytes", key, address, e)
             again.append(key)
             if isinstance(e, PermissionError):  # /proc won't show us its descriptors
-                _bytes_only[address] = time.monotonic() + BYTES_ONLY_FOR
+                _refuse(address, "map")
     if reply.lent:
         copied = await _borrow(pool, address, reply)
         if copied is None:
@@ -79,13 +89,15 @@ async def _borrow(pool: ConnectionPool, address: str, reply: DataReply) -> dict[
     """Copy what ``reply`` lent, then release the lease; None if the copy failed or the
     lease had ended before the release (the copy can't be trusted then)."""
     try:
-        copied = await cross_memory.read(reply.lease, reply.lent)
-    except OSError as e:
+        limits = pool.limits or DEFAULT_LIMITS
+        copied = await cross_memory.read(reply.lease, reply.lent, limits.max_message_bytes)
+    except (OSError, MemoryError) as e:
         logger.debug("could not copy from %s (%s); asking for the bytes", address, e)
         copied = None
         if isinstance(e, PermissionError):  # ptrace rules keep us out of its memory
-            _bytes_only[address] = time.monotonic() + BYTES_ONLY_FOR
-    token = reply.lease[2] if len(reply.lease) == 3 else None
+            _refuse(address, "copy")
+    lease = reply.lease
+    token = lease[2] if isinstance(lease, (tuple, list)) and len(lease) == 3 else None
     if not isinstance(token, bytes):
         return None
     released = await pool.request(address, ReleaseData(token=token))

@@ -512,16 +512,18 @@ class Broadcast(Message):
 class GetData(Message):
     """Ask a worker for the values of keys. Reply: ``DataReply``.
 
-    ``shared_memory``: the asker's :func:`shoal.comm.shared_memory.identity`, when it
-    can map the worker's memory files (values there come as references then).
-    ``cross_memory``: with that identity, the asker can also copy large buffers out of
-    the worker's memory (:mod:`shoal.comm.cross_memory`; they come as spans then).
+    ``same_host``: the asker's :func:`shoal.comm.shared_memory.identity` (host, pid
+    namespace, user); a worker with the same one may then answer in ways only a
+    process there can use: references to memory files, with ``map_files`` (see
+    :mod:`shoal.comm.shared_memory`), and buffers lent to copy out of its memory, with
+    ``cross_memory`` (see :mod:`shoal.comm.cross_memory`).
     """
 
     op: ClassVar[str] = "get-data"
     keys: tuple[Key, ...]
     who: Address | None = None
-    shared_memory: str | None = None
+    same_host: str | None = None
+    map_files: bool = False
     cross_memory: bool = False
 
 

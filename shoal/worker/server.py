@@ -619,10 +619,8 @@ class Worker:
     async def dispatch(self, msg: Message) -> Message:
         """Answer one request from a peer, a client or the scheduler."""
         if isinstance(msg, GetData):
-            same_host = (
-                msg.shared_memory is not None and msg.shared_memory == shared_memory.identity()
-            )
-            files = self.data.file if same_host else None
+            same_host = msg.same_host is not None and msg.same_host == shared_memory.identity()
+            files = self.data.file if same_host and msg.map_files else None
             lend = None
             if same_host and msg.cross_memory and self.lend_min_bytes is not None:
                 lend = transfer.Lend(self.lender, self.lend_min_bytes, time.monotonic())

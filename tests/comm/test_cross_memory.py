@@ -144,3 +144,15 @@ def test_values_without_large_buffers_travel_as_bytes() -> None:
     assert set(reply.data) == {"small", "plain"} and set(reply.lent) == {"big"}
     assert lender.lent_bytes == MiB
     assert loads(reply.data["plain"]) == {"a": 1}
+
+
+async def test_more_than_a_message_may_carry_is_refused_before_allocating() -> None:
+    lender = Lender()
+    lease, lent = lent_reply({"a": np.ones(MiB // 8)}, lender)
+    with pytest.raises(OSError, match="over the limit"):
+        await cross_memory.read(lease, lent, max_bytes=MiB - 1)
+    header, (address, _) = lent["a"]
+    huge = {"a": (header, (address, 1 << 50))}  # a petabyte, says the peer
+    with pytest.raises(OSError, match="over the limit"):
+        await cross_memory.read(lease, huge)
+    assert loads((await cross_memory.read(lease, lent, max_bytes=MiB))["a"]).sum() == MiB // 8

@@ -156,7 +156,7 @@ async def test_a_file_that_cannot_be_mapped_is_asked_for_as_bytes(
             # and for a while this worker is asked for bytes straight away
             opaques, missing = await get_data.request_data(client._pool, w.address, [x.key])
             assert len(asked) == 1 and loads(opaques[x.key]).sum() == 2 * MiB // 8
-            get_data._bytes_only.clear()
+            get_data._refused.clear()
             monkeypatch.setattr(shared_memory, "attach", real_attach)
             assert (await x).sum() == 2 * MiB // 8
         finally:
