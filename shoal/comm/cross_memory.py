@@ -18,10 +18,12 @@ over a few threads, which release the GIL), then tells the worker it is done
   done, or for :data:`LEASE_SECONDS` at most (an asker that died never will). The
   worker answers ``release-data`` with whether the lease still held: an asker that
   took longer than that discards its copy and asks for the bytes.
-* **The right process**: each reply lends a fresh random token too, at an address in
-  the lender's memory. The asker reads it first from the pid in the reply; a pid that
-  isn't the lender (a peer pointing at another process of the user) fails the check,
-  and nothing is copied.
+* **The right process**: the asker puts a fresh random *nonce* in its request; the
+  worker keeps it with the lease and replies with its own pid and the nonce's address
+  in its memory. Each copying thread first reads the nonce from that pid and address,
+  and copies nothing unless it is there: only the process that got the request can
+  have it, so a peer naming another process of the user (bytes it can guess, such as
+  an executable's header, are no use) gets nothing copied from it.
 * **Permission**: reading another process's memory takes what ``ptrace`` takes (same
   user, and on systems with Yama's ``ptrace_scope`` 1 an ancestor: a client can read
   its LocalCluster's workers, workers can't read each other). shoal never loosens
@@ -46,21 +48,30 @@ import sys
 import threading
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeAlias
 
-from shoal.protocol.frames import DEFAULT_LIMITS, allocate, frame_nbytes
+from shoal.protocol.frames import DEFAULT_LIMITS, allocate
 from shoal.protocol.opaque import Frame, Opaque
 
-__all__ = ["LEASE_SECONDS", "Lender", "available", "enabled", "read"]
+__all__ = ["LEASE_SECONDS", "NONCE_BYTES", "Lender", "available", "enabled", "new_nonce", "read"]
 
 #: How long a worker keeps lent buffers alive when the asker doesn't release them.
 LEASE_SECONDS = 60.0
-_TOKEN_BYTES = 16
+NONCE_BYTES = 16
+#: copying threads alive at most in a process (a copy stuck on a hung mapping never
+#: returns): past that, values come over the socket
+_MAX_COPYING = 32
+_copying = 0
+_copying_lock = threading.Lock()
 #: iovecs per process_vm_readv call (the kernel's UIO_MAXIOV)
 _IOV_MAX = 1024
 #: a copy is split over threads in pieces of at least this many bytes
 _MIN_PIECE = 4 << 20
 _MAX_THREADS = 4
+
+
+#: (local address, remote address, length) pieces of one copy
+_Run: TypeAlias = list[tuple[int, int, int]]
 
 
 class _IoVec(ctypes.Structure):
@@ -131,42 +142,54 @@ def _address(buf: Any) -> int:
         ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
 
 
+def new_nonce() -> bytes:
+    """A fresh random nonce for a ``get-data`` request that offers to copy."""
+    return secrets.token_bytes(NONCE_BYTES)
+
+
 class Lender:
     """A worker's lent buffers: kept alive until released or :data:`LEASE_SECONDS` old."""
 
     def __init__(self, lease_seconds: float = LEASE_SECONDS) -> None:
         self.lease_seconds = lease_seconds
-        #: token -> (expiry, the token object and the buffers it keeps alive)
+        #: the asker's nonce -> (expiry, the nonce and the buffer views it keeps alive)
         self._leases: dict[bytes, tuple[float, list[Any]]] = {}
-        #: bytes lent so far, all leases together
-        self.lent_bytes = 0
+        #: bytes lent since this lender was made, all leases together
+        self.lent_bytes_total = 0
 
     def __len__(self) -> int:
         return len(self._leases)
 
-    def lend(self, buffers: Sequence[Frame], now: float) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-        """Keep ``buffers`` alive; return their ``(address, length, …)`` spans and the
-        lease ``(pid, token address, token)`` the asker checks and later releases."""
+    def lend(
+        self, buffers: Sequence[Frame], nonce: bytes, now: float
+    ) -> tuple[tuple[int, ...], tuple[int, int]] | None:
+        """Keep ``buffers`` alive under the asker's ``nonce``; return their ``(address,
+        length, …)`` spans and the lease ``(pid, nonce address)`` the asker checks, or
+        None for a malformed nonce or one already lent under."""
         self.expire(now)
-        token = secrets.token_bytes(_TOKEN_BYTES)
+        if type(nonce) is not bytes or len(nonce) != NONCE_BYTES or nonce in self._leases:
+            return None
+        # views hold an export of each buffer: a bytearray can't be resized, nor an mmap
+        # closed, while lent
+        views = [memoryview(b) for b in buffers]
         spans: list[int] = []
-        for buf in buffers:
-            spans += (_address(buf), frame_nbytes(buf))
-        self.lent_bytes += sum(spans[1::2])
-        self._leases[token] = (now + self.lease_seconds, [token, *buffers])
-        return tuple(spans), (os.getpid(), _address(token), token)
+        for view in views:
+            spans += (_address(view), view.nbytes)
+        self.lent_bytes_total += sum(spans[1::2])
+        self._leases[nonce] = (now + self.lease_seconds, [nonce, *views])
+        return tuple(spans), (os.getpid(), _address(nonce))
 
-    def release(self, token: bytes, now: float) -> bool:
+    def release(self, nonce: bytes, now: float) -> bool:
         """End a lease; whether it still held (else the asker's copy can't be trusted)."""
-        held = self._leases.pop(token, None)
+        held = self._leases.pop(nonce, None) if type(nonce) is bytes else None
         self.expire(now)
         return held is not None and held[0] >= now
 
     def expire(self, now: float) -> None:
         """Drop the leases past their time."""
         if self._leases:
-            for token in [t for t, (expiry, _) in self._leases.items() if expiry < now]:
-                del self._leases[token]
+            for nonce in [t for t, (expiry, _) in self._leases.items() if expiry < now]:
+                del self._leases[nonce]
 
 
 def _copy(pid: int, pieces: Sequence[tuple[int, int, int]]) -> None:
@@ -185,13 +208,31 @@ def _copy(pid: int, pieces: Sequence[tuple[int, int, int]]) -> None:
             raise OSError(f"process_vm_readv from pid {pid} copied {got} of {want} bytes")
 
 
-async def _in_threads(pid: int, runs: list[list[tuple[int, int, int]]], keep: Any) -> None:
-    """Run :func:`_copy` for each run in a thread of its own (started per copy: nothing
-    lingers between transfers); raise the first error.
+def _copy_checked(pid: int, nonce_address: int, nonce: bytes, run: _Run) -> None:
+    """:func:`_copy` ``run`` from ``pid``, once the asker's ``nonce`` is found there."""
+    check = bytearray(NONCE_BYTES)
+    _copy(pid, [(_address(check), nonce_address, NONCE_BYTES)])
+    if bytes(check) != nonce:
+        raise OSError(f"pid {pid} is not the process that lent the data")
+    _copy(pid, run)
+
+
+async def _in_threads(
+    pid: int, nonce_address: int, nonce: bytes, runs: list[_Run], keep: Any
+) -> None:
+    """Run :func:`_copy_checked` for each run in a thread of its own (started per copy:
+    nothing lingers between transfers); raise the first error.
 
     Each thread holds ``keep`` (the destination buffers) until its copy is over, so a
-    caller cancelled meanwhile never frees memory a thread still writes into.
+    caller cancelled meanwhile never frees memory a thread still writes into. Past
+    :data:`_MAX_COPYING` threads alive (copies stuck on hung mappings), raises
+    ``OSError`` instead of starting more.
     """
+    global _copying
+    with _copying_lock:
+        if _copying + len(runs) > _MAX_COPYING:
+            raise OSError(f"{_copying} copies still running")
+        _copying += len(runs)
     loop = asyncio.get_running_loop()
     done: list[asyncio.Future[None]] = []
 
@@ -202,12 +243,16 @@ async def _in_threads(pid: int, runs: list[list[tuple[int, int, int]]], keep: An
             else:
                 future.set_exception(error)
 
-    def work(run: list[tuple[int, int, int]], future: asyncio.Future[None], keep: Any) -> None:
+    def work(run: _Run, future: asyncio.Future[None], keep: Any) -> None:
+        global _copying
         error: BaseException | None = None
         try:
-            _copy(pid, run)
+            _copy_checked(pid, nonce_address, nonce, run)
         except BaseException as e:
             error = e
+        finally:
+            with _copying_lock:
+                _copying -= 1
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(settle, future, error)
 
@@ -220,11 +265,11 @@ async def _in_threads(pid: int, runs: list[list[tuple[int, int, int]]], keep: An
     await asyncio.gather(*done)
 
 
-def _split(pieces: list[tuple[int, int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
+def _split(pieces: _Run, parts: int) -> list[_Run]:
     """Cut ``pieces`` into ``parts`` runs of about equal bytes (splitting pieces)."""
     total = sum(n for _, _, n in pieces)
     share = math.ceil(total / parts)
-    runs: list[list[tuple[int, int, int]]] = [[]]
+    runs: list[_Run] = [[]]
     room = share
     for lo, re, n in pieces:
         while n:
@@ -238,33 +283,26 @@ def _split(pieces: list[tuple[int, int, int]], parts: int) -> list[list[tuple[in
 
 
 async def read(
-    lease: Sequence[Any], lent: dict[Any, Any], max_bytes: int = DEFAULT_LIMITS.max_message_bytes
+    lease: Sequence[Any],
+    lent: dict[Any, Any],
+    nonce: bytes,
+    max_bytes: int = DEFAULT_LIMITS.max_message_bytes,
 ) -> dict[Any, Opaque]:
-    """Copy the values a worker lent (``DataReply.lent``, under ``lease``) into memory
-    of this process: their frames, by key.
+    """Copy the values a worker lent (``DataReply.lent``, under ``lease``, in answer to a
+    request with ``nonce``) into memory of this process: their frames, by key.
 
     Raises ``OSError`` when the lease or the spans are malformed, they add up to more
-    than ``max_bytes`` (the limit a message over the socket would have had), the
-    token isn't at the address the lease says (not the lender's pid), or the kernel
-    refuses the copy (``PermissionError``).
+    than ``max_bytes`` (the limit a message over the socket would have had), ``nonce``
+    isn't at the address the lease says (not the lender's pid), or the kernel refuses
+    the copy (with its errno: ``PermissionError`` for ptrace rules).
     """
     try:
-        pid, token_address, token = lease
-        valid = (
-            type(pid) is int
-            and pid > 0
-            and type(token_address) is int
-            and isinstance(token, bytes)
-            and len(token) == _TOKEN_BYTES
-        )
+        pid, nonce_address = lease
+        valid = type(pid) is int and pid > 0 and type(nonce_address) is int
     except (TypeError, ValueError):
         valid = False
     if not valid:
         raise OSError("malformed lease")
-    check = bytearray(_TOKEN_BYTES)
-    _copy(pid, [(_address(check), token_address, _TOKEN_BYTES)])
-    if bytes(check) != token:
-        raise OSError(f"pid {pid} is not the process that lent the data")
     total = 0
     for key, entry in lent.items():
         try:
@@ -280,7 +318,7 @@ async def read(
     if total > max_bytes:
         raise OSError(f"{total} bytes lent, over the limit of {max_bytes} for one message")
     frames: dict[Any, list[Frame]] = {}
-    pieces: list[tuple[int, int, int]] = []
+    pieces: _Run = []
     for key, (header_opaque, spans) in lent.items():
         (header,) = header_opaque.frames
         out: list[Frame] = [bytes(header)]
@@ -294,5 +332,5 @@ async def read(
     # In threads (the copies release the GIL): the event loop goes on meanwhile, and
     # a large copy is split so that page faults and copying use several cores.
     parts = max(1, min(_MAX_THREADS, os.cpu_count() or 1, total // _MIN_PIECE))
-    await _in_threads(pid, _split(pieces, parts), keep=frames)
+    await _in_threads(pid, nonce_address, nonce, _split(pieces, parts), keep=frames)
     return {key: Opaque(f) for key, f in frames.items()}

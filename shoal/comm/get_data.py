@@ -10,9 +10,11 @@ rules), that worker is not offered that way again for :data:`REFUSED_FOR` second
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shoal._types import Key
 from shoal.comm import cross_memory, shared_memory
@@ -38,7 +40,10 @@ def _allowed(address: str, way: str) -> bool:
 
 
 def _refuse(address: str, way: str) -> None:
-    _refused[address, way] = time.monotonic() + REFUSED_FOR
+    now = time.monotonic()
+    for stale in [k for k, until in _refused.items() if until <= now]:
+        del _refused[stale]
+    _refused[address, way] = now + REFUSED_FOR
 
 
 async def request_data(
@@ -52,19 +57,24 @@ async def request_data(
     Raises what ``pool.request`` raises.
     """
     same_host = shared_memory.identity()
+    copy = same_host is not None and cross_memory.enabled() and _allowed(address, "copy")
+    nonce = cross_memory.new_nonce() if copy else None
     msg = GetData(
         keys=tuple(keys),
         who=who,
         same_host=same_host,
         # whoever can map files offers to: the setting decides whether workers write them
         map_files=same_host is not None and _allowed(address, "map"),
-        cross_memory=same_host is not None and cross_memory.enabled() and _allowed(address, "copy"),
+        cross_memory=nonce,
     )
     reply = await _request(pool, address, msg)
-    opaques = dict(reply.data)
+    wanted = set(msg.keys)  # a reply has no say over which keys this process gets
+    opaques = {k: v for k, v in reply.data.items() if k in wanted}
     missing = list(reply.missing)
     again = []
     for key, ref in reply.shared.items():
+        if key not in wanted:
+            continue
         try:
             opaques[key] = shared_memory.attach(ref)
         except OSError as e:
@@ -73,37 +83,50 @@ async def request_data(
             if isinstance(e, PermissionError):  # /proc won't show us its descriptors
                 _refuse(address, "map")
     if reply.lent:
-        copied = await _borrow(pool, address, reply)
+        lent = {k: v for k, v in reply.lent.items() if k in wanted}
+        copied = await _borrow(pool, address, reply.lease, lent, nonce) if nonce else None
         if copied is None:
-            again += reply.lent
+            again += lent
         else:
             opaques.update(copied)
     if again:
         retry = await _request(pool, address, GetData(keys=tuple(again), who=who))
-        opaques.update(retry.data)
+        opaques.update((k, v) for k, v in retry.data.items() if k in wanted)
         missing += retry.missing
     return opaques, tuple(missing)
 
 
-async def _borrow(pool: ConnectionPool, address: str, reply: DataReply) -> dict[Key, Opaque] | None:
-    """Copy what ``reply`` lent, then release the lease; None if the copy failed or the
-    lease had ended before the release (the copy can't be trusted then)."""
+async def _borrow(
+    pool: ConnectionPool, address: str, lease: Any, lent: dict[Key, Any], nonce: bytes
+) -> dict[Key, Opaque] | None:
+    """Copy what a worker lent, then release the lease; None if the copy failed or the
+    lease had ended before the release (the copy can't be trusted then).
+
+    The release goes out whatever happens, this coroutine cancelled included (a
+    ``gather`` timing out): the worker then stops pinning the buffers at once.
+    """
+    copied = None
     try:
         limits = pool.limits or DEFAULT_LIMITS
-        copied = await cross_memory.read(reply.lease, reply.lent, limits.max_message_bytes)
-    except (OSError, MemoryError) as e:
+        copied = await cross_memory.read(lease, lent, nonce, limits.max_message_bytes)
+    except Exception as e:
         logger.debug("could not copy from %s (%s); asking for the bytes", address, e)
-        copied = None
-        if isinstance(e, PermissionError):  # ptrace rules keep us out of its memory
+        if isinstance(e, OSError) and e.errno:  # the kernel refused: ptrace rules, seccomp
             _refuse(address, "copy")
-    lease = reply.lease
-    token = lease[2] if isinstance(lease, (tuple, list)) and len(lease) == 3 else None
-    if not isinstance(token, bytes):
-        return None
-    released = await pool.request(address, ReleaseData(token=token))
-    if not isinstance(released, OK) or released.value is not True:
-        return None
-    return copied
+    finally:
+        release = asyncio.ensure_future(_release(pool, address, nonce))
+    held = await asyncio.shield(release)
+    return copied if held else None
+
+
+async def _release(pool: ConnectionPool, address: str, nonce: bytes) -> bool:
+    """Release a lease; whether it still held (False too when the worker can't say)."""
+    try:
+        reply = await pool.request(address, ReleaseData(nonce=nonce))
+    except Exception as e:
+        logger.debug("could not release a lease on %s: %s", address, e)
+        return False
+    return isinstance(reply, OK) and reply.value is True
 
 
 async def _request(pool: ConnectionPool, address: str, msg: GetData) -> DataReply:

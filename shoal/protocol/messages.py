@@ -516,7 +516,7 @@ class GetData(Message):
     namespace, user); a worker with the same one may then answer in ways only a
     process there can use: references to memory files, with ``map_files`` (see
     :mod:`shoal.comm.shared_memory`), and buffers lent to copy out of its memory, with
-    ``cross_memory`` (see :mod:`shoal.comm.cross_memory`).
+    ``cross_memory`` (the asker's random nonce, see :mod:`shoal.comm.cross_memory`).
     """
 
     op: ClassVar[str] = "get-data"
@@ -524,7 +524,7 @@ class GetData(Message):
     who: Address | None = None
     same_host: str | None = None
     map_files: bool = False
-    cross_memory: bool = False
+    cross_memory: bytes | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -532,8 +532,8 @@ class DataReply(Message):
     """Values a worker holds (``data``), the keys it did not have (``missing``),
     references to the memory files of values the asker maps itself (``shared``, see
     :mod:`shoal.comm.shared_memory`), and values it lends the asker to copy out of its
-    memory (``lent``: header and spans by key, all under one ``lease``, see
-    :mod:`shoal.comm.cross_memory`)."""
+    memory (``lent``: header and spans by key, all under one ``lease``: the worker's
+    pid and the address of the asker's nonce there, see :mod:`shoal.comm.cross_memory`)."""
 
     op: ClassVar[str] = "data"
     data: dict[Key, Opaque]
@@ -545,11 +545,11 @@ class DataReply(Message):
 
 @dataclass(slots=True, unsafe_hash=True)
 class ReleaseData(Message):
-    """The asker copied what a ``DataReply`` lent (its lease ``token``). Reply:
+    """The asker is done with what a ``DataReply`` lent (under its ``nonce``). Reply:
     ``OK(held)``: whether the lease still held, i.e. whether the copy can be used."""
 
     op: ClassVar[str] = "release-data"
-    token: bytes
+    nonce: bytes
 
 
 @dataclass(slots=True, unsafe_hash=True)

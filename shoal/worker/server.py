@@ -622,11 +622,13 @@ class Worker:
             same_host = msg.same_host is not None and msg.same_host == shared_memory.identity()
             files = self.data.file if same_host and msg.map_files else None
             lend = None
-            if same_host and msg.cross_memory and self.lend_min_bytes is not None:
-                lend = transfer.Lend(self.lender, self.lend_min_bytes, time.monotonic())
+            if same_host and msg.cross_memory is not None and self.lend_min_bytes is not None:
+                lend = transfer.Lend(
+                    self.lender, self.lend_min_bytes, msg.cross_memory, time.monotonic()
+                )
             return transfer.serve_data(self.data, msg.keys, self.address, files, lend)
         if isinstance(msg, ReleaseData):
-            return OK(self.lender.release(msg.token, time.monotonic()))
+            return OK(self.lender.release(msg.nonce, time.monotonic()))
         if isinstance(msg, UpdateData):
             return self._update_data(msg)
         if isinstance(msg, RunFunction):

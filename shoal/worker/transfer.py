@@ -26,14 +26,13 @@ def serve_data(
 
     With ``shared`` (the asker maps memory files of this host), a key it gives a memory
     file for is answered with a reference to that file instead of the value's bytes.
-    With ``lend`` (the asker copies out of this process's memory), a value whose
-    buffers total at least ``lend.min_bytes`` is lent: its header and the spans of its
-    buffers go in the reply, under one lease for the whole reply.
+    With ``lend`` (the asker copies out of this process's memory), values whose
+    buffers total at least ``lend.min_bytes`` are lent: their headers and the spans of
+    their buffers go in the reply, under one lease for the whole reply.
     """
-    out = {}
+    out: dict[Key, Opaque] = {}
     refs = {}
-    lent: dict[Key, tuple[Any, ...]] = {}
-    lent_buffers: list[Any] = []
+    to_lend: dict[Key, Opaque] = {}
     missing = []
     for key in keys:
         if shared is not None:
@@ -54,27 +53,35 @@ def serve_data(
                 f"{e}. Return a picklable object from the task, or consume the value in a "
                 "task on the cluster instead of moving it."
             )
-        header, *buffers = opaque.frames
-        if lend is not None and sum(frame_nbytes(b) for b in buffers) >= lend.min_bytes:
-            lent[key] = (Opaque([header]), len(lent_buffers), len(buffers))
-            lent_buffers += buffers
+        if lend is not None and sum(frame_nbytes(b) for b in opaque.frames[1:]) >= lend.min_bytes:
+            to_lend[key] = opaque
         else:
             out[key] = opaque
+    lent: dict[Key, tuple[Any, ...]] = {}
     lease: tuple[Any, ...] = ()
-    if lent:
+    if to_lend:
         assert lend is not None
-        spans, lease = lend.lender.lend(lent_buffers, lend.now)
-        for key, (header_opaque, first, count) in lent.items():
-            lent[key] = (header_opaque, spans[2 * first : 2 * (first + count)])
+        buffers = [b for opaque in to_lend.values() for b in opaque.frames[1:]]
+        loan = lend.lender.lend(buffers, lend.nonce, lend.now)
+        if loan is None:  # a malformed or reused nonce: the bytes then
+            out.update(to_lend)
+        else:
+            spans, lease = loan
+            first = 0
+            for key, opaque in to_lend.items():
+                end = first + 2 * (len(opaque.frames) - 1)
+                lent[key] = (Opaque(opaque.frames[:1]), spans[first:end])
+                first = end
     return DataReply(data=out, missing=tuple(missing), shared=refs, lent=lent, lease=lease)
 
 
 class Lend(NamedTuple):
-    """How :func:`serve_data` lends buffers: to whom it records leases, from what size,
-    at what time."""
+    """How :func:`serve_data` lends buffers: who records the lease, from what size, under
+    which of the asker's nonces, at what time."""
 
     lender: cross_memory.Lender
     min_bytes: int
+    nonce: bytes
     now: float
 
 

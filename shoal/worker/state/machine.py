@@ -25,7 +25,7 @@ Contract with the server that executes the instructions:
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -173,10 +173,12 @@ class WorkerState:
     def _transitions(self, recs: Recs) -> list[Instruction]:
         """Apply recommendations, and those they lead to, until none is left."""
         instructions: list[Instruction] = []
-        remaining = dict(recs)
+        # First in, first out, a new recommendation for a task keeping its place. Not a
+        # dict with next(iter(...)): each look would skip every entry popped before it,
+        # quadratic in a batch (25,000 released keys: 235 ms instead of 3).
+        remaining = OrderedDict(recs)
         while remaining:
-            ts = next(iter(remaining))
-            finish = remaining.pop(ts)
+            ts, finish = remaining.popitem(last=False)
             if ts.state in (finish, "forgotten"):
                 continue
             if finish == "forgotten" and (ts.state != "released" or ts.needed):
