@@ -160,10 +160,14 @@ class WorkerState:
         for key in event.story_keys():
             self.log.append((key, event.name, event.stimulus_id, event.now))
         recs, instructions = handler(self, event)
-        instructions += self._transitions(recs)
-        instructions += self._ensure_communicating()
-        instructions += self._ensure_computing()
-        instructions = _coalesce(instructions)
+        if recs:
+            instructions += self._transitions(recs)
+        if self.fetcher.data_needed:
+            instructions += self._ensure_communicating()
+        if self.ready or self.constrained:
+            instructions += self._ensure_computing()
+        if len(instructions) > 1:
+            instructions = _coalesce(instructions)
         if self.validate:
             validate_state(self)
         return instructions
