@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import cloudpickle
@@ -46,6 +48,35 @@ def expected(n: int) -> float:
     return float(np.arange(n // 8, dtype=np.float64).sum())
 
 
+@contextlib.asynccontextmanager
+async def holding(nbytes: int, **kwargs: Any) -> AsyncIterator[tuple[Client, Any, Any]]:
+    """A one-worker cluster in this process (over tcp:// unless told), a client, and a
+    future for an array of ``nbytes`` the worker holds."""
+    async with cluster(n_workers=1, **kwargs) as (s, (w,)):
+        client = await Client(s.address, asynchronous=True)
+        try:
+            x = client.submit(make, nbytes, pure=False)
+            await wait([x])
+            yield client, w, x
+        finally:
+            get_data._refused.clear()
+            await client.close()
+
+
+class Spy:
+    """Records the ``get-data`` requests ``request_data`` sends."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[GetData] = []
+        real = get_data._request
+
+        async def spy(pool: Any, address: str, msg: GetData) -> Any:
+            self.sent.append(msg)
+            return await real(pool, address, msg)
+
+        monkeypatch.setattr(get_data, "_request", spy)
+
+
 def test_worker_processes_and_the_client_copy_large_values_out_of_memory(
     fresh_config: pytest.MonkeyPatch,
 ) -> None:
@@ -74,105 +105,76 @@ def test_worker_processes_and_the_client_copy_large_values_out_of_memory(
 
 
 async def test_a_borrowed_value_takes_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            await wait([x])
-            spy = Spy(monkeypatch)
-            np.testing.assert_array_equal(await x, make(16 * MiB))
-            assert [m.cross_memory is not None for m in spy.sent] == [True], "copied, no retry"
-            assert w.lender.lent_bytes_total == 16 * MiB and len(w.lender) == 0
-        finally:
-            await client.close()
+    async with holding(16 * MiB) as (client, w, x):
+        spy = Spy(monkeypatch)
+        np.testing.assert_array_equal(await x, make(16 * MiB))
+        assert [m.cross_memory is not None for m in spy.sent] == [True], "copied, no retry"
+        assert w.lender.lent_bytes_total == 16 * MiB and len(w.lender) == 0
 
 
 async def test_an_inproc_worker_lends_nothing() -> None:
-    async with cluster(n_workers=1, protocol="inproc") as (s, (w,)):
+    async with holding(16 * MiB, protocol="inproc") as (client, w, x):
         assert w.lend_min_bytes is None
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            np.testing.assert_array_equal(await x, make(16 * MiB))
-            assert w.lender.lent_bytes_total == 0
-        finally:
-            await client.close()
+        np.testing.assert_array_equal(await x, make(16 * MiB))
+        assert w.lender.lent_bytes_total == 0
 
 
 async def test_a_cancelled_copy_still_releases_its_lease(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            await wait([x])
-            started = asyncio.Event()
+    async with holding(16 * MiB) as (client, w, x):
+        started = asyncio.Event()
 
-            async def stuck(*args: Any) -> Any:
-                started.set()
-                await asyncio.sleep(3600)
+        async def stuck(*args: Any) -> Any:
+            started.set()
+            await asyncio.sleep(3600)
 
-            monkeypatch.setattr(cross_memory, "read", stuck)
-            fetch = asyncio.ensure_future(get_data.request_data(client._pool, w.address, [x.key]))
-            await started.wait()
-            assert len(w.lender) == 1
-            fetch.cancel()  # a gather that timed out, say
-            with pytest.raises(asyncio.CancelledError):
-                await fetch
-            deadline = asyncio.get_running_loop().time() + 5
-            while len(w.lender) and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)
-            assert len(w.lender) == 0, "released, not pinned for a minute"
-        finally:
-            await client.close()
+        monkeypatch.setattr(cross_memory, "read", stuck)
+        fetch = asyncio.ensure_future(get_data.request_data(client._pool, w.address, [x.key]))
+        await started.wait()
+        assert len(w.lender) == 1
+        fetch.cancel()  # a gather that timed out, say
+        with pytest.raises(asyncio.CancelledError):
+            await fetch
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(w.lender) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(w.lender) == 0, "released, not pinned for a minute"
 
 
 async def test_a_worker_gone_before_the_release_loses_nothing_else(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            big = client.submit(make, 16 * MiB, pure=False)
-            small = client.submit(make, 1024, pure=False)
-            await wait([big, small])
+    async with holding(16 * MiB) as (client, w, big):
+        small = client.submit(make, 1024, pure=False)
+        await wait([small])
 
-            async def unanswered(*args: Any) -> bool:
-                return False  # what _release says when the worker can't be reached
+        async def unanswered(*args: Any) -> bool:
+            return False  # what _release says when the worker can't be reached
 
-            monkeypatch.setattr(get_data, "_release", unanswered)
-            spy = Spy(monkeypatch)
-            opaques, missing = await get_data.request_data(
-                client._pool, w.address, [big.key, small.key]
-            )
-            # the copy can't be trusted: asked for again; the small value stays
-            assert set(opaques) == {big.key, small.key} and missing == ()
-            assert [m.keys for m in spy.sent][1:] == [(big.key,)]
-            np.testing.assert_array_equal(loads(opaques[big.key]), make(16 * MiB))
-        finally:
-            await client.close()
+        monkeypatch.setattr(get_data, "_release", unanswered)
+        spy = Spy(monkeypatch)
+        opaques, missing = await get_data.request_data(
+            client._pool, w.address, [big.key, small.key]
+        )
+        # the copy can't be trusted: asked for again; the small value stays
+        assert set(opaques) == {big.key, small.key} and missing == ()
+        assert [m.keys for m in spy.sent][1:] == [(big.key,)]
+        np.testing.assert_array_equal(loads(opaques[big.key]), make(16 * MiB))
 
 
 async def test_a_copy_the_kernel_refuses_is_not_offered_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            await wait([x])
+    async with holding(16 * MiB) as (client, w, x):
 
-            def unsupported(pid: int, pieces: Any) -> None:
-                raise OSError(errno.ENOSYS, "Function not implemented")  # seccomp, say
+        def unsupported(pid: int, pieces: Any) -> None:
+            raise OSError(errno.ENOSYS, "Function not implemented")  # seccomp, say
 
-            monkeypatch.setattr(cross_memory, "_copy", unsupported)
-            spy = Spy(monkeypatch)
-            for _ in range(2):
-                opaques, _ = await get_data.request_data(client._pool, w.address, [x.key])
-                np.testing.assert_array_equal(loads(opaques[x.key]), make(16 * MiB))
-            assert [m.cross_memory is not None for m in spy.sent] == [True, False, False]
-        finally:
-            get_data._refused.clear()
-            await client.close()
+        monkeypatch.setattr(cross_memory, "_copy", unsupported)
+        spy = Spy(monkeypatch)
+        for _ in range(2):
+            opaques, _ = await get_data.request_data(client._pool, w.address, [x.key])
+            np.testing.assert_array_equal(loads(opaques[x.key]), make(16 * MiB))
+        assert [m.cross_memory is not None for m in spy.sent] == [True, False, False]
 
 
 def test_with_cross_memory_off_nothing_is_lent(fresh_config: pytest.MonkeyPatch) -> None:
@@ -189,82 +191,48 @@ def test_with_cross_memory_off_nothing_is_lent(fresh_config: pytest.MonkeyPatch)
         assert list(c.run(lent_bytes).values()) == [0]
 
 
-class Spy:
-    """Records the ``get-data`` requests ``request_data`` sends."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent: list[GetData] = []
-        real = get_data._request
-
-        async def spy(pool: Any, address: str, msg: GetData) -> Any:
-            self.sent.append(msg)
-            return await real(pool, address, msg)
-
-        monkeypatch.setattr(get_data, "_request", spy)
-
-
 async def test_a_lease_that_ended_before_the_release_means_asking_for_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            await wait([x])
-            w.lender.lease_seconds = -1.0  # every lease is over by the time it is released
-            spy = Spy(monkeypatch)
-            np.testing.assert_array_equal(await x, make(16 * MiB))
-            assert [m.cross_memory is not None for m in spy.sent] == [True, False]
-            assert w.lender.lent_bytes_total == 16 * MiB and len(w.lender) == 0
-        finally:
-            await client.close()
+    async with holding(16 * MiB) as (client, w, x):
+        w.lender.lease_seconds = -1.0  # every lease is over by the time it is released
+        spy = Spy(monkeypatch)
+        np.testing.assert_array_equal(await x, make(16 * MiB))
+        assert [m.cross_memory is not None for m in spy.sent] == [True, False]
+        assert w.lender.lent_bytes_total == 16 * MiB and len(w.lender) == 0
 
 
 async def test_a_refused_copy_falls_back_to_bytes_for_a_while(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            await wait([x])
+    async with holding(16 * MiB) as (client, w, x):
 
-            def refuse(pid: int, pieces: Any) -> None:
-                raise PermissionError(1, "Operation not permitted")
+        def refuse(pid: int, pieces: Any) -> None:
+            raise PermissionError(1, "Operation not permitted")
 
-            monkeypatch.setattr(cross_memory, "_copy", refuse)
-            spy = Spy(monkeypatch)
-            opaques, missing = await get_data.request_data(client._pool, w.address, [x.key])
-            assert missing == () and len(opaques) == 1
-            assert [m.cross_memory is not None for m in spy.sent] == [True, False]
-            assert len(w.lender) == 0, "the asker released the lease it could not use"
-            # from then on this worker is asked for bytes straight away
-            await get_data.request_data(client._pool, w.address, [x.key])
-            assert [m.cross_memory is not None for m in spy.sent[2:]] == [False]
-            assert spy.sent[2].map_files, "mapping files is another matter"
-        finally:
-            get_data._refused.clear()
-            await client.close()
+        monkeypatch.setattr(cross_memory, "_copy", refuse)
+        spy = Spy(monkeypatch)
+        opaques, missing = await get_data.request_data(client._pool, w.address, [x.key])
+        assert missing == () and len(opaques) == 1
+        assert [m.cross_memory is not None for m in spy.sent] == [True, False]
+        assert len(w.lender) == 0, "the asker released the lease it could not use"
+        # from then on this worker is asked for bytes straight away
+        await get_data.request_data(client._pool, w.address, [x.key])
+        assert [m.cross_memory is not None for m in spy.sent[2:]] == [False]
+        assert spy.sent[2].map_files, "mapping files is another matter"
 
 
 async def test_a_lease_pointing_at_another_process_is_not_copied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with cluster(n_workers=1) as (s, (w,)):
-        client = await Client(s.address, asynchronous=True)
-        try:
-            x = client.submit(make, 16 * MiB, pure=False)
-            await wait([x])
-            real_lend = w.lender.lend
+    async with holding(16 * MiB) as (client, w, x):
+        real_lend = w.lender.lend
 
-            def lie(buffers: Any, nonce: bytes, now: float) -> Any:
-                spans, (pid, address) = real_lend(buffers, nonce, now)
-                return spans, (os.getppid(), address)  # not the lender
+        def lie(buffers: Any, nonce: bytes, now: float) -> Any:
+            spans, (pid, address) = real_lend(buffers, nonce, now)
+            return spans, (os.getppid(), address)  # not the lender
 
-            monkeypatch.setattr(w.lender, "lend", lie)
-            spy = Spy(monkeypatch)
-            np.testing.assert_array_equal(await x, make(16 * MiB))
-            assert [m.cross_memory is not None for m in spy.sent] == [True, False]
-        finally:
-            get_data._refused.clear()
-            await client.close()
+        monkeypatch.setattr(w.lender, "lend", lie)
+        spy = Spy(monkeypatch)
+        np.testing.assert_array_equal(await x, make(16 * MiB))
+        assert [m.cross_memory is not None for m in spy.sent] == [True, False]
