@@ -168,6 +168,12 @@ def _worker_families(out: Exposition, workers: list[dict[str, Any]]) -> None:
             "Values the worker fetched from its peers.",
             lambda w: w["transfer_incoming_count"],
         ),
+        (
+            "shoal_worker_transfer_lent_bytes",
+            "counter",
+            "Bytes peers and clients on the worker's host copied straight out of its memory.",
+            lambda w: w["transfer_lent_bytes"],
+        ),
     ]
     for name, kind, help_text, get in families:
         out.family(name, kind, help_text, _per_worker(workers, get))

@@ -127,6 +127,7 @@ class ClusterView:
                     "executing": int(_num(m.get("executing"))),
                     "transfer_incoming_bytes": int(_num(m.get("transfer_incoming_bytes"))),
                     "transfer_incoming_count": int(_num(m.get("transfer_incoming_count"))),
+                    "transfer_lent_bytes": int(_num(m.get("transfer_lent_bytes"))),
                     "last_seen": now - _num(info.get("last_seen", now)),
                     "nanny": info.get("nanny") or None,
                 }

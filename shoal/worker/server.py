@@ -608,6 +608,8 @@ class Worker:
             # since the last heartbeat: {"cpu": %, "read_bps", "write_bps"} (host network)
             **self._system.sample(),
             "transfer_incoming_bytes": self.transfer_incoming_bytes,
+            # bytes same-host askers copied out of this process (comm/cross_memory.py)
+            "transfer_lent_bytes": self.lender.lent_bytes_total,
             "transfer_incoming_count": self.transfer_incoming_count,
         }
 

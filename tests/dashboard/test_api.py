@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoal import Client
+from shoal.comm import cross_memory
 from shoal.dashboard.views import ClusterView
 from shoal.testing.cluster import cluster
 from shoal.worker.server import Worker
@@ -215,6 +217,28 @@ async def test_metrics(busy: Cluster, fetch: Callable[[str], Awaitable[Any]]) ->
     holders = {ws_.address for ts in s.state.tasks.values() for ws_ in ts.who_has}
     if len(holders) == 2:  # the incs were spread: sum fetched some from the other worker
         assert fetched > 0
+
+
+async def test_metrics_count_bytes_lent_to_same_host_askers(
+    busy: Cluster, fetch: Callable[[str], Awaitable[Any]]
+) -> None:
+    s, ws, client, base, _ = busy
+    [x] = await client.scatter([np.ones(9 * 2**20 // 8)], workers=[ws[0].address])
+    assert (await x).nbytes == 9 * 2**20  # gathered by copying it out of the worker's memory
+    lent = ws[0].lender.lent_bytes_total
+    assert lent == 9 * 2**20 or not cross_memory.enabled()
+    for _ in range(200):  # until a heartbeat has reported it
+        _, _, body = await fetch(base + "/metrics")
+        samples = {
+            smp.labels["worker"]: smp.value
+            for f in text_string_to_metric_families(body)
+            if f.name == "shoal_worker_transfer_lent_bytes"
+            for smp in f.samples
+        }
+        if samples == {ws[0].address: lent, ws[1].address: 0}:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(samples)
 
 
 async def test_metrics_escape_label_values(fetch: Callable[[str], Awaitable[Any]]) -> None:
