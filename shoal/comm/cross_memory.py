@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import math
 import os
 import secrets
@@ -105,7 +104,8 @@ def _readv() -> Any:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        func = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).process_vm_readv
+        # the symbols the interpreter is linked with, libc's among them (no search)
+        func = ctypes.CDLL(None, use_errno=True).process_vm_readv
     except (OSError, AttributeError):
         return None
     func.restype = ctypes.c_ssize_t
