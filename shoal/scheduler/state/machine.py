@@ -173,8 +173,11 @@ class SchedulerState:
         #: number of tasks in each live state
         self.counts: dict[TaskStateName, int] = dict.fromkeys(LIVE_STATES, 0)
         self.pool = WorkerPool()
-        #: ``(stimulus_id, event)`` for each handled event, oldest first
+        #: ``(stimulus_id, event)`` for each handled event, oldest first; it also holds
+        #: at most ``log_size`` submitted tasks (see :meth:`_log_event`)
         self.event_log: deque[tuple[StimulusId, Event]] = deque(maxlen=log_size)
+        self._log_size = log_size
+        self._logged_tasks = 0
         self.transition_log: deque[TransitionRecord] = deque(maxlen=log_size)
         #: called with each transition and the event being handled (the server's plugins)
         self.transition_listener: Callable[[TransitionRecord, Event | None], None] | None = None
@@ -193,7 +196,7 @@ class SchedulerState:
             if not sid:
                 self._stimuli += 1
                 sid = f"{type(event).__name__}-{self._stimuli}"
-            self.event_log.append((sid, event))
+            self._log_event(sid, event)
             self.current_event = event
             ctx = Context(sid, event.now, out)
             _HANDLERS[type(event)](self, event, ctx)
@@ -320,6 +323,21 @@ class SchedulerState:
                 ws.nbytes += diff
                 self.pool.touch(ws)
 
+    def _log_event(self, sid: StimulusId, event: Event) -> None:
+        """Append to the event log, dropping the oldest events while the graphs it holds
+        add up to more than ``log_size`` tasks (but keeping the newest event). Without
+        that cap, a million-task graph's run specs would stay in memory long after its
+        tasks are gone, until ``log_size`` more events had pushed it out."""
+        log = self.event_log
+        if not log.maxlen:
+            return  # no log kept
+        if len(log) == log.maxlen:  # the append drops the oldest
+            self._logged_tasks -= _task_count(log[0][1])
+        log.append((sid, event))
+        self._logged_tasks += _task_count(event)
+        while self._logged_tasks > self._log_size and len(log) > 1:
+            self._logged_tasks -= _task_count(log.popleft()[1])
+
     def record_transition(self, ts: TaskState, start: TaskStateName, ctx: Context) -> None:
         """Count and log that ``ts`` moved from ``start`` to its current state."""
         finish = ts.state
@@ -331,3 +349,8 @@ class SchedulerState:
         self.transition_log.append(record)
         if self.transition_listener is not None:
             self.transition_listener(record, self.current_event)
+
+
+def _task_count(event: Event) -> int:
+    """How many task specs ``event`` carries (and the event log keeps alive)."""
+    return len(event.tasks) if type(event) is GraphSubmitted else 0

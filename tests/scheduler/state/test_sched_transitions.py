@@ -245,3 +245,25 @@ def test_logs_are_bounded() -> None:
     assert len(s.event_log) == 3
     s.handle(submit("c", *(spec(i) for i in range(10)), keys=tuple(range(10))))
     assert len(s.transition_log) == 3
+
+
+def test_the_event_log_keeps_at_most_log_size_submitted_tasks() -> None:
+    s = SchedulerState(log_size=10)
+    s.handle(worker(A))
+    big = submit("c", *(spec(f"t{i}") for i in range(25)), keys=tuple(f"t{i}" for i in range(25)))
+    s.handle(big)
+    # the newest event stays, however big (its tasks are alive anyway)
+    assert [e for _, e in s.event_log][-1] is big
+    s.handle(submit("c", spec("small")))
+    # the next one pushes it out: its 25 run specs are no longer held by the log
+    assert big not in [e for _, e in s.event_log]
+    assert s._logged_tasks == 1
+    for i in range(12):  # plain events beyond maxlen: counts stay right
+        s.handle(finished(A, "small") if i == 0 else submit("c", spec(f"u{i}")))
+    assert len(s.event_log) == 10
+    assert s._logged_tasks == sum(
+        len(e.tasks) for _, e in s.event_log if isinstance(e, GraphSubmitted)
+    )
+    nothing = SchedulerState(log_size=0)
+    nothing.handle(worker(A), big)
+    assert len(nothing.event_log) == 0
