@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -236,3 +237,14 @@ async def test_a_lease_pointing_at_another_process_is_not_copied(
         spy = Spy(monkeypatch)
         np.testing.assert_array_equal(await x, make(16 * MiB))
         assert [m.cross_memory is not None for m in spy.sent] == [True, False]
+
+
+async def test_leases_nobody_releases_expire_on_the_heartbeat() -> None:
+    async with cluster(n_workers=1, worker_kwargs={"heartbeat_interval": 0.02}) as (_, (w,)):
+        w.lender.lease_seconds = 0.05
+        assert w.lender.lend([bytearray(10)], cross_memory.new_nonce(), time.monotonic())
+        assert len(w.lender) == 1  # an asker that died before releasing, say
+        deadline = time.monotonic() + 5
+        while len(w.lender) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(w.lender) == 0
