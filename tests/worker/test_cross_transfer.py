@@ -248,3 +248,26 @@ async def test_leases_nobody_releases_expire_on_the_heartbeat() -> None:
         while len(w.lender) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert len(w.lender) == 0
+
+
+def make_pair(n: int) -> Any:
+    return (make(n), make(n))  # not a plain array: never in a memory file, lent instead
+
+
+async def test_one_reply_with_a_memory_file_and_a_lent_value(
+    fresh_config: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY", "true")
+    fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY_THRESHOLD", "1 MiB")
+    config.refresh()
+    async with holding(16 * MiB) as (client, w, x):
+        pair = client.submit(make_pair, 8 * MiB, pure=False)
+        await wait([pair])
+        assert w.data.file(x.key) is not None and w.data.file(pair.key) is None
+        spy = Spy(monkeypatch)
+        opaques, missing = await get_data.request_data(client._pool, w.address, [x.key, pair.key])
+        assert len(spy.sent) == 1 and missing == ()
+        np.testing.assert_array_equal(loads(opaques[x.key]), make(16 * MiB))
+        _, second = loads(opaques[pair.key])
+        np.testing.assert_array_equal(second, make(8 * MiB))
+        assert w.lender.lent_bytes_total == 16 * MiB and len(w.lender) == 0
