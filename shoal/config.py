@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "comm.cross-memory": True,
     "comm.cross-memory-threshold": "8 MiB",
     "scheduler.allowed-failures": 3,
-    # Events and transitions kept for story() (each log; older entries are dropped).
+    # Events and transitions kept for story() (each log; older entries are dropped);
+    # the scheduler's event log also keeps the graphs of at most that many tasks.
     "scheduler.log-size": 10_000,
     "worker.log-size": 10_000,
     # Events kept per topic by Scheduler.log_event, and task-stream records kept.

@@ -21,9 +21,9 @@ over a few threads, which release the GIL), then tells the worker it is done
 * **The right process**: the asker puts a fresh random *nonce* in its request; the
   worker keeps it with the lease and replies with its own pid and the nonce's address
   in its memory. Each copying thread first reads the nonce from that pid and address,
-  and copies nothing unless it is there: only the process that got the request can
-  have it, so a peer naming another process of the user (bytes it can guess, such as
-  an executable's header, are no use) gets nothing copied from it.
+  and copies nothing unless it is there: besides the asker, only the process that got
+  the request has it, so a peer naming another process of the user (bytes it can
+  guess, such as an executable's header, are no use) gets nothing copied from it.
 * **Permission**: reading another process's memory takes what ``ptrace`` takes (same
   user, and on systems with Yama's ``ptrace_scope`` 1 an ancestor: a client can read
   its LocalCluster's workers, workers can't read each other). shoal never loosens
@@ -256,12 +256,19 @@ async def _in_threads(
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(settle, future, error)
 
-    for run in runs:
-        future = loop.create_future()
-        done.append(future)
-        threading.Thread(
-            target=work, args=(run, future, keep), name="shoal-copy", daemon=True
-        ).start()
+    started = 0
+    try:
+        for run in runs:
+            future = loop.create_future()
+            threading.Thread(
+                target=work, args=(run, future, keep), name="shoal-copy", daemon=True
+            ).start()
+            done.append(future)
+            started += 1
+    except BaseException:  # no thread to be had: the runs never started don't count
+        with _copying_lock:
+            _copying -= len(runs) - started
+        raise
     await asyncio.gather(*done)
 
 

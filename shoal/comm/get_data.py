@@ -11,6 +11,7 @@ rules), that worker is not offered that way again for :data:`REFUSED_FOR` second
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -111,12 +112,18 @@ async def _borrow(
         copied = await cross_memory.read(lease, lent, nonce, limits.max_message_bytes)
     except Exception as e:
         logger.debug("could not copy from %s (%s); asking for the bytes", address, e)
-        if isinstance(e, OSError) and e.errno:  # the kernel refused: ptrace rules, seccomp
-            _refuse(address, "copy")
+        if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.ENOSYS:
+            _refuse(address, "copy")  # the kernel refused: ptrace rules, seccomp
     finally:
         release = asyncio.ensure_future(_release(pool, address, nonce))
+        _releasing.add(release)  # held until done, even if this coroutine is cancelled
+        release.add_done_callback(_releasing.discard)
     held = await asyncio.shield(release)
     return copied if held else None
+
+
+#: releases in progress (asyncio keeps only weak references to tasks)
+_releasing: set[asyncio.Future[bool]] = set()
 
 
 async def _release(pool: ConnectionPool, address: str, nonce: bytes) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import pickle
 import subprocess
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -206,3 +208,29 @@ def test_a_reused_nonce_gets_bytes() -> None:
     first = serve_data(values, ["big"], "tcp://here:1", lend=Lend(lender, 1, nonce, 0.0))
     second = serve_data(values, ["big"], "tcp://here:1", lend=Lend(lender, 1, nonce, 0.0))
     assert set(first.lent) == {"big"} and set(second.data) == {"big"} and not second.lent
+
+
+async def test_threads_that_could_not_start_are_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    starts = 0
+    real_start = cross_memory.threading.Thread.start
+
+    def start_once(self: Any) -> None:
+        nonlocal starts
+        starts += 1
+        if starts > 1:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(cross_memory.threading.Thread, "start", start_once)
+    monkeypatch.setattr(cross_memory.os, "cpu_count", lambda: 4)
+    lender = Lender()
+    nonce = new_nonce()
+    lease, lent = lent_reply({"a": np.ones(16 * MiB // 8)}, lender, nonce)
+    with pytest.raises(RuntimeError):
+        await cross_memory.read(lease, lent, nonce)
+    deadline = time.monotonic() + 5
+    while cross_memory._copying and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the one thread that started finishes its copy
+    assert cross_memory._copying == 0

@@ -106,7 +106,8 @@ class SchedulerState:
 
     ``allowed_failures``: how many workers may die while running one task before it
     errs with ``KilledWorker``. ``validate``: check every invariant after each event
-    (tests always do). ``log_size``: how many events and transitions the logs keep.
+    (tests always do). ``log_size``: how many events and transitions the logs keep (and
+    how many submitted tasks, at most, the event log's graphs hold).
     ``worker_saturation``: root tasks sent to a worker at once, per thread, before the
     rest are queued (``inf``: no queuing). ``unknown_duration``: seconds assumed for a
     task whose prefix never finished yet. ``bandwidth``: bytes per second assumed
