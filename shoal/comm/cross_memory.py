@@ -28,7 +28,8 @@ over a few threads, which release the GIL), then tells the worker it is done
   user, and on systems with Yama's ``ptrace_scope`` 1 an ancestor: a client can read
   its LocalCluster's workers, workers can't read each other). shoal never loosens
   that; where the kernel refuses, the asker gets the bytes over the socket, and stops
-  asking that worker to lend for a while.
+  asking that worker to lend for a while (any worker, for good, where the call does
+  not exist: ``ENOSYS`` in a sandbox).
 * **Within the same limits as a message**: an asker allocates no more for one reply's
   lent buffers than ``max_message_bytes`` would have let through the socket.
 
@@ -52,7 +53,16 @@ from typing import Any, TypeAlias
 from shoal.protocol.frames import DEFAULT_LIMITS, allocate
 from shoal.protocol.opaque import Frame, Opaque
 
-__all__ = ["LEASE_SECONDS", "NONCE_BYTES", "Lender", "available", "enabled", "new_nonce", "read"]
+__all__ = [
+    "LEASE_SECONDS",
+    "NONCE_BYTES",
+    "Lender",
+    "available",
+    "enabled",
+    "new_nonce",
+    "read",
+    "unsupported",
+]
 
 #: How long a worker keeps lent buffers alive when the asker doesn't release them.
 LEASE_SECONDS = 60.0
@@ -129,7 +139,17 @@ def enabled() -> bool:
     """Whether this process lends and borrows buffers (``comm.cross-memory``)."""
     from shoal import config
 
-    return bool(config.get("comm.cross-memory")) and available()
+    return bool(config.get("comm.cross-memory")) and available() and not _unsupported
+
+
+_unsupported = False
+
+
+def unsupported() -> None:
+    """The kernel has no ``process_vm_readv`` for this process (``ENOSYS``: a sandbox, a
+    seccomp filter): stop offering to copy, from any worker."""
+    global _unsupported
+    _unsupported = True
 
 
 def _address(buf: Any) -> int:

@@ -5,7 +5,8 @@ user) a value may instead come as a memory file to map (:mod:`shoal.comm.shared_
 or as buffers lent to copy out of the worker's memory (:mod:`shoal.comm.cross_memory`).
 Any failure of either falls back to the bytes, asked for again over the socket; where
 the kernel won't let this process open a worker's files or read its memory (ptrace
-rules), that worker is not offered that way again for :data:`REFUSED_FOR` seconds.
+rules), that worker is not offered that way again for :data:`REFUSED_FOR` seconds; a
+kernel without ``process_vm_readv`` for this process (``ENOSYS``) ends copying for good.
 """
 
 from __future__ import annotations
@@ -112,8 +113,10 @@ async def _borrow(
         copied = await cross_memory.read(lease, lent, nonce, limits.max_message_bytes)
     except Exception as e:
         logger.debug("could not copy from %s (%s); asking for the bytes", address, e)
-        if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.ENOSYS:
-            _refuse(address, "copy")  # the kernel refused: ptrace rules, seccomp
+        if getattr(e, "errno", None) == errno.ENOSYS:
+            cross_memory.unsupported()  # not in this sandbox: from no worker at all
+        elif isinstance(e, PermissionError):
+            _refuse(address, "copy")  # the kernel refused: ptrace rules
     finally:
         release = asyncio.ensure_future(_release(pool, address, nonce))
         _releasing.add(release)  # held until done, even if this coroutine is cancelled

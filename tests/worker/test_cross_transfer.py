@@ -162,9 +162,10 @@ async def test_a_worker_gone_before_the_release_loses_nothing_else(
         np.testing.assert_array_equal(loads(opaques[big.key]), make(16 * MiB))
 
 
-async def test_a_copy_the_kernel_refuses_is_not_offered_again(
+async def test_a_kernel_without_the_call_stops_copies_from_every_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(cross_memory, "_unsupported", False)  # undone after the test
     async with holding(16 * MiB) as (client, w, x):
 
         def unsupported(pid: int, pieces: Any) -> None:
@@ -176,6 +177,7 @@ async def test_a_copy_the_kernel_refuses_is_not_offered_again(
             opaques, _ = await get_data.request_data(client._pool, w.address, [x.key])
             np.testing.assert_array_equal(loads(opaques[x.key]), make(16 * MiB))
         assert [m.cross_memory is not None for m in spy.sent] == [True, False, False]
+        assert not cross_memory.enabled()  # for any worker, not only this one
 
 
 def test_with_cross_memory_off_nothing_is_lent(fresh_config: pytest.MonkeyPatch) -> None:
