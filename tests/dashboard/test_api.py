@@ -86,6 +86,7 @@ async def test_workers_endpoint(busy: Cluster, fetch_json: Callable[[str], Await
         assert r["cpu"] >= 0
         assert r["network"]["read_bps"] >= 0
         assert r["transfer_incoming_bytes"] == w.transfer_incoming_bytes
+        assert r["transfer_lent_bytes"] == w.lender.lent_bytes_total
 
 
 async def test_tasks_endpoint(busy: Cluster, fetch_json: Callable[[str], Awaitable[Any]]) -> None:

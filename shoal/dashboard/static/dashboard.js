@@ -173,6 +173,7 @@ const shoal = (() => {
       ["read/s", (w) => bytes(w.network.read_bps)],
       ["write/s", (w) => bytes(w.network.write_bps)],
       ["fetched", (w) => bytes(w.transfer_incoming_bytes)],
+      ["lent", (w) => bytes(w.transfer_lent_bytes || 0)],
       ["last seen", (w) => w.last_seen.toFixed(1) + " s"],
     ];
     return draw(el, [{
