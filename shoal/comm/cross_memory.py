@@ -2,7 +2,7 @@
 
 Over a socket, a large buffer is copied twice: by the sender into the kernel, and by
 the receiver out of it. When the asker runs on the same host, in the same pid
-namespace and as the same user (:func:`shoal.comm.shared_memory.identity`), a worker
+namespace and as the same user (:func:`shoal.comm.same_host.process_identity`), a worker
 instead *lends* it the buffers: its reply to ``get-data`` carries, for each value
 with at least ``comm.cross-memory-threshold`` bytes of out-of-band buffers, the small
 pickle header and the address and length of each buffer in the worker's memory. The

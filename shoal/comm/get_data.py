@@ -21,6 +21,7 @@ from typing import Any
 from shoal._types import Key
 from shoal.comm import cross_memory, shared_memory
 from shoal.comm.rpc import ConnectionPool
+from shoal.comm.same_host import process_identity
 from shoal.errors import RemoteProtocolError
 from shoal.protocol.frames import DEFAULT_LIMITS
 from shoal.protocol.messages import OK, DataReply, GetData, ReleaseData
@@ -58,7 +59,7 @@ async def request_data(
     copied out of its memory; what fails either way is asked for again as bytes.
     Raises what ``pool.request`` raises.
     """
-    same_host = shared_memory.identity()
+    same_host = process_identity()
     copy = same_host is not None and cross_memory.enabled() and _allowed(address, "copy")
     nonce = cross_memory.new_nonce() if copy else None
     msg = GetData(

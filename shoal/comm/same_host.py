@@ -41,6 +41,7 @@ __all__ = [
     "lookup",
     "may_switch",
     "peer_label",
+    "process_identity",
     "switching",
 ]
 
@@ -58,17 +59,34 @@ def boot_id() -> str | None:
         return None
 
 
-@cache
-def host_identity() -> str | None:
-    """This kernel boot and network namespace, or None where there are no abstract sockets."""
+def _boot_and_namespace(namespace: str) -> str | None:
+    """This kernel boot and this process's ``namespace`` (Linux), or None."""
     boot = boot_id() if sys.platform.startswith("linux") else None
     if boot is None:
         return None
     try:
-        netns = os.stat("/proc/self/ns/net")
+        ns = os.stat(f"/proc/self/ns/{namespace}")
     except OSError:
         return None
-    return f"{boot}/{netns.st_dev}:{netns.st_ino}"
+    return f"{boot}/{ns.st_dev}:{ns.st_ino}"
+
+
+@cache
+def host_identity() -> str | None:
+    """This kernel boot and network namespace, or None where there are no abstract sockets."""
+    return _boot_and_namespace("net")
+
+
+@cache
+def process_identity() -> str | None:
+    """Who may reach this process's memory and descriptors: this kernel boot, pid
+    namespace and user (``/proc/<pid>`` names the same process on both sides only within
+    one pid namespace, and the kernel's ptrace rules start with the same user). Two
+    processes with the same identity may map each other's memory files
+    (:mod:`shoal.comm.shared_memory`) and copy out of each other's memory
+    (:mod:`shoal.comm.cross_memory`). None off Linux."""
+    ident = _boot_and_namespace("pid")
+    return None if ident is None else f"{ident}/{os.getuid()}"
 
 
 def enabled() -> bool:

@@ -46,10 +46,9 @@ import secrets
 import stat
 import sys
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
-from shoal.comm.same_host import boot_id
+from shoal.comm.same_host import process_identity
 from shoal.errors import SerializeError
 from shoal.protocol.frames import frame_nbytes
 from shoal.protocol.opaque import Frame, Opaque
@@ -59,8 +58,8 @@ __all__ = [
     "SharedValue",
     "attach",
     "enabled",
-    "identity",
     "share",
+    "supported",
     "unmapped_bytes",
 ]
 
@@ -80,29 +79,21 @@ _SEALS = (
 )
 
 
-@cache
-def identity() -> str | None:
-    """Who can map this process's memory files: this kernel boot, pid namespace and
-    user (``/proc/<pid>`` means the same process to both sides only within one pid
-    namespace, and opening another process's descriptors needs the same user). None
-    where memory files can't be shared."""
-    if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"):
-        return None
-    boot = boot_id()
-    if boot is None or not hasattr(fcntl, "F_ADD_SEALS"):
-        return None
-    try:
-        pidns = os.stat("/proc/self/ns/pid")
-    except OSError:
-        return None
-    return f"{boot}/{pidns.st_ino}/{os.getuid()}"
+def supported() -> bool:
+    """Whether this system has sealed memory files, and peers on this host can name them
+    (:func:`shoal.comm.same_host.process_identity`)."""
+    return (
+        hasattr(os, "memfd_create")
+        and hasattr(fcntl, "F_ADD_SEALS")
+        and process_identity() is not None
+    )
 
 
 def enabled() -> bool:
     """Whether this process shares large values through memory (``comm.shared-memory``)."""
     from shoal import config
 
-    return bool(config.get("comm.shared-memory")) and identity() is not None
+    return bool(config.get("comm.shared-memory")) and supported()
 
 
 class SharedValue:

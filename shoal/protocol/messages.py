@@ -512,7 +512,7 @@ class Broadcast(Message):
 class GetData(Message):
     """Ask a worker for the values of keys. Reply: ``DataReply``.
 
-    ``same_host``: the asker's :func:`shoal.comm.shared_memory.identity` (host, pid
+    ``same_host``: the asker's :func:`shoal.comm.same_host.process_identity` (host, pid
     namespace, user); a worker with the same one may then answer in ways only a
     process there can use: references to memory files, with ``map_files`` (see
     :mod:`shoal.comm.shared_memory`), and buffers lent to copy out of its memory, with

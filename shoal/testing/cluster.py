@@ -1,4 +1,5 @@
-"""Start a real scheduler and workers in the running event loop (for tests)."""
+"""Start a real scheduler and workers (for tests): in the running event loop
+(:func:`cluster`), or as worker processes with a client (:func:`fresh_process_client`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 from shoal.scheduler.server import Scheduler
 from shoal.worker.server import Worker
+
+if TYPE_CHECKING:
+    from shoal.client.client import Client
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +60,22 @@ async def cluster(
     finally:
         await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
         await s.close()
+
+
+@contextlib.contextmanager
+def fresh_process_client(n_workers: int = 2) -> Iterator[Client]:
+    """A client of a new LocalCluster of ``n_workers`` worker processes of one thread
+    each (no dashboard), closed on exit: unlike the tests' module-wide ``process_client``
+    fixture, its workers start with the ``SHOAL_*`` settings in force now."""
+    from shoal import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as c,
+    ):
+        yield c
 
 
 def shoal_threads(wait: float = 0.0) -> list[threading.Thread]:

@@ -30,6 +30,7 @@ from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
 from shoal.comm.registry import parse_address, unparse_host_port
 from shoal.comm.rpc import ConnectionPool, serve_requests
+from shoal.comm.same_host import process_identity
 from shoal.comm.tasks import BackgroundTasks
 from shoal.errors import CommError, ProtocolError, RemoteError, SerializeError
 from shoal.protocol.frames import Limits
@@ -621,7 +622,7 @@ class Worker:
     async def dispatch(self, msg: Message) -> Message:
         """Answer one request from a peer, a client or the scheduler."""
         if isinstance(msg, GetData):
-            same_host = msg.same_host is not None and msg.same_host == shared_memory.identity()
+            same_host = msg.same_host is not None and msg.same_host == process_identity()
             files = self.data.file if same_host and msg.map_files else None
             lend = None
             if same_host and msg.cross_memory is not None and self.lend_min_bytes is not None:

@@ -16,7 +16,7 @@ from shoal.comm import shared_memory
 from shoal.protocol.serialize import loads
 
 pytestmark = pytest.mark.skipif(
-    shared_memory.identity() is None, reason="no memory files on this system"
+    not shared_memory.supported(), reason="no memory files on this system"
 )
 
 MiB = 2**20

@@ -16,14 +16,15 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from shoal import Client, LocalCluster, config, get_worker, wait
-from shoal.comm import cross_memory, get_data, shared_memory
+from shoal import Client, config, get_worker, wait
+from shoal.comm import cross_memory, get_data
+from shoal.comm.same_host import process_identity
 from shoal.protocol.messages import GetData
 from shoal.protocol.serialize import loads
-from shoal.testing.cluster import cluster
+from shoal.testing.cluster import cluster, fresh_process_client
 
 pytestmark = pytest.mark.skipif(
-    not cross_memory.available() or shared_memory.identity() is None,
+    not cross_memory.available() or process_identity() is None,
     reason="no process_vm_readv on this system",
 )
 
@@ -83,12 +84,7 @@ def test_worker_processes_and_the_client_copy_large_values_out_of_memory(
 ) -> None:
     fresh_config.setenv("SHOAL_COMM__CROSS_MEMORY_THRESHOLD", "1 MiB")
     config.refresh()
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
+    with fresh_process_client(2) as c:
         a, b = sorted(c.nthreads())
         x = c.submit(make, 16 * MiB, workers=[a], pure=False)
         small = c.submit(make, 64 * 1024, workers=[a], pure=False)
@@ -183,12 +179,7 @@ async def test_a_kernel_without_the_call_stops_copies_from_every_worker(
 def test_with_cross_memory_off_nothing_is_lent(fresh_config: pytest.MonkeyPatch) -> None:
     fresh_config.setenv("SHOAL_COMM__CROSS_MEMORY", "false")
     config.refresh()
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
+    with fresh_process_client(1) as c:
         x = c.submit(make, 16 * MiB, pure=False)
         np.testing.assert_array_equal(x.result(), make(16 * MiB))
         assert list(c.run(lent_bytes).values()) == [0]

@@ -18,10 +18,10 @@ import pytest
 from shoal import Client, LocalCluster, config, get_worker, wait
 from shoal.comm import get_data, shared_memory
 from shoal.protocol.serialize import loads
-from shoal.testing.cluster import cluster
+from shoal.testing.cluster import cluster, fresh_process_client
 
 pytestmark = pytest.mark.skipif(
-    shared_memory.identity() is None, reason="no memory files on this system"
+    not shared_memory.supported(), reason="no memory files on this system"
 )
 
 MiB = 2**20
@@ -40,12 +40,7 @@ def small_threshold(fresh_config: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def processes(small_threshold: None) -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
+    with fresh_process_client(2) as c:
         yield c
 
 
@@ -117,12 +112,7 @@ def test_by_default_large_results_travel_over_the_socket(
 ) -> None:
     fresh_config.setenv("SHOAL_COMM__SHARED_MEMORY_THRESHOLD", "1 MiB")
     config.refresh()
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
+    with fresh_process_client(2) as c:
         a, b = sorted(c.nthreads())
         x = c.submit(make, 8 * MiB, workers=[a], pure=False)
         y = c.submit(overwrite_and_sum, x, workers=[b], pure=False)

@@ -261,7 +261,7 @@ def test_big_values_come_back_in_memory_maps(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s["x"], y)
 
 
-@pytest.mark.skipif(shared_memory.identity() is None, reason="no memory files on this system")
+@pytest.mark.skipif(not shared_memory.supported(), reason="no memory files on this system")
 def test_memory_files_are_closed_when_their_keys_leave_memory(tmp_path: Path) -> None:
     def shared(n: int) -> tuple[object, shared_memory.SharedValue]:
         out = shared_memory.share(np.ones(n), 1)
