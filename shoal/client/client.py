@@ -61,8 +61,7 @@ from shoal.protocol.messages import (
     UpdateGraph,
 )
 from shoal.protocol.observe import TopicEvent
-from shoal.protocol.runspec import KEEP, KeyRef, RunSpec, find_refs, replace_objects
-from shoal.protocol.serialize import dumps_run_spec
+from shoal.protocol.runspec import KEEP, KeyRef, dumps_call, find_refs, replace_objects
 from shoal.protocol.versions import collect_versions
 from shoal.security import Security, known_security
 
@@ -557,9 +556,7 @@ class Client(
         return TaskSpec(
             key=key,
             dependencies=tuple(deps),
-            run_spec=dumps_run_spec(
-                RunSpec(ActorConstructor(func) if options.actor else func, args, kwargs)
-            ),
+            run_spec=dumps_call(ActorConstructor(func) if options.actor else func, args, kwargs),
             priority=(-options.priority, next(self._generation)),
             retries=options.retries,
             workers=options.workers,

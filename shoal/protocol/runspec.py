@@ -5,6 +5,10 @@ The client builds a :class:`RunSpec` for ``submit``/``map``; references to futur
 dependencies' values (:func:`substitute`) and calls the function. dask graph nodes
 (``dask._task_spec.GraphNode``) are run specs too; the worker calls them with a mapping
 of dependency values.
+
+A call whose arguments are all plain scalars (``map(f, range(n))``, the common case of
+tiny tasks) travels compact: its arguments as msgpack, the function in its own frame,
+no pickle at all (:func:`dumps_call`, :func:`loads_run_spec`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgpack
+
 from shoal._types import Key
-from shoal.protocol.serialize import dumps_function, loads_function
+from shoal.errors import SerializeError
+from shoal.protocol.opaque import Opaque
+from shoal.protocol.serialize import dumps_function, dumps_run_spec, loads, loads_function
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
@@ -71,6 +79,50 @@ KEEP: Any = object()
 
 def _rebuild_run_spec(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunSpec:
     return RunSpec(loads_function(function), args, kwargs)
+
+
+#: Exact types a compact run spec's arguments may have: msgpack gives each back as it was.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+#: First byte of a compact run spec's header (a pickle's is 0x80): msgpack follows.
+_COMPACT = b"\x01"
+
+
+def dumps_call(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Opaque:
+    """The run spec of ``function(*args, **kwargs)``, serialized.
+
+    Plain scalar arguments and no keywords (``map`` over numbers or strings): msgpack,
+    about 7x faster to make and 3x to load than a pickle. Anything else (containers,
+    futures, keywords, an int beyond 64 bits, a str with lone surrogates): pickle, as
+    :func:`~shoal.protocol.serialize.dumps_run_spec` does.
+    """
+    if not kwargs and all(type(a) in _PLAIN for a in args):
+        try:
+            packed = msgpack.packb(args, use_bin_type=True)
+        except (OverflowError, ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+            pass
+        else:
+            return Opaque([_COMPACT + packed, dumps_function(function).raw()])
+    return dumps_run_spec(RunSpec(function, args, kwargs))
+
+
+def loads_run_spec(data: Opaque) -> Any:
+    """Inverse of :func:`dumps_call` and of ``dumps_run_spec`` (a :class:`RunSpec`, a dask
+    graph node, or whatever was pickled)."""
+    frames = data.frames
+    if len(frames) != 2 or bytes(frames[0][:1]) != _COMPACT:
+        return loads(data)
+    try:
+        args = msgpack.unpackb(memoryview(frames[0])[1:], raw=False, use_list=False)
+    except Exception as e:
+        raise SerializeError(
+            f"could not unpack the task's arguments: {type(e).__name__}: {e}"
+        ) from e
+    if type(args) is not tuple:
+        raise SerializeError(f"a compact run spec holds {type(args).__name__}, not arguments")
+    return RunSpec(loads_function(frames[1]), args, {})
 
 
 def replace_objects(obj: Any, replace: Callable[[Any], Any]) -> Any:

@@ -20,7 +20,7 @@ from shoal.comm.shared_memory import SharedValue
 from shoal.errors import SerializeError
 from shoal.protocol import runspec
 from shoal.protocol.opaque import Opaque
-from shoal.protocol.serialize import dumps, dumps_small, loads, nbytes_of
+from shoal.protocol.serialize import dumps, dumps_small, nbytes_of
 
 if TYPE_CHECKING:
     from shoal.worker.server import Worker
@@ -107,7 +107,7 @@ def run_task(
         if run_spec is None:
             raise RuntimeError(f"task {key!r} has no run spec (was its data lost?)")
         try:
-            spec = loads(run_spec)
+            spec = runspec.loads_run_spec(run_spec)
         except SerializeError as e:
             raise SerializeError(
                 f"could not load the function of task {key!r} on worker {worker.address}: {e}. "

@@ -59,6 +59,18 @@ async def test_map_and_gather_structure(c_s_ws) -> None:
     assert await c.gather(two) == [10, 12, 14]
 
 
+def typed(x: object) -> tuple[str, object]:
+    return type(x).__name__, x
+
+
+async def test_map_over_plain_values_keeps_their_types(c_s_ws) -> None:
+    # such calls travel as msgpack (compact run specs): bool, bytes, None stay themselves
+    c, _, _ = c_s_ws
+    values = [True, 1, 2**64 - 1, 2**70, 1.5, "s", "\ud800", b"b", None]
+    results = await c.gather(c.map(typed, values))
+    assert results == [(type(v).__name__, v) for v in values]
+
+
 async def test_futures_as_arguments_are_resolved_on_workers(c_s_ws) -> None:
     c, _, _ = c_s_ws
     a = c.submit(inc, 1, workers=[_addr(c_s_ws, 0)])

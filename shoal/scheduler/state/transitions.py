@@ -129,6 +129,8 @@ def release_if_unneeded(ts: TaskState, ctx: Context) -> None:
             del ctx.recs[ts]  # it was on its way back to waiting for a claim now gone
         if not ts.dependents:
             ctx.recs[ts] = "forgotten"
+    elif ts.state == "memory" and not ts.dependents:
+        ctx.recs[ts] = "forgotten"  # one step, not through released
     elif ts.state != "forgotten":
         ctx.recs[ts] = "released"
 
@@ -510,6 +512,18 @@ def _memory_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival 
     _enter_released(ts, ctx)
 
 
+def _memory_forgotten(s: SchedulerState, ts: TaskState, ctx: Context, data: Arrival | None) -> None:
+    # Nobody needs the value and no task depends on it (a result its client dropped):
+    # free every copy and forget it. Through released it would take two transitions.
+    if ts.who_wants or ts.waiters or ts.dependents:  # needed again since the recommendation
+        _memory_released(s, ts, ctx, data)
+        return
+    for ws in list(ts.who_has):
+        ctx.free(ws, ts.key)
+        s.remove_replica(ts, ws)
+    _forget(s, ts, ctx)
+
+
 def _erred_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # It is retried (resubmitted), forgotten, or its value was scattered. Dependents
     # that erred because of it are retried too; their clients hear KeyLost, as when a
@@ -546,5 +560,6 @@ TRANSITIONS: dict[tuple[TaskStateName, TaskStateName], Transition] = {
     ("processing", "erred"): _processing_erred,
     ("processing", "released"): _processing_released,
     ("memory", "released"): _memory_released,
+    ("memory", "forgotten"): _memory_forgotten,
     ("erred", "released"): _erred_released,
 }

@@ -238,3 +238,31 @@ def test_fire_and_forget_of_an_erred_key_is_forgotten() -> None:
     s.handle(FireAndForgetRequested("c", ("x",)), KeysReleased("c", ("x",)))
     s.handle(failed(A, "x"))
     assert s.tasks == {}
+
+
+def test_a_dropped_result_is_forgotten_in_one_transition() -> None:
+    s = make_state()
+    s.handle(worker(A))
+    s.handle(submit("c", spec("x"), keys=("x",)))
+    s.handle(finished(A, "x"))
+    s.transition_log.clear()
+    assert s.handle(KeysReleased("c", ("x",))) == [free(A, "x")]
+    assert [(r.key, r.start, r.finish) for r in s.transition_log] == [("x", "memory", "forgotten")]
+    assert s.tasks == {}
+    assert s.counts["memory"] == 0
+
+
+def test_forgetting_a_result_needed_again_since_is_stale() -> None:
+    from shoal.scheduler.state.model import Context
+    from shoal.scheduler.state.outgoing import Outbox
+    from shoal.scheduler.state.transitions import run_recommendations
+
+    s = make_state()
+    s.handle(worker(A))
+    s.handle(submit("c", spec("x"), keys=("x",)))
+    s.handle(finished(A, "x"))
+    ctx = Context("stale", 1.0, Outbox())
+    ctx.recs[s.tasks["x"]] = "forgotten"  # recommended, but client c still wants x
+    run_recommendations(s, ctx)
+    assert states(s) == {"x": "memory"}
+    assert ctx.out.drain() == []

@@ -1,0 +1,77 @@
+"""Compact run specs: a call with plain scalar arguments travels as msgpack, not pickle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shoal.errors import SerializeError
+from shoal.protocol.opaque import Opaque
+from shoal.protocol.runspec import KeyRef, RunSpec, dumps_call, loads_run_spec
+
+
+def describe(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    return tuple((type(a).__name__, a) for a in args) + tuple(sorted(kwargs.items()))
+
+
+PLAIN = (0, -(2**63), 2**64 - 1, 1.5, float("inf"), "é", "", b"\x00\xff", True, False, None)
+
+
+def compact(spec: Opaque) -> bool:
+    return bytes(spec.frames[0][:1]) == b"\x01"
+
+
+def test_plain_arguments_travel_compact_and_come_back_with_their_types() -> None:
+    spec = dumps_call(describe, PLAIN, {})
+    assert compact(spec)
+    run = loads_run_spec(spec)
+    assert isinstance(run, RunSpec)
+    assert run({}) == describe(*PLAIN)  # bool stays bool, bytes stay bytes, str stays str
+
+
+def test_no_arguments() -> None:
+    assert loads_run_spec(dumps_call(describe, (), {}))({}) == ()
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((2**64,), {}),  # beyond msgpack's integers
+        ((-(2**63) - 1,), {}),
+        (("\ud800",), {}),  # a lone surrogate: not UTF-8
+        (([1, 2],), {}),  # a container (may hold futures)
+        ((KeyRef("k"),), {}),
+        ((1,), {"b": 2}),  # keywords
+        ((True, 1.0, (1,)), {}),
+    ],
+)
+def test_anything_else_is_pickled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    spec = dumps_call(describe, args, kwargs)
+    assert not compact(spec)
+    run = loads_run_spec(spec)
+    assert run.args == args and run.kwargs == kwargs
+
+
+def test_a_scalar_subclass_is_pickled_as_itself() -> None:
+    class Tagged(int):
+        pass
+
+    spec = dumps_call(describe, (Tagged(3),), {})
+    assert not compact(spec)
+    assert type(loads_run_spec(spec).args[0]) is Tagged
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"\x01", b"\x01\xc1", b"\x01\x05", b"\x01\x91\xc1", b"\x01\xdd\xff\xff\xff\xff"],
+)
+def test_malformed_compact_run_specs_raise_serialize_error(header: bytes) -> None:
+    function = dumps_call(describe, (1,), {}).frames[1]
+    with pytest.raises(SerializeError):
+        loads_run_spec(Opaque([header, function]))
+
+
+def test_a_broken_function_frame_raises_serialize_error() -> None:
+    with pytest.raises(SerializeError, match="function"):
+        loads_run_spec(Opaque([b"\x01\x90", b"not a pickle"]))
