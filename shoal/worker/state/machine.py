@@ -185,7 +185,7 @@ class WorkerState:
             ts, finish = remaining.popitem(last=False)
             if ts.state in (finish, "forgotten"):
                 continue
-            if finish == "forgotten" and (ts.state != "released" or ts.needed):
+            if finish == "forgotten" and (ts.needed or ts.state not in ("released", "memory")):
                 continue  # it found a new purpose meanwhile
             new_recs, new_instructions = self._transition(ts, finish)
             instructions += new_instructions

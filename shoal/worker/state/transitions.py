@@ -57,8 +57,8 @@ def maybe_release(ts: TaskState, recs: Recs) -> None:
     """Recommend dropping ``ts`` if nobody needs it and no work on it is under way."""
     if ts.needed:
         return
-    if ts.state == "released":
-        recs[ts] = "forgotten"
+    if ts.state in ("released", "memory"):
+        recs[ts] = "forgotten"  # a value in memory goes in one step
     elif ts.state not in ("executing", "flight", "forgotten"):
         recs[ts] = "released"
 
@@ -281,12 +281,12 @@ def _transition_executing_released(ws: WorkerState, ts: TaskState) -> Result:
 # --------------------------------------------------------------------- results
 
 
-def _transition_memory_released(ws: WorkerState, ts: TaskState) -> Result:
-    # Freed by the scheduler, or a local intermediate result nobody needs any more.
+def _transition_memory_forgotten(ws: WorkerState, ts: TaskState) -> Result:
+    # Freed by the scheduler, or a local intermediate result nobody needs any more:
+    # drop the value and every trace of the key.
     assert ts.nbytes is not None
     ws.nbytes_in_memory -= ts.nbytes
-    recs, _ = _after_release(ts)
-    return recs, [DropData(keys=(ts.key,))]
+    return _transition_released_forgotten(ws, ts)[0], [DropData(keys=(ts.key,))]
 
 
 def _transition_error_released(ws: WorkerState, ts: TaskState) -> Result:
@@ -376,7 +376,7 @@ TRANSITIONS: dict[tuple[TaskStateName, TaskStateName], TransitionFunction] = {
     ("executing", "memory"): _transition_executing_memory,
     ("executing", "error"): _transition_executing_error,
     ("executing", "released"): _transition_executing_released,
-    ("memory", "released"): _transition_memory_released,
+    ("memory", "forgotten"): _transition_memory_forgotten,
     ("error", "released"): _transition_error_released,
     ("fetch", "flight"): _transition_fetch_flight,
     ("fetch", "missing"): _transition_fetch_missing,
