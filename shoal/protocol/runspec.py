@@ -21,7 +21,13 @@ import msgpack
 from shoal._types import Key
 from shoal.errors import SerializeError
 from shoal.protocol.opaque import Opaque
-from shoal.protocol.serialize import dumps_function, dumps_run_spec, loads, loads_function
+from shoal.protocol.serialize import (
+    dumps_function,
+    dumps_run_spec,
+    function_bytes,
+    loads,
+    loads_function,
+)
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
@@ -104,7 +110,7 @@ def dumps_call(
         except (OverflowError, ValueError, TypeError):  # UnicodeEncodeError is a ValueError
             pass
         else:
-            return Opaque([_COMPACT + packed, dumps_function(function).raw()])
+            return Opaque([_COMPACT + packed, function_bytes(function)])
     return dumps_run_spec(RunSpec(function, args, kwargs))
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "dumps_function",
     "dumps_run_spec",
     "dumps_small",
+    "function_bytes",
     "loads",
     "loads_function",
     "nbytes_of",
@@ -155,12 +156,16 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
 
 
 def dumps_function(func: Any) -> pickle.PickleBuffer:
+    """:func:`function_bytes` as a ``PickleBuffer``, so that inside a pickled run spec
+    the function travels as its own out-of-band frame (and the ``__main__`` check of
+    :func:`dumps_run_spec` looks at the arguments only)."""
+    return pickle.PickleBuffer(function_bytes(func))
+
+
+def function_bytes(func: Any) -> bytes:
     """cloudpickle a task's function, once: ``map`` over 10,000 items pickles it once.
 
-    Returns a ``PickleBuffer``, so that inside a run spec the function travels as its
-    own out-of-band frame (and the ``__main__`` check of :func:`dumps_run_spec` looks at
-    the arguments only). Functions with closures are pickled every time (their cells
-    may change).
+    Functions with closures are pickled every time (their cells may change).
     """
     cacheable = getattr(func, "__closure__", None) is None
     cached = None
@@ -178,7 +183,7 @@ def dumps_function(func: Any) -> pickle.PickleBuffer:
             ) from e
         if cacheable:
             _remember(_dumped, func, cached)
-    return pickle.PickleBuffer(cached)
+    return cached
 
 
 def loads_function(data: Any) -> Any:
