@@ -13,6 +13,7 @@ scheduler function that submits the graph and returns futures instead of values.
 from __future__ import annotations
 
 import gc
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -29,7 +30,10 @@ from dask.utils import format_bytes
 from shoal import config
 from shoal._types import Key
 from shoal.client.futures import Future, futures_in
+from shoal.client.keys import SCALARS
 from shoal.protocol.messages import TaskSpec, UpdateGraph
+from shoal.protocol.opaque import Opaque
+from shoal.protocol.runspec import KeyRef, dumps_call
 from shoal.protocol.serialize import dumps_run_spec
 
 #: dask settings that make collections use methods any scheduler can run (not p2p).
@@ -59,6 +63,33 @@ def _order(graph: dict[Any, GraphNode]) -> dict[Any, int]:
     finally:
         gc.enable()
         gc.collect(0)
+
+
+#: Callables a compact run spec may carry (pickled once each, cached: see function_bytes)
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
+
+
+def _dumps_node(node: GraphNode) -> Opaque:
+    """The run spec of a graph node: compact (msgpack, no pickle) for a plain function
+    applied to plain values and other tasks' results, as most delayed and many array
+    tasks are; otherwise the node itself, pickled."""
+    if (
+        type(node) is Task
+        and not node.kwargs
+        and type(node.func) in _FUNCTIONS
+        and getattr(node.func, "__closure__", None) is None
+    ):
+        args = []
+        for a in node.args:
+            if type(a) is TaskRef:
+                args.append(KeyRef(a.key))
+            elif type(a) in SCALARS:
+                args.append(a)
+            else:
+                break
+        else:
+            return dumps_call(node.func, tuple(args), {})
+    return dumps_run_spec(node)
 
 
 def _annotation(annotations: Mapping[str, Mapping[Key, Any]], name: str, key: Key) -> Any:
@@ -114,7 +145,7 @@ class CollectionsMixin:
                     # a Future inside a task (``dask.delayed(f)(future)``) is a TaskRef to
                     # a key already on the cluster: ship a plain TaskRef, not the Future
                     node = node.substitute({k: TaskRef(k) for k in external})  # type: ignore[misc]
-            run_spec = dumps_run_spec(node)
+            run_spec = _dumps_node(node)
             if run_spec.nbytes >= threshold:
                 warnings.warn(
                     f"Large object of size {format_bytes(run_spec.nbytes)} detected in the "

@@ -19,6 +19,7 @@ from dask.core import validate_key
 from dask.utils import funcname
 
 from shoal._types import Key
+from shoal.protocol.runspec import PLAIN_TYPES
 
 __all__ = ["SCALARS", "map_keys", "submit_key"]
 
@@ -82,5 +83,5 @@ def _item_token(base: str, row: tuple[Any, ...]) -> str:
 _MASK_128 = (1 << 128) - 1
 
 #: plain values, which can't hold a future either (exact types: a subclass could)
-SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+SCALARS = PLAIN_TYPES
 _SIZED = (str, bytes)

@@ -698,3 +698,34 @@ def test_no_warning_for_small_objects(c: Client) -> None:
         assert dask.delayed(len)(small).compute() == 1_000
         assert c.get({"data": small, "n": (len, "data")}, "n") == 1_000
         assert c.compute(da.from_array(np.ones(100_000), chunks=10_000).sum(), sync=True) == 1e5
+
+
+def _scaled(x: float, factor: float = 1.0) -> float:
+    return x * factor
+
+
+def test_plain_function_tasks_travel_compact() -> None:
+    from shoal.client.collections import _dumps_node
+    from shoal.protocol.runspec import loads_run_spec
+
+    def compact(node: Any) -> bool:
+        return bytes(_dumps_node(node).frames[0][:1]) == b"\x01"
+
+    factor = 3.0
+
+    def closure(x: float) -> float:
+        return x * factor
+
+    simple = Task("b", operator.add, TaskRef("a"), 2)
+    assert compact(simple)
+    assert loads_run_spec(_dumps_node(simple))({"a": 40}) == 42
+    assert compact(Task("c", _scaled, TaskRef(("x", 0)), 2.0))
+    # anything else is the node itself, pickled, and runs as dask runs it
+    for node in (
+        Task("d", _scaled, TaskRef("a"), factor=2.0),  # keywords
+        Task("e", closure, TaskRef("a")),  # a closure: its cells may change
+        Task("f", sum, List(TaskRef("a"), 1)),  # a nested container
+        Task("g", _scaled, Task("h", operator.neg, 1)),  # an inlined task
+    ):
+        assert not compact(node)
+        assert loads_run_spec(_dumps_node(node))({"a": 5}) == node({"a": 5})

@@ -41,7 +41,7 @@ def test_no_arguments() -> None:
         ((-(2**63) - 1,), {}),
         (("\ud800",), {}),  # a lone surrogate: not UTF-8
         (([1, 2],), {}),  # a container (may hold futures)
-        ((KeyRef("k"),), {}),
+        ((KeyRef(object()),), {}),  # a key msgpack can't carry
         ((1,), {"b": 2}),  # keywords
         ((True, 1.0, (1,)), {}),
     ],
@@ -50,7 +50,15 @@ def test_anything_else_is_pickled(args: tuple[Any, ...], kwargs: dict[str, Any])
     spec = dumps_call(describe, args, kwargs)
     assert not compact(spec)
     run = loads_run_spec(spec)
-    assert run.args == args and run.kwargs == kwargs
+    assert len(run.args) == len(args) and run.kwargs == kwargs
+
+
+def test_references_to_other_tasks_travel_compact() -> None:
+    spec = dumps_call(describe, (KeyRef("a"), 2, KeyRef(("x", 0, 1))), {})
+    assert compact(spec)
+    run = loads_run_spec(spec)
+    assert run.args == (KeyRef("a"), 2, KeyRef(("x", 0, 1)))
+    assert run({"a": 1.5, ("x", 0, 1): b"z"}) == (("float", 1.5), ("int", 2), ("bytes", b"z"))
 
 
 def test_a_scalar_subclass_is_pickled_as_itself() -> None:
@@ -64,7 +72,15 @@ def test_a_scalar_subclass_is_pickled_as_itself() -> None:
 
 @pytest.mark.parametrize(
     "header",
-    [b"\x01", b"\x01\xc1", b"\x01\x05", b"\x01\x91\xc1", b"\x01\xdd\xff\xff\xff\xff"],
+    [
+        b"\x01",
+        b"\x01\xc1",
+        b"\x01\x05",
+        b"\x01\x91\xc1",
+        b"\x01\xdd\xff\xff\xff\xff",
+        b"\x01\x91\xd4\x07\x00",  # an unknown extension
+        b"\x01\x91\xd4\x01\xc1",  # a reference whose key is not msgpack
+    ],
 )
 def test_malformed_compact_run_specs_raise_serialize_error(header: bytes) -> None:
     function = dumps_call(describe, (1,), {}).frames[1]
