@@ -188,8 +188,9 @@ class ClusterQueries:
     ) -> Any:
         """Run ``function(*args, **kwargs)`` on every worker (or ``workers``).
 
-        Returns ``{worker address: result}``. ``on_error``: ``"raise"`` the first
-        error, ``"return"`` exceptions as values, ``"ignore"`` failed workers.
+        A parameter named ``dask_worker`` receives the worker object. Returns ``{worker
+        address: result}``. ``on_error``: ``"raise"`` the first error, ``"return"``
+        exceptions as values, ``"ignore"`` failed workers.
         """
         if nanny:
             raise ValueError("nanny=True needs the nanny, which shoal does not have yet")

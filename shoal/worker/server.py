@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import os
@@ -674,6 +675,9 @@ class Worker:
             function, args, kwargs = loads(msg.function)
         except SerializeError as e:
             return ErrorReply(f"worker {self.address} could not load the function: {e}")
+        with contextlib.suppress(TypeError, ValueError):  # no signature: builtins, some C
+            if "dask_worker" in inspect.signature(function).parameters:
+                kwargs = {**kwargs, "dask_worker": self}  # as distributed's Client.run does
 
         def call() -> Any:
             task_context.worker = self

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import operator
 import traceback
+from typing import Any
 
 import pytest
 
@@ -247,6 +248,21 @@ async def test_run_on_every_worker(c_s_ws) -> None:
         await c.run(fail)
     returned = await c.run(fail, on_error="return")
     assert all(isinstance(v, ValueError) for v in returned.values())
+
+
+async def test_run_passes_the_worker_as_dask_worker(c_s_ws) -> None:
+    c, _, ws = c_s_ws
+
+    def name(dask_worker: Any, suffix: str = "") -> str:
+        return dask_worker.name + suffix
+
+    assert await c.run(name, suffix="!") == {w.address: f"{w.name}!" for w in ws}
+
+    async def address(dask_worker: Any) -> str:
+        return str(dask_worker.address)
+
+    assert await c.run(address) == {w.address: w.address for w in ws}
+    assert set(await c.run(len, "abc")) == {w.address for w in ws}  # a builtin: no signature needed
 
 
 async def test_get_worker_inside_task(c_s_ws) -> None:
