@@ -6,9 +6,10 @@ dependencies' values (:func:`substitute`) and calls the function. dask graph nod
 (``dask._task_spec.GraphNode``) are run specs too; the worker calls them with a mapping
 of dependency values.
 
-A call whose arguments are all plain scalars (``map(f, range(n))``, the common case of
-tiny tasks) travels compact: its arguments as msgpack, the function in its own frame,
-no pickle at all (:func:`dumps_call`, :func:`loads_run_spec`).
+A call whose arguments are all plain scalars or references, with no keywords
+(``map(f, range(n))``, ``delayed(add)(a, b)``: the common tiny tasks) travels compact:
+its arguments as msgpack, the function (cloudpickled once) in its own frame, no pickle
+at all (:func:`dumps_call`, :func:`loads_run_spec`).
 """
 
 from __future__ import annotations
