@@ -39,7 +39,9 @@ class WorkerPlugin:
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         """Task ``key`` went from ``start`` to ``finish`` on this worker (the worker's
         states: ``waiting``, ``ready``, ``executing``, ``memory``, ``fetch``, ``flight``,
-        ``error``, ``released``, ``forgotten``…); ``stimulus_id`` names the cause."""
+        ``error``, ``released``, ``forgotten``…); ``stimulus_id`` names the cause. A
+        freed result goes from ``memory`` straight to ``forgotten`` (distributed's
+        worker passes through ``released``)."""
 
 
 class SetupCallback(WorkerPlugin):

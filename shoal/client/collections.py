@@ -12,10 +12,12 @@ scheduler function that submits the graph and returns futures instead of values.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from dask import config as dask_config
@@ -34,7 +36,7 @@ from shoal.client.keys import SCALARS
 from shoal.protocol.messages import TaskSpec, UpdateGraph
 from shoal.protocol.opaque import Opaque
 from shoal.protocol.runspec import KeyRef, dumps_call
-from shoal.protocol.serialize import dumps_run_spec
+from shoal.protocol.serialize import dumps_run_spec, function_bytes
 
 #: dask settings that make collections use methods any scheduler can run (not p2p).
 TASK_BASED_METHODS = {"dataframe.shuffle.method": "tasks", "array.rechunk.method": "tasks"}
@@ -42,6 +44,32 @@ TASK_BASED_METHODS = {"dataframe.shuffle.method": "tasks", "array.rechunk.method
 
 #: From this many tasks on, the collector pauses while ``dask.order`` runs.
 _LARGE_GRAPH = 10_000
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # how many threads are ordering a large graph now
+_gc_resume = False  # whether the collector was on when the first of them paused it
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the garbage collector (process-wide), then one young collection. Threads
+    pausing it at once share one pause: the last to finish turns it back on, if it was
+    on when the first began."""
+    global _gc_pauses, _gc_resume
+    with _gc_lock:
+        if not _gc_pauses:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if not _gc_pauses and _gc_resume:
+                gc.enable()
+                gc.collect(0)
 
 
 def _order(graph: dict[Any, GraphNode]) -> dict[Any, int]:
@@ -55,29 +83,32 @@ def _order(graph: dict[Any, GraphNode]) -> dict[Any, int]:
     """
     if len(graph) < 2:
         return dict.fromkeys(graph, 0)
-    if len(graph) < _LARGE_GRAPH or not gc.isenabled():
+    if len(graph) < _LARGE_GRAPH:
         return order(graph)  # type: ignore[return-value]
-    gc.disable()
-    try:
+    with _collector_paused():
         return order(graph)  # type: ignore[return-value]
-    finally:
-        gc.enable()
-        gc.collect(0)
 
 
 #: Callables a compact run spec may carry (pickled once each, cached: see function_bytes)
 _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 
 
-def _dumps_node(node: GraphNode) -> Opaque:
+def _dumps_node(node: GraphNode, functions: dict[int, tuple[Any, bytes]]) -> Opaque:
     """The run spec of a graph node: compact (msgpack, no pickle) for a plain function
     applied to plain values and other tasks' results, as most delayed and many array
-    tasks are; otherwise the node itself, pickled."""
+    tasks are; otherwise the node itself, pickled.
+
+    ``functions`` holds the functions this graph's nodes pickled so far (by id, beside
+    the function, which keeps the id its own): each is pickled once per graph, as it is
+    now. Not once per process: a function of ``__main__`` travels with its globals, and
+    a method with its object, which may have changed since the last graph.
+    """
+    func: Any = getattr(node, "func", None)
     if (
         type(node) is Task
         and not node.kwargs
-        and type(node.func) in _FUNCTIONS
-        and getattr(node.func, "__closure__", None) is None
+        and type(func) in _FUNCTIONS
+        and getattr(func, "__closure__", None) is None
     ):
         args = []
         for a in node.args:
@@ -88,7 +119,10 @@ def _dumps_node(node: GraphNode) -> Opaque:
             else:
                 break
         else:
-            return dumps_call(node.func, tuple(args), {})
+            known = functions.get(id(func))
+            if known is None:
+                known = functions[id(func)] = (func, function_bytes(func, remember=False))
+            return dumps_call(func, tuple(args), {}, known[1])
     return dumps_run_spec(node)
 
 
@@ -136,6 +170,7 @@ class CollectionsMixin:
         default_workers = tuple(workers) if workers is not None else None
         threshold = int(config.get("client.large-object-warning-bytes"))
         specs: list[Any] = []
+        functions: dict[int, tuple[Any, bytes]] = {}
         with self._lock:
             futures = {k: Future(k, self, inform=k not in graph) for k in keys}  # type: ignore[arg-type]
         for key, node in graph.items():
@@ -145,7 +180,7 @@ class CollectionsMixin:
                     # a Future inside a task (``dask.delayed(f)(future)``) is a TaskRef to
                     # a key already on the cluster: ship a plain TaskRef, not the Future
                     node = node.substitute({k: TaskRef(k) for k in external})  # type: ignore[misc]
-            run_spec = _dumps_node(node)
+            run_spec = _dumps_node(node, functions)
             if run_spec.nbytes >= threshold:
                 warnings.warn(
                     f"Large object of size {format_bytes(run_spec.nbytes)} detected in the "

@@ -114,7 +114,10 @@ def _unpack_ref(code: int, data: bytes) -> KeyRef:
 
 
 def dumps_call(
-    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    function_frame: bytes | None = None,
 ) -> Opaque:
     """The run spec of ``function(*args, **kwargs)``, serialized.
 
@@ -122,7 +125,8 @@ def dumps_call(
     and no keywords (``map`` over numbers or strings, a dask task of a function of other
     tasks): msgpack, about 7x faster to make and 3x to load than a pickle. Anything else
     (containers, keywords, an int beyond 64 bits, a str with lone surrogates): pickle, as
-    :func:`~shoal.protocol.serialize.dumps_run_spec` does.
+    :func:`~shoal.protocol.serialize.dumps_run_spec` does. ``function_frame``: the
+    function already cloudpickled (else :func:`~shoal.protocol.serialize.function_bytes`).
     """
     if not kwargs and all(type(a) in PLAIN_TYPES or type(a) is KeyRef for a in args):
         try:
@@ -130,7 +134,8 @@ def dumps_call(
         except (OverflowError, ValueError, TypeError):  # UnicodeEncodeError is a ValueError
             pass
         else:
-            return Opaque([_COMPACT + packed, function_bytes(function)])
+            frame = function_bytes(function) if function_frame is None else function_frame
+            return Opaque([_COMPACT + packed, frame])
     return dumps_run_spec(RunSpec(function, args, kwargs))
 
 

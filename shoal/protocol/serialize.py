@@ -162,12 +162,13 @@ def dumps_function(func: Any) -> pickle.PickleBuffer:
     return pickle.PickleBuffer(function_bytes(func))
 
 
-def function_bytes(func: Any) -> bytes:
+def function_bytes(func: Any, remember: bool = True) -> bytes:
     """cloudpickle a task's function, once: ``map`` over 10,000 items pickles it once.
 
-    Functions with closures are pickled every time (their cells may change).
+    Functions with closures are pickled every time (their cells may change), and so is
+    every function with ``remember=False``.
     """
-    cacheable = getattr(func, "__closure__", None) is None
+    cacheable = remember and getattr(func, "__closure__", None) is None
     cached = None
     if cacheable:
         try:
@@ -178,8 +179,9 @@ def function_bytes(func: Any) -> bytes:
         try:
             cached = cloudpickle.dumps(func, protocol=_PROTOCOL)
         except Exception as e:
+            name = getattr(func, "__qualname__", None) or _type_name(func)
             raise SerializeError(
-                f"could not serialize function {_type_name(func)}: {type(e).__name__}: {e}"
+                f"could not serialize function {name}: {type(e).__name__}: {e}"
             ) from e
         if cacheable:
             _remember(_dumped, func, cached)

@@ -709,7 +709,7 @@ def test_plain_function_tasks_travel_compact() -> None:
     from shoal.protocol.runspec import loads_run_spec
 
     def compact(node: Any) -> bool:
-        return bytes(_dumps_node(node).frames[0][:1]) == b"\x01"
+        return bytes(_dumps_node(node, {}).frames[0][:1]) == b"\x01"
 
     factor = 3.0
 
@@ -718,7 +718,7 @@ def test_plain_function_tasks_travel_compact() -> None:
 
     simple = Task("b", operator.add, TaskRef("a"), 2)
     assert compact(simple)
-    assert loads_run_spec(_dumps_node(simple))({"a": 40}) == 42
+    assert loads_run_spec(_dumps_node(simple, {}))({"a": 40}) == 42
     assert compact(Task("c", _scaled, TaskRef(("x", 0)), 2.0))
     # anything else is the node itself, pickled, and runs as dask runs it
     for node in (
@@ -728,4 +728,35 @@ def test_plain_function_tasks_travel_compact() -> None:
         Task("g", _scaled, Task("h", operator.neg, 1)),  # an inlined task
     ):
         assert not compact(node)
-        assert loads_run_spec(_dumps_node(node))({"a": 5}) == node({"a": 5})
+        assert loads_run_spec(_dumps_node(node, {}))({"a": 5}) == node({"a": 5})
+
+
+def test_each_graph_pickles_its_functions_afresh(c: Client) -> None:
+    # a method travels with its object (and a __main__ function with its globals): a
+    # later graph sees the object as it is then, as with dask's own schedulers
+    table = {"k": 1}
+    graph = {"v": Task("v", table.get, "k")}
+    assert c.get(graph, "v") == 1
+    table["k"] = 99
+    assert c.get(graph, "v") == 99
+
+
+def test_ordering_large_graphs_pauses_the_collector_once_for_all_threads() -> None:
+    from shoal.client.collections import _collector_paused
+
+    assert gc.isenabled()
+    first, second = _collector_paused(), _collector_paused()
+    first.__enter__()
+    second.__enter__()  # another thread ordering at the same time
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the other one still orders
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()  # the application's choice stays
+    try:
+        with _collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -91,3 +91,16 @@ def test_malformed_compact_run_specs_raise_serialize_error(header: bytes) -> Non
 def test_a_broken_function_frame_raises_serialize_error() -> None:
     with pytest.raises(SerializeError, match="function"):
         loads_run_spec(Opaque([b"\x01\x90", b"not a pickle"]))
+
+
+def test_an_unpicklable_function_is_named_in_the_error() -> None:
+    import threading
+
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    with pytest.raises(SerializeError, match=r"function .*holds_a_lock: TypeError"):
+        dumps_call(holds_a_lock, (1,), {})
