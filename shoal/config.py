@@ -44,9 +44,10 @@ DEFAULTS: dict[str, Any] = {
     # Events kept per topic by Scheduler.log_event, and task-stream records kept.
     "scheduler.events-length": 100_000,
     "scheduler.task-stream-length": 100_000,
-    # When no task is left to run after at least this many ran since the last time, the
-    # scheduler's process gives the heap memory it freed back to the system (glibc's
-    # malloc_trim; a few ms). 0: never.
+    # When no task is left to run after at least this many ran since the last time (or
+    # a minute after the last time, if some task stays active), the scheduler's process
+    # gives the heap memory it freed back to the system (glibc's malloc_trim; a few ms).
+    # 0: never.
     "scheduler.trim-memory-after": 10_000,
     # The journal a restarted scheduler recovers from (None: no journal); fsync each
     # record (survives power loss, not only a killed process); compact past this size;

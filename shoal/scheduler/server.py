@@ -65,6 +65,9 @@ from shoal.security import Security
 
 logger = logging.getLogger("shoal.scheduler")
 
+#: Seconds between heap trims while tasks stay active (see ``_trim_when_drained``).
+TRIM_INTERVAL = 60.0
+
 _stimulus_counter = itertools.count()
 
 
@@ -183,6 +186,7 @@ class Scheduler:
         self.task_stream = TaskStream(int(config.get("scheduler.task-stream-length")))
         self._trim_after = int(config.get("scheduler.trim-memory-after"))
         self._trimmed_at = 0  # task_stream.count at the last trim
+        self._trimmed_when = time.monotonic()
         #: where the dashboard and HTTP API listen (None: no HTTP server); with
         #: ``dashboard=False`` only /health, /metrics and /api/v1 are served
         self.dashboard_address = dashboard_address
@@ -368,16 +372,20 @@ class Scheduler:
             self._trim_when_drained()
 
     def _trim_when_drained(self) -> None:
-        """Many tasks ran since the last trim: once none is left to run, trim the heap.
+        """Many tasks ran since the last trim: once none is left to run, or at the
+        latest :data:`TRIM_INTERVAL` seconds after the last trim (a task that runs for
+        hours must not keep the heap from ever being trimmed), trim the heap.
 
         A large graph leaves the process's heap full of freed blocks (its messages, the
         client's ordering and pickling, tables that grew) that glibc keeps for reuse: a
         third of the RSS a 100,000-task graph adds while its results are held.
         """
         counts = self.state.counts
-        if any(counts[name] for name in ACTIVE_STATES):
+        now = time.monotonic()
+        if any(counts[name] for name in ACTIVE_STATES) and now - self._trimmed_when < TRIM_INTERVAL:
             return
         self._trimmed_at = self.task_stream.count
+        self._trimmed_when = now
         trim_memory()
 
     # ------------------------------------------------------------------ recovery

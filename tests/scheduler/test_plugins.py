@@ -148,3 +148,25 @@ async def test_the_heap_is_trimmed_once_a_large_batch_of_tasks_drains(
             while not trims:
                 await asyncio.sleep(0.01)
             assert trims == [s.task_stream.count] == [40]
+
+
+async def test_the_heap_is_trimmed_at_intervals_while_a_task_stays_active(
+    fresh_config: pytest.MonkeyPatch,
+) -> None:
+    fresh_config.setenv("SHOAL_SCHEDULER__TRIM_MEMORY_AFTER", "20")
+    config.refresh()
+    trims: list[int] = []
+    async with cluster(n_workers=2) as (s, _):
+        fresh_config.setattr(server_module, "trim_memory", lambda: trims.append(1) or True)
+        fresh_config.setattr(server_module, "TRIM_INTERVAL", 0.5)
+        async with Client(s.address, asynchronous=True) as c:
+            long = c.submit(time.sleep, 3.0, pure=False)  # active all along
+            await asyncio.sleep(0.6)  # past the interval since the scheduler started
+            await c.gather(c.map(inc, range(25)))
+            while not trims:
+                await asyncio.sleep(0.01)
+            assert long.status == "pending"
+            assert len(trims) == 1  # once: the next takes another 20 tasks
+            await c.gather(c.map(inc, range(100, 110)))
+            assert len(trims) == 1
+            await long
