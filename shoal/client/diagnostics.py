@@ -188,15 +188,15 @@ class ClusterQueries:
     ) -> Any:
         """Run ``function(*args, **kwargs)`` on every worker (or ``workers``).
 
-        A parameter named ``dask_worker`` receives the worker object. Returns ``{worker
+        A parameter named ``dask_worker`` receives the worker object. With
+        ``nanny=True`` the function runs in each worker's nanny instead (``dask_worker``
+        is then the nanny; a worker without one is an error). Returns ``{worker
         address: result}``. ``on_error``: ``"raise"`` the first error, ``"return"``
         exceptions as values, ``"ignore"`` failed workers.
         """
-        if nanny:
-            raise ValueError("nanny=True needs the nanny, which shoal does not have yet")
         if on_error not in ("raise", "return", "ignore"):
             raise ValueError(f"on_error must be 'raise', 'return' or 'ignore', not {on_error!r}")
-        return self._sync(self._run, function, args, kwargs, workers, wait, on_error)
+        return self._sync(self._run, function, args, kwargs, workers, wait, on_error, nanny)
 
     async def _run(
         self,
@@ -206,10 +206,12 @@ class ClusterQueries:
         workers: Iterable[str] | None,
         wait: bool,
         on_error: str,
+        nanny: bool = False,
     ) -> Any:
         msg = Broadcast(
             msg=RunFunction(function=dumps_run_spec((function, args, kwargs))).to_wire(),
             workers=_workers(workers),
+            nanny=nanny,
         )
         if not wait:
             task = asyncio.ensure_future(self._request(msg))

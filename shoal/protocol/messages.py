@@ -498,14 +498,16 @@ class GatherKeys(Message):
 
 @dataclass(slots=True, unsafe_hash=True)
 class Broadcast(Message):
-    """Ask the scheduler to forward ``msg`` (a message map) to workers and collect replies.
+    """Ask the scheduler to forward ``msg`` (a message map) to workers (or with
+    ``nanny``, to their nannies) and collect replies.
 
-    Reply: ``OK({addr: reply-map})``.
+    Reply: ``OK({worker addr: reply-map})``.
     """
 
     op: ClassVar[str] = "broadcast"
     msg: dict[str, Any]
     workers: tuple[Address, ...] | None = None
+    nanny: bool = False
 
 
 @dataclass(slots=True, unsafe_hash=True)

@@ -391,14 +391,20 @@ async def restart(scheduler: Scheduler, timeout: float, wait_for_workers: bool) 
 
 
 async def broadcast(scheduler: Scheduler, msg: Broadcast) -> dict[str, Any]:
-    """Send ``msg.msg`` to workers concurrently; gather each reply (or its error)."""
+    """Send ``msg.msg`` to workers (or their nannies) concurrently; gather each reply (or
+    its error), by worker address."""
     workers = list(msg.workers) if msg.workers is not None else list(scheduler.worker_streams)
     unknown = [w for w in workers if w not in scheduler.worker_streams]
     if unknown:
         raise RemoteError(f"unknown workers: {unknown}")
     request = Message.from_wire(dict(msg.msg))
 
-    async def one(addr: str) -> dict[str, Any]:
+    async def one(worker: str) -> dict[str, Any]:
+        addr = worker
+        if msg.nanny:
+            addr = scheduler.worker_info.get(worker, {}).get("nanny") or ""
+            if not addr:
+                return ErrorReply(f"worker {worker} runs without a nanny").to_wire()
         try:
             reply = await scheduler.pool.request(addr, request)
             return reply.to_wire()
@@ -407,7 +413,7 @@ async def broadcast(scheduler: Scheduler, msg: Broadcast) -> dict[str, Any]:
                 return e.reply.to_wire()
             return ErrorReply(str(e)).to_wire()
         except CommError as e:
-            return ErrorReply(f"could not reach worker {addr}: {e}").to_wire()
+            return ErrorReply(f"could not reach {addr}: {e}").to_wire()
 
     replies = await asyncio.gather(*(one(w) for w in workers))
     return dict(zip(workers, replies))

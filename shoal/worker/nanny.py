@@ -54,8 +54,17 @@ from shoal.comm.connection import Connection, listen
 from shoal.comm.registry import parse_address, unparse_host_port
 from shoal.comm.rpc import serve_requests
 from shoal.comm.tasks import BackgroundTasks
-from shoal.protocol.messages import OK, ErrorReply, Identity, Message, RestartWorker, Terminate
+from shoal.protocol.messages import (
+    OK,
+    ErrorReply,
+    Identity,
+    Message,
+    RestartWorker,
+    RunFunction,
+    Terminate,
+)
 from shoal.worker.memory import parse_memory_limit
+from shoal.worker.run_function import run_function
 
 __all__ = [
     "NANNY_ENV",
@@ -624,7 +633,10 @@ class Nanny:
         await serve_requests(conn, self.dispatch)
 
     async def dispatch(self, msg: Message) -> Message:
-        """Answer one request (``RestartWorker``, ``Terminate``, ``Identity``)."""
+        """Answer one request (``RestartWorker``, ``Terminate``, ``Identity``, and
+        ``RunFunction`` for ``client.run(..., nanny=True)``)."""
+        if isinstance(msg, RunFunction):
+            return await run_function(msg, self, is_worker=False)
         if isinstance(msg, RestartWorker):
             return await self._restart_request(msg.timeout)
         if isinstance(msg, Terminate):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 import os
@@ -23,7 +22,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, ClassVar
 
 from shoal import config
-from shoal._context import task_context
 from shoal.actor import NewActor
 from shoal.comm import cross_memory, shared_memory
 from shoal.comm.addressing import check_contact_address, resolve_bind
@@ -53,13 +51,14 @@ from shoal.protocol.messages import (
     UpdateData,
     WorkerStatus,
 )
-from shoal.protocol.serialize import dumps_run_spec, loads, nbytes_of
+from shoal.protocol.serialize import loads, nbytes_of
 from shoal.protocol.versions import collect_versions
 from shoal.security import Security
 from shoal.worker import execute, memory, transfer
 from shoal.worker.actors import WorkerActors
 from shoal.worker.memory import MemoryFractions, MemoryMonitor, parse_memory_limit
 from shoal.worker.plugins import WorkerPlugins
+from shoal.worker.run_function import run_function
 from shoal.worker.state import (
     AcquireReplicasEvent,
     ComputeTaskEvent,
@@ -636,7 +635,7 @@ class Worker:
         if isinstance(msg, UpdateData):
             return self._update_data(msg)
         if isinstance(msg, RunFunction):
-            return await self._run_function(msg)
+            return await run_function(msg, self, is_worker=True)
         if isinstance(msg, Identity):
             return OK(
                 {
@@ -669,29 +668,3 @@ class Worker:
             DataUpdated(data_nbytes=nbytes, stimulus_id=_sid("update-data"), now=time.time())
         )
         return OK(nbytes)
-
-    async def _run_function(self, msg: RunFunction) -> Message:
-        try:
-            function, args, kwargs = loads(msg.function)
-        except SerializeError as e:
-            return ErrorReply(f"worker {self.address} could not load the function: {e}")
-        with contextlib.suppress(TypeError, ValueError):  # no signature: builtins, some C
-            if "dask_worker" in inspect.signature(function).parameters:
-                kwargs = {**kwargs, "dask_worker": self}  # as distributed's Client.run does
-
-        def call() -> Any:
-            task_context.worker = self
-            return function(*args, **kwargs)
-
-        try:
-            if asyncio.iscoroutinefunction(function):
-                result = await function(*args, **kwargs)
-            else:
-                result = await asyncio.get_running_loop().run_in_executor(None, call)
-        except Exception as exc:
-            e_opaque, _, text, tb_text = execute.pack_exception(exc)
-            return ErrorReply(f"{text}\n{tb_text}", exception=e_opaque)
-        try:
-            return OK(dumps_run_spec(result))
-        except SerializeError as e:
-            return ErrorReply(f"the result of the function on {self.address} can't be sent: {e}")

@@ -15,7 +15,7 @@ import pytest
 
 from shoal import Client, LocalCluster
 from shoal.deploy.process import WorkerProcess
-from shoal.errors import KilledWorker
+from shoal.errors import KilledWorker, RemoteError
 from shoal.testing.cluster import shoal_threads
 from shoal.worker.nanny import Nanny
 
@@ -140,6 +140,8 @@ def test_processes_without_a_nanny() -> None:
         assert not proc.nanny and proc.nanny_address is None
         assert "--no-nanny" in proc.args
         assert list(client.run(os.getpid).values()) == [proc.pid]
+        with pytest.raises(RemoteError, match="runs without a nanny"):
+            client.run(os.getpid, nanny=True)
         assert client.submit(inc, 1).result(timeout=30) == 2
         everything = {p.pid for p in me.children(recursive=True)}
     until(lambda: not alive(everything))
@@ -170,3 +172,23 @@ def test_a_worker_process_under_a_nanny_gets_the_environment_given() -> None:
         finally:
             asyncio.run(proc.close())
         until(lambda: not alive({worker_pid, proc.pid or 0}))
+
+
+def kind_of(dask_worker: object) -> str:
+    return type(dask_worker).__name__
+
+
+def test_run_on_the_nannies() -> None:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        workers = client.run(os.getpid)
+        nannies = client.run(os.getpid, nanny=True)
+        assert set(nannies) == set(workers)  # by worker address, as distributed answers
+        assert set(nannies.values()) == {os.getpid()}  # LocalCluster's nannies live here
+        assert os.getpid() not in workers.values()
+        assert client.run(kind_of, nanny=True) == dict.fromkeys(workers, "Nanny")
+        assert client.run(kind_of) == dict.fromkeys(workers, "Worker")
+        one = sorted(workers)[0]
+        assert client.run(kind_of, nanny=True, workers=[one]) == {one: "Nanny"}
