@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "comm.max-header-bytes": 64 * 2**20,
     "comm.max-message-bytes": 2 * 2**30,
     "comm.timeouts.connect": 30.0,
+    # The event loop of the client's loop thread and of the shoal command's processes:
+    # auto (uvloop where installed), uvloop, or asyncio. See shoal/_loop.py.
+    "event-loop": "auto",
     # Admin messages sent in one event-loop turn go out as one write; with a
     # positive interval, a stream also waits this long (seconds) between writes.
     "comm.batch-interval": 0.0,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from shoal import __version__
+from shoal._loop import run as run_loop
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -61,7 +62,7 @@ def run_until_signal(
         await stop(server)
         finished.cancel()
 
-    asyncio.run(main())
+    run_loop(main())
 
 
 @click.group()

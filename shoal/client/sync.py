@@ -14,6 +14,8 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from shoal._loop import new_event_loop
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
@@ -24,7 +26,7 @@ class LoopThread:
     """A daemon thread running an asyncio event loop."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self.users = 0
         self._started = threading.Event()
         self.thread = threading.Thread(target=self._run, name="shoal-loop", daemon=True)
