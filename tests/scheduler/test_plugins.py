@@ -125,48 +125,43 @@ async def test_plugin_added_and_removed_at_runtime() -> None:
         assert rec.closed and s.state.transition_listener is None
 
 
-async def test_the_heap_is_trimmed_once_a_large_batch_of_tasks_drains(
-    fresh_config: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def trims(fresh_config: pytest.MonkeyPatch) -> list[int]:
+    """The task-stream counts at which the scheduler trims its heap (every 20 tasks at
+    most). The libc call itself is tested by the worker's memory tests."""
     fresh_config.setenv("SHOAL_SCHEDULER__TRIM_MEMORY_AFTER", "20")
     config.refresh()
-    trims: list[int] = []
-    async with cluster(n_workers=2) as (s, _):
-        # counts what would be trimmed: the libc call itself is tested by the worker's
-        # memory tests
-        fresh_config.setattr(
-            server_module, "trim_memory", lambda: trims.append(s.task_stream.count) or True
-        )
-        async with Client(s.address, asynchronous=True) as c:
-            await c.gather(c.map(inc, range(10)))
-            assert trims == []  # fewer tasks than the threshold
-            futures = c.map(nap, range(30))  # 0.75 s on two workers
-            while s.task_stream.count < 20:
-                await asyncio.sleep(0.01)
-            assert trims == []  # past the threshold, but tasks are still to run
-            await c.gather(futures)
-            while not trims:
-                await asyncio.sleep(0.01)
-            assert trims == [s.task_stream.count] == [40]
+    counts: list[int] = []
+    fresh_config.setattr(server_module, "trim_memory", lambda: counts.append(0) or True)
+    return counts
+
+
+async def test_the_heap_is_trimmed_once_a_large_batch_of_tasks_drains(trims: list[int]) -> None:
+    async with cluster(n_workers=2) as (s, _), Client(s.address, asynchronous=True) as c:
+        await c.gather(c.map(inc, range(10)))
+        assert trims == []  # fewer tasks than the threshold
+        futures = c.map(nap, range(30))  # 0.75 s on two workers
+        while s.task_stream.count < 20:
+            await asyncio.sleep(0.01)
+        assert trims == []  # past the threshold, but tasks are still to run
+        await c.gather(futures)
+        while not trims:
+            await asyncio.sleep(0.01)
+        assert len(trims) == 1 and s.task_stream.count == 40
 
 
 async def test_the_heap_is_trimmed_at_intervals_while_a_task_stays_active(
-    fresh_config: pytest.MonkeyPatch,
+    trims: list[int], fresh_config: pytest.MonkeyPatch
 ) -> None:
-    fresh_config.setenv("SHOAL_SCHEDULER__TRIM_MEMORY_AFTER", "20")
-    config.refresh()
-    trims: list[int] = []
-    async with cluster(n_workers=2) as (s, _):
-        fresh_config.setattr(server_module, "trim_memory", lambda: trims.append(1) or True)
-        fresh_config.setattr(server_module, "TRIM_INTERVAL", 0.5)
-        async with Client(s.address, asynchronous=True) as c:
-            long = c.submit(time.sleep, 3.0, pure=False)  # active all along
-            await asyncio.sleep(0.6)  # past the interval since the scheduler started
-            await c.gather(c.map(inc, range(25)))
-            while not trims:
-                await asyncio.sleep(0.01)
-            assert long.status == "pending"
-            assert len(trims) == 1  # once: the next takes another 20 tasks
-            await c.gather(c.map(inc, range(100, 110)))
-            assert len(trims) == 1
-            await long
+    fresh_config.setattr(server_module, "TRIM_INTERVAL", 0.5)
+    async with cluster(n_workers=2) as (s, _), Client(s.address, asynchronous=True) as c:
+        long = c.submit(time.sleep, 3.0, pure=False)  # active all along
+        await asyncio.sleep(0.6)  # past the interval since the scheduler started
+        await c.gather(c.map(inc, range(25)))
+        while not trims:
+            await asyncio.sleep(0.01)
+        assert long.status == "pending"
+        assert len(trims) == 1  # once: the next takes another 20 tasks
+        await c.gather(c.map(inc, range(100, 110)))
+        assert len(trims) == 1
+        await long
