@@ -49,7 +49,8 @@ __all__ = [
 #: Bumped on any incompatible change of the wire format or the handshake (2: ComputeTask
 #: carries the expected duration, TaskFinished and KeyInMemory small values; 3: values
 #: shared through memory files in get-data; 4: values lent to copy out of a worker's
-#: memory, and release-data; 5: compact run specs, msgpack arguments beside the function).
+#: memory, and release-data; 5: compact run specs, msgpack arguments beside the function;
+#: compute-task and task-finished as arrays in batches; broadcast to nannies).
 PROTOCOL_VERSION = 5
 
 #: Bytes of randomness in each side's nonce.

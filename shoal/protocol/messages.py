@@ -1,6 +1,8 @@
 """The vocabulary every role speaks: one slotted dataclass per op.
 
-A message travels as a msgpack map ``{"op": <op>, <field>: <value>, ...}``; see
+A message travels as a msgpack map ``{"op": <op>, <field>: <value>, ...}`` (in a batch,
+the per-task ops between scheduler and workers as arrays ``[op, <value>, ...]``: see
+``Message.positional``); see
 :mod:`shoal.protocol.wire` for how maps, batches and :class:`Opaque` payloads become
 frames. msgpack arrays decode as tuples (so dask keys such as ``("x", 0)`` survive the
 round trip), hence every sequence field is typed as a tuple.
@@ -17,6 +19,8 @@ Requests (one request, one reply, over a pooled connection): everything else.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,6 +29,12 @@ from shoal.errors import RemoteProtocolError
 from shoal.protocol.opaque import Opaque
 
 _REGISTRY: dict[str, type[Message]] = {}
+#: each positional op's fields, read in one call (see Message.to_array)
+_FIELDS: dict[type[Message], Callable[[Message], tuple[Any, ...]]] = {}
+
+
+def _one(names: tuple[str, ...]) -> Callable[[Message], tuple[Any, ...]]:
+    return lambda msg: tuple(getattr(msg, name) for name in names)
 
 
 class Message:
@@ -39,6 +49,10 @@ class Message:
     #: of the caller's memory). Field values are not normalized as msgpack would (a
     #: numpy int stays one). Everything else is encoded, even in process.
     hand_over: ClassVar[bool] = False
+    #: Sent as an array ``[op, field, ...]`` in field order rather than a map: only the
+    #: ops of the per-task hot path between scheduler and workers (a map's field names
+    #: cost a third of the message and most of its encoding time).
+    positional: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -56,10 +70,27 @@ class Message:
             d[name] = getattr(self, name)
         return d
 
+    def to_array(self) -> tuple[Any, ...]:
+        """This message as ``(op, field, ...)`` (for :attr:`positional` ops)."""
+        fields = _FIELDS.get(type(self))
+        if fields is None:
+            names: tuple[str, ...] = tuple(type(self).__slots__)
+            fields = operator.attrgetter(*names) if len(names) > 1 else _one(names)
+            _FIELDS[type(self)] = fields
+        return (self.op, *fields(self))
+
     @staticmethod
     def from_wire(d: Any) -> Message:
-        """Build the message for a decoded map (which it takes: its ``op`` is removed);
-        raise RemoteProtocolError if invalid."""
+        """Build the message for a decoded map (which it takes: its ``op`` is removed),
+        or array of a positional op; raise RemoteProtocolError if invalid."""
+        if type(d) is tuple and d and type(d[0]) is str:
+            cls = _REGISTRY.get(d[0])
+            if cls is None or not cls.positional:
+                raise RemoteProtocolError(f"no positional op {d[0]!r}")
+            try:
+                return cls(*d[1:])
+            except TypeError as e:
+                raise RemoteProtocolError(f"malformed {d[0]!r} message: {e}") from None
         if not isinstance(d, dict):
             raise RemoteProtocolError(f"a message must be a map, got {type(d).__name__}")
         op = d.pop("op", None)
@@ -279,6 +310,7 @@ class ComputeTask(Message):
     """Run ``key``; ``who_has`` says where each dependency not on this worker lives."""
 
     op: ClassVar[str] = "compute-task"
+    positional: ClassVar[bool] = True
     key: Key
     run_spec: Opaque | None
     who_has: dict[Key, tuple[Address, ...]]
@@ -344,6 +376,7 @@ class TaskFinished(Message):
     """``key`` ran here and its result (``nbytes``) is held by this worker."""
 
     op: ClassVar[str] = "task-finished"
+    positional: ClassVar[bool] = True
     key: Key
     nbytes: int
     type_name: str

@@ -96,7 +96,10 @@ def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
     if len(msgs) == 1:
         payload = msgs[0].to_wire()
     else:
-        payload = {"op": BATCH_OP, "msgs": [m.to_wire() for m in msgs]}
+        payload = {
+            "op": BATCH_OP,
+            "msgs": [m.to_array() if m.positional else m.to_wire() for m in msgs],
+        }
     try:
         frames[0] = msgpack.packb(payload, use_bin_type=True, default=default)
     except (TypeError, ValueError, OverflowError) as e:

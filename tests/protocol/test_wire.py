@@ -18,6 +18,7 @@ from shoal.protocol.messages import (
     DataReply,
     Heartbeat,
     Message,
+    TaskFinished,
     TaskSpec,
     UpdateGraph,
     registered_ops,
@@ -113,6 +114,19 @@ def test_batch_round_trip() -> None:
     assert loads_messages(through_the_wire(frames)) == msgs
 
 
+def test_hot_ops_travel_in_batches_as_arrays() -> None:
+    task = ComputeTask(KEY, None, {}, {}, (0, 1), None, 0.5)
+    finished = TaskFinished("k", 8, "int", 1.0, 2.0, b"v")
+    frames = dumps_messages([task, finished, Heartbeat({})])
+    header = msgpack.unpackb(frames[0], strict_map_key=False, use_list=False)
+    assert header["msgs"][0] == ("compute-task", KEY, None, {}, {}, (0, 1), None, 0.5)
+    assert header["msgs"][1][0] == "task-finished"
+    assert header["msgs"][2]["op"] == "heartbeat"  # other ops stay maps
+    assert loads_messages(frames) == [task, finished, Heartbeat({})]
+    as_maps = msgpack.packb([task.to_wire(), finished.to_wire()], use_bin_type=True)
+    assert len(frames[0]) < len(as_maps) * 0.8
+
+
 def test_opaque_frames_are_not_copied() -> None:
     payload = bytearray(1_000_000)
     o = Opaque([b"pickle", payload])
@@ -182,6 +196,9 @@ def pack(obj: Any) -> bytes:
         ([pack({"op": "ok", "value": msgpack.ExtType(1, b"\0\0\0\0\x01\0\0\0")})], "frames 0"),
         ([pack({"op": "ok"}) + b"\x00"], "ExtraData"),
         ([pack({(1, 2): {}, "op": "ok"})], "malformed"),
+        ([pack({"op": "batch", "msgs": [["free-keys", ["a"]]]})], "no positional op 'free-keys'"),
+        ([pack({"op": "batch", "msgs": [["nope"]]})], "no positional op 'nope'"),
+        ([pack({"op": "batch", "msgs": [["compute-task", "k"]]})], "malformed 'compute-task'"),
     ],
 )
 def test_malformed_headers(frames: list[bytes], match: str) -> None:
