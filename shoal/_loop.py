@@ -4,7 +4,8 @@
 be imported), ``uvloop`` (an error if it is missing) or ``asyncio``. uvloop brings a
 submit→result round trip from about 0.85 ms to 0.7 ms on the benchmark machine.
 Only the loops shoal makes are affected (the client's loop thread, the ``shoal``
-command's processes); the global event-loop policy is left alone.
+command's processes); a user's process keeps its event-loop policy (on Python 3.10 the
+``shoal`` command sets uvloop's policy in its own processes, which have no other use).
 """
 
 from __future__ import annotations

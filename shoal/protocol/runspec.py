@@ -128,15 +128,29 @@ def dumps_call(
     :func:`~shoal.protocol.serialize.dumps_run_spec` does. ``function_frame``: the
     function already cloudpickled (else :func:`~shoal.protocol.serialize.function_bytes`).
     """
-    if not kwargs and all(type(a) in PLAIN_TYPES or type(a) is KeyRef for a in args):
-        try:
-            packed = msgpack.packb(tuple(map(_pack_ref, args)), use_bin_type=True)
-        except (OverflowError, ValueError, TypeError):  # UnicodeEncodeError is a ValueError
-            pass
-        else:
-            frame = function_bytes(function) if function_frame is None else function_frame
-            return Opaque([_COMPACT + packed, frame])
-    return dumps_run_spec(RunSpec(function, args, kwargs))
+    packed = None if kwargs else _pack_args(args)
+    if packed is None:
+        return dumps_run_spec(RunSpec(function, args, kwargs))
+    frame = function_bytes(function) if function_frame is None else function_frame
+    return Opaque([_COMPACT + packed, frame])
+
+
+def _pack_args(args: tuple[Any, ...]) -> bytes | None:
+    """``args`` as msgpack, or None when one is neither plain nor a :class:`KeyRef`, or
+    msgpack can't carry it."""
+    refs = False
+    for a in args:
+        if type(a) is KeyRef:
+            refs = True
+        elif type(a) not in PLAIN_TYPES:
+            return None
+    try:  # references are converted only when there are some: map over numbers has none
+        packed: bytes = msgpack.packb(
+            tuple(map(_pack_ref, args)) if refs else args, use_bin_type=True
+        )
+    except (OverflowError, ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        return None
+    return packed
 
 
 def loads_run_spec(data: Opaque) -> Any:

@@ -493,14 +493,19 @@ def _processing_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arri
     _enter_released(ts, ctx)
 
 
+def _free_replicas(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
+    """Tell every holder of ``ts`` to drop it, and forget they held it."""
+    for ws in list(ts.who_has):
+        ctx.free(ws, ts.key)
+        s.remove_replica(ts, ws)
+
+
 def _memory_released(s: SchedulerState, ts: TaskState, ctx: Context, _: Arrival | None) -> None:
     # Nobody needs the value any more (free every copy), or its last copy was lost
     # (its clients hear KeyLost; it is recomputed if still needed).
     if ts.who_has and (ts.who_wants or ts.waiters):
         return  # stale recommendation: still held and needed
-    for ws in list(ts.who_has):
-        ctx.free(ws, ts.key)
-        s.remove_replica(ts, ws)
+    _free_replicas(s, ts, ctx)
     msg = KeyLost(key=ts.key)
     for cs in ts.who_wants:
         ctx.to_client(cs, msg)
@@ -518,9 +523,7 @@ def _memory_forgotten(s: SchedulerState, ts: TaskState, ctx: Context, data: Arri
     if ts.who_wants or ts.waiters or ts.dependents:  # needed again since the recommendation
         _memory_released(s, ts, ctx, data)
         return
-    for ws in list(ts.who_has):
-        ctx.free(ws, ts.key)
-        s.remove_replica(ts, ws)
+    _free_replicas(s, ts, ctx)
     _forget(s, ts, ctx)
 
 
