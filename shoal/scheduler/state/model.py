@@ -371,16 +371,19 @@ class Context:
     """The work in progress of one event: pending recommendations and messages to send.
 
     ``recs`` maps a task to the state it should move to next; the transition engine
-    pops from it (last in, first out) until it is empty.
+    pops from it (last in, first out) until it is empty. ``freed``: workers whose slots
+    freed up, offered to queued root tasks once ``recs`` is empty (a task made ready
+    meanwhile takes a freed slot first, as its priority says).
     """
 
-    __slots__ = ("now", "out", "recs", "stimulus_id")
+    __slots__ = ("freed", "now", "out", "recs", "stimulus_id")
 
     def __init__(self, stimulus_id: StimulusId, now: float, out: Outbox) -> None:
         self.stimulus_id = stimulus_id
         self.now = now
         self.out = out
         self.recs: dict[TaskState, TaskStateName] = {}
+        self.freed: dict[WorkerInfo, None] = {}
 
     def to_worker(self, ws: WorkerInfo, msg: Message) -> None:
         """Send ``msg`` to ``ws`` (dropped if the worker is gone)."""

@@ -29,6 +29,7 @@ depends on the number of tasks:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -102,17 +103,26 @@ class WorkerPool:
         heapq.heapify(self._heap)
 
 
-class TaskQueue:
-    """Queued root tasks, most urgent (lowest priority tuple) first.
+#: (priority, insertion counter, task)
+_QueueEntry = tuple[tuple[int | float, ...], int, TaskState]
 
-    Removal is lazy: a task taken out of the middle stays in the heap until it surfaces
-    and is skipped, so every operation is O(log queued) amortized.
+
+class TaskQueue:
+    """Queued root tasks, most urgent (lowest priority tuple) first, ties first in.
+
+    Tasks nearly always arrive in priority order (a graph's roots are queued sorted) or
+    come back to the front (taken out for a free slot that another task took first), so
+    those go to either end of a sorted run, O(1) in and out; any other goes into a heap,
+    O(log n). ``pop`` takes the more urgent of
+    the two heads. Removal is lazy: a task taken out of the middle stays where it is
+    until it surfaces and is skipped.
     """
 
-    __slots__ = ("_heap", "_members", "_seq")
+    __slots__ = ("_heap", "_members", "_run", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[tuple[int | float, ...], int, TaskState]] = []
+        self._run: deque[_QueueEntry] = deque()
+        self._heap: list[_QueueEntry] = []
         self._members: dict[TaskState, int] = {}
         self._seq = 0
 
@@ -120,7 +130,14 @@ class TaskQueue:
         """Queue ``ts`` (after tasks of equal priority already queued)."""
         self._seq += 1
         self._members[ts] = self._seq
-        heapq.heappush(self._heap, (ts.priority, self._seq, ts))
+        entry = (ts.priority, self._seq, ts)
+        run = self._run
+        if not run or run[-1] < entry:
+            run.append(entry)
+        elif entry[0] < run[0][0]:  # back in front: it was just taken out, no slot after all
+            run.appendleft(entry)
+        else:
+            heapq.heappush(self._heap, entry)
 
     def discard(self, ts: TaskState) -> None:
         """Take ``ts`` out if it is queued."""
@@ -128,13 +145,19 @@ class TaskQueue:
 
     def pop(self) -> TaskState | None:
         """Remove and return the most urgent task, or None when empty."""
-        heap, members = self._heap, self._members
-        while heap:
-            _, seq, ts = heapq.heappop(heap)
-            if members.get(ts) == seq:
-                del members[ts]
-                return ts
-        return None
+        run, heap, members = self._run, self._heap, self._members
+        while run and members.get(run[0][2]) != run[0][1]:
+            run.popleft()
+        while heap and members.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        if run and (not heap or run[0] < heap[0]):  # unique counters: never compares tasks
+            ts = run.popleft()[2]
+        elif heap:
+            ts = heapq.heappop(heap)[2]
+        else:
+            return None
+        del members[ts]
+        return ts
 
     def __contains__(self, ts: object) -> bool:
         return ts in self._members

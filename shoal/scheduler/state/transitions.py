@@ -96,11 +96,17 @@ def transition(
 
 
 def run_recommendations(s: SchedulerState, ctx: Context) -> None:
-    """Apply recommendations until there are none left."""
-    recs = ctx.recs
-    while recs:
-        ts, finish = recs.popitem()
-        transition(s, ts, finish, ctx)
+    """Apply recommendations until there are none left, then fill the freed slots."""
+    recs, freed = ctx.recs, ctx.freed
+    while True:
+        while recs:
+            ts, finish = recs.popitem()
+            transition(s, ts, finish, ctx)
+        if not freed:
+            return
+        ws = next(iter(freed))
+        del freed[ws]
+        fill_slots(s, ws, ctx)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -238,7 +244,8 @@ def exit_processing(s: SchedulerState, ts: TaskState, ctx: Context) -> WorkerInf
     s.steals.pop(ts, None)
     s.unstealable.pop(ts, None)
     s.workload_changed(ws)
-    fill_slots(s, ws, ctx)
+    if s.queued:
+        ctx.freed[ws] = None
     return ws
 
 

@@ -340,6 +340,30 @@ def test_a_layer_depending_on_a_large_layer_is_never_queued() -> None:
     assert y_moves == {("released", "waiting"), ("waiting", "processing"), ("processing", "memory")}
 
 
+def test_a_task_made_ready_takes_the_freed_slot_before_the_queue() -> None:
+    """As in a reduction tree: x-1 finishing makes y ready (more urgent than the queued
+    x-3), which takes A's freed slot; x-3 stays queued (not taken out for the slot and
+    put back) and goes next."""
+    s = make_state()
+    s.handle(worker(A, nthreads=1))  # 2 slots
+    s.handle(
+        submit_all("c", [*roots(2), spec("y", "x-0", "x-1", priority=(1, 1)), *roots(4, first=2)])
+    )
+    assert queries.processing(s) == {A: ["x-0", "x-1"]}
+    s.handle(finished(A, "x-0"))  # x-2 takes that slot
+    assert queued_keys(s) == ["x-3", "x-4", "x-5"]
+    assert s.handle(finished(A, "x-1")) == [
+        in_memory("c", "x-1", A),
+        compute(A, "y", {"x-0": (A,), "x-1": (A,)}, {"x-0": 10, "x-1": 10}, priority=(1, 1)),
+    ]
+    assert queued_keys(s) == ["x-3", "x-4", "x-5"]
+    assert s.queued._seq == 4  # x-2 to x-5 each pushed once: none went out and back
+    assert s.handle(finished(A, "x-2")) == [
+        in_memory("c", "x-2", A),
+        compute(A, "x-3", priority=(3,), duration=1.0),
+    ]
+
+
 def test_releasing_a_queued_task_takes_it_out_of_the_queue() -> None:
     s = make_state()
     s.handle(worker(A, nthreads=1))
