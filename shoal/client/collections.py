@@ -126,9 +126,29 @@ def _dumps_node(node: GraphNode, functions: dict[int, tuple[Any, bytes]]) -> Opa
     return dumps_run_spec(node)
 
 
-def _annotation(annotations: Mapping[str, Mapping[Key, Any]], name: str, key: Key) -> Any:
-    per_key = annotations.get(name)
-    return None if per_key is None else per_key.get(key)
+#: A task's priority, retries, workers, allow_other_workers and resources
+_Options = tuple[int, int, "tuple[str, ...] | None", bool, "dict[str, float] | None"]
+
+
+def _options(
+    annotations: Mapping[str, Mapping[Key, Any]], key: Key, defaults: _Options
+) -> _Options:
+    """``key``'s options: its annotations where it has them, else ``defaults``."""
+
+    def annotated(name: str, default: Any) -> Any:
+        value = annotations.get(name, {}).get(key)
+        return default if value is None else value
+
+    workers = annotated("workers", defaults[2])
+    if isinstance(workers, str):
+        workers = (workers,)
+    return (
+        annotated("priority", defaults[0]),
+        annotated("retries", defaults[1]),
+        None if workers is None else tuple(workers),
+        bool(annotated("allow_other_workers", defaults[3])),
+        annotated("resources", defaults[4]),
+    )
 
 
 class CollectionsMixin:
@@ -167,7 +187,13 @@ class CollectionsMixin:
         generation = next(self._generation)
         if isinstance(workers, str):
             workers = (workers,)
-        default_workers = tuple(workers) if workers is not None else None
+        defaults: _Options = (
+            priority,
+            retries or 0,
+            tuple(workers) if workers is not None else None,
+            bool(allow_other_workers),
+            resources,
+        )
         threshold = int(config.get("client.large-object-warning-bytes"))
         specs: list[Any] = []
         functions: dict[int, tuple[Any, bytes]] = {}
@@ -190,29 +216,19 @@ class CollectionsMixin:
                     UserWarning,
                     stacklevel=4,
                 )
-            task_workers = _annotation(annotations, "workers", key)
-            if isinstance(task_workers, str):
-                task_workers = (task_workers,)
-            loose = _annotation(annotations, "allow_other_workers", key)
-            user_priority = _annotation(annotations, "priority", key)
-            task_retries = _annotation(annotations, "retries", key)
-            task_resources = _annotation(annotations, "resources", key)
+            user_priority, task_retries, task_workers, loose, task_resources = (
+                _options(annotations, key, defaults) if annotations else defaults
+            )
             specs.append(
                 TaskSpec(
                     key=key,
                     dependencies=tuple(node.dependencies),
                     run_spec=run_spec,
-                    priority=(
-                        -(user_priority if user_priority is not None else priority),
-                        generation,
-                        priorities.get(key, 0),
-                    ),
-                    retries=task_retries if task_retries is not None else (retries or 0),
-                    workers=tuple(task_workers) if task_workers is not None else default_workers,
-                    allow_other_workers=bool(
-                        loose if loose is not None else (allow_other_workers or False)
-                    ),
-                    resources=task_resources if task_resources is not None else resources,
+                    priority=(-user_priority, generation, priorities.get(key, 0)),
+                    retries=task_retries,
+                    workers=task_workers,
+                    allow_other_workers=loose,
+                    resources=task_resources,
                 ).to_wire()
             )
         if specs:

@@ -23,8 +23,9 @@ class ClientRefs:
 
     def acquire(self, key: Key) -> bool:
         """Count one more reference; return whether it is the first."""
-        self.counts[key] += 1
-        return self.counts[key] == 1
+        n = self.counts.get(key, 0) + 1  # (``+= 1`` would call Counter.__missing__)
+        self.counts[key] = n
+        return n == 1
 
     def release(self, key: Key) -> bool:
         """Count one reference less; return whether it was the last."""

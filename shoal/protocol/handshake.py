@@ -50,8 +50,9 @@ __all__ = [
 #: carries the expected duration, TaskFinished and KeyInMemory small values; 3: values
 #: shared through memory files in get-data; 4: values lent to copy out of a worker's
 #: memory, and release-data; 5: compact run specs, msgpack arguments beside the function;
-#: compute-task and task-finished as arrays in batches; broadcast to nannies).
-PROTOCOL_VERSION = 5
+#: compute-task and task-finished as arrays in batches; broadcast to nannies; 6: a
+#: compact run spec's str keys as UTF-8, extension 2).
+PROTOCOL_VERSION = 6
 
 #: Bytes of randomness in each side's nonce.
 NONCE_BYTES = 32

@@ -23,7 +23,10 @@ class Opaque:
     @property
     def nbytes(self) -> int:
         """Total size of all frames in bytes."""
-        return sum(memoryview(f).nbytes for f in self.frames)
+        total = 0
+        for f in self.frames:
+            total += len(f) if type(f) is bytes else memoryview(f).nbytes
+        return total
 
     def __repr__(self) -> str:
         return f"<Opaque {len(self.frames)} frames, {self.nbytes} bytes>"

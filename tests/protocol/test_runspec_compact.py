@@ -42,6 +42,7 @@ def test_no_arguments() -> None:
         (("\ud800",), {}),  # a lone surrogate: not UTF-8
         (([1, 2],), {}),  # a container (may hold futures)
         ((KeyRef(object()),), {}),  # a key msgpack can't carry
+        ((KeyRef("\ud800"),), {}),  # a str key that is not UTF-8
         ((1,), {"b": 2}),  # keywords
         ((True, 1.0, (1,)), {}),
     ],
@@ -59,6 +60,16 @@ def test_references_to_other_tasks_travel_compact() -> None:
     run = loads_run_spec(spec)
     assert run.args == (KeyRef("a"), 2, KeyRef(("x", 0, 1)))
     assert run({"a": 1.5, ("x", 0, 1): b"z"}) == (("float", 1.5), ("int", 2), ("bytes", b"z"))
+
+
+def test_a_call_msgpack_refused_leaves_nothing_behind() -> None:
+    """The packer is reused per thread: a call it refuses half-way must not leak bytes
+    into the next one."""
+    for args in [(1, 2**64), (KeyRef("a"), KeyRef(object())), (KeyRef("\ud800"), 2)]:
+        assert not compact(dumps_call(describe, args, {}))
+        spec = dumps_call(describe, (KeyRef("b"), 3), {})
+        assert compact(spec)
+        assert loads_run_spec(spec).args == (KeyRef("b"), 3)
 
 
 def test_a_scalar_subclass_is_pickled_as_itself() -> None:
@@ -80,6 +91,7 @@ def test_a_scalar_subclass_is_pickled_as_itself() -> None:
         b"\x01\xdd\xff\xff\xff\xff",
         b"\x01\x91\xd4\x07\x00",  # an unknown extension
         b"\x01\x91\xd4\x01\xc1",  # a reference whose key is not msgpack
+        b"\x01\x91\xd4\x02\xff",  # a reference whose str key is not UTF-8
     ],
 )
 def test_malformed_compact_run_specs_raise_serialize_error(header: bytes) -> None:
