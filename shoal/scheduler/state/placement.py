@@ -111,11 +111,11 @@ class TaskQueue:
     """Queued root tasks, most urgent (lowest priority tuple) first, ties first in.
 
     Tasks nearly always arrive in priority order (a graph's roots are queued sorted) or
-    come back to the front (taken out for a free slot that another task took first), so
-    those go to either end of a sorted run, O(1) in and out; any other goes into a heap,
-    O(log n). ``pop`` takes the more urgent of
-    the two heads. Removal is lazy: a task taken out of the middle stays where it is
-    until it surfaces and is skipped.
+    come back to the front (taken out for a slot that was gone by the time it was
+    placed), so those go to either end of a sorted run, O(1) in and out; any other goes
+    into a heap, O(log n). ``pop`` takes the more urgent of the two heads. Removal is
+    lazy: a task taken out of the middle stays where it is until it surfaces and is
+    skipped.
     """
 
     __slots__ = ("_heap", "_members", "_run", "_seq")
@@ -134,7 +134,7 @@ class TaskQueue:
         run = self._run
         if not run or run[-1] < entry:
             run.append(entry)
-        elif entry[0] < run[0][0]:  # back in front: it was just taken out, no slot after all
+        elif entry[0] < run[0][0]:  # more urgent than any: typically one put back
             run.appendleft(entry)
         else:
             heapq.heappush(self._heap, entry)

@@ -230,7 +230,8 @@ def assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> No
 
 
 def exit_processing(s: SchedulerState, ts: TaskState, ctx: Context) -> WorkerInfo:
-    """Take ``ts`` off its worker's books; offer the freed slot to queued tasks."""
+    """Take ``ts`` off its worker's books; its slot goes to queued tasks once the event's
+    other recommendations are done (see :func:`run_recommendations`)."""
     ws = ts.processing_on
     assert ws is not None
     ts.processing_on = None
