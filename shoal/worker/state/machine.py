@@ -185,6 +185,8 @@ class WorkerState:
                 return instructions
             recs, new_instructions = self._transition(ts, finish)
             instructions += new_instructions
+        if not recs:
+            return instructions
         # First in, first out, a new recommendation for a task keeping its place. Not a
         # dict with next(iter(...)): each look would skip every entry popped before it,
         # quadratic in a batch (25,000 released keys: 235 ms instead of 3).
