@@ -120,6 +120,10 @@ DEFAULTS: dict[str, Any] = {
     "client.heartbeat-interval": 5.0,
     # Warn when one task's pickled run spec is this large (data embedded in the graph).
     "client.large-object-warning-bytes": 10 * 2**20,
+    # A larger graph goes to the scheduler in pieces of this many tasks, in priority
+    # order: workers start on the first piece while the client builds the rest (0: one
+    # piece, whatever the size).
+    "client.graph-piece-tasks": 4096,
 }
 
 

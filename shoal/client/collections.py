@@ -151,6 +151,48 @@ def _options(
     )
 
 
+class _Pieces:
+    """How a graph, in priority order, is cut into pieces of ``size`` tasks.
+
+    ``last_use`` is the position of the last task that depends on each key. A key that
+    a later piece still depends on is held by the client until the last piece is sent:
+    otherwise the scheduler, seeing no dependent yet, would forget it or drop its value.
+    """
+
+    __slots__ = ("last_use", "size")
+
+    def __init__(self, size: int, last_use: dict[Key, int]) -> None:
+        self.size = size
+        self.last_use = last_use
+
+    def ends_piece(self, position: int) -> bool:
+        """Whether the task at ``position`` is the last of its piece."""
+        return position % self.size == self.size - 1
+
+    def needed_later(self, key: Key, position: int) -> bool:
+        """Whether a task of a later piece depends on ``key`` (at ``position``)."""
+        return self.last_use.get(key, -1) > position - position % self.size + self.size - 1
+
+
+def _plan_pieces(graph: Mapping[Key, GraphNode], ordered: list[Key], size: int) -> _Pieces | None:
+    """The pieces to send ``graph`` in, or ``None`` for a single message: when it fits in
+    one piece, or when ``ordered`` (dask.order's) is not a topological order, which a
+    piece relies on (every dependency in it or in an earlier one)."""
+    if size <= 0 or len(ordered) <= size:
+        return None
+    position = {key: i for i, key in enumerate(ordered)}
+    last_use: dict[Key, int] = {}
+    for i, key in enumerate(ordered):
+        for dep in graph[key].dependencies:
+            j = position.get(dep)
+            if j is None:
+                continue  # on the cluster already, held by a future
+            if j >= i:
+                return None
+            last_use[dep] = i  # positions rise: the last write is the last use
+    return _Pieces(size, last_use)
+
+
 class CollectionsMixin:
     """The part of :class:`~shoal.Client` that runs dask graphs and collections."""
 
@@ -195,11 +237,10 @@ class CollectionsMixin:
             resources,
         )
         threshold = int(config.get("client.large-object-warning-bytes"))
-        specs: list[Any] = []
         functions: dict[int, tuple[Any, bytes]] = {}
-        with self._lock:
-            futures = {k: Future(k, self, inform=k not in graph) for k in keys}  # type: ignore[arg-type]
-        for key, node in graph.items():
+
+        def spec(key: Key) -> Any:
+            node = graph[key]
             if isinstance(node, Task):
                 external = [k for k in node.dependencies if k not in graph]
                 if external:
@@ -214,26 +255,54 @@ class CollectionsMixin:
                     "(client.scatter) and passing the future instead, or loading the data "
                     "inside a task.",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
             user_priority, task_retries, task_workers, loose, task_resources = (
                 _options(annotations, key, defaults) if annotations else defaults
             )
-            specs.append(
-                TaskSpec(
-                    key=key,
-                    dependencies=tuple(node.dependencies),
-                    run_spec=run_spec,
-                    priority=(-user_priority, generation, priorities.get(key, 0)),
-                    retries=task_retries,
-                    workers=task_workers,
-                    allow_other_workers=loose,
-                    resources=task_resources,
-                ).to_wire()
-            )
-        if specs:
-            self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(k for k in keys if k in graph)))
-        return futures
+            return TaskSpec(
+                key=key,
+                dependencies=tuple(node.dependencies),
+                run_spec=run_spec,
+                priority=(-user_priority, generation, priorities[key]),
+                retries=task_retries,
+                workers=task_workers,
+                allow_other_workers=loose,
+                resources=task_resources,
+            ).to_wire()
+
+        # Futures for keys on the cluster already say so at once; the others are made
+        # just before the piece that holds their task goes (the scheduler's answer to
+        # that piece needs them).
+        made = {k: Future(k, self, inform=True) for k in keys if k not in graph}  # type: ignore[arg-type]
+        wanted = set(keys)
+        ordered = sorted(graph, key=priorities.__getitem__)
+        plan = _plan_pieces(graph, ordered, int(config.get("client.graph-piece-tasks")))
+        holds: list[Future] = []  # keys later pieces depend on, held until the last is sent
+        specs: list[Any] = []
+        piece_keys: list[Key] = []  # the keys of this piece the client wants (or holds)
+        try:
+            for i, key in enumerate(ordered):
+                specs.append(spec(key))
+                if key in wanted:
+                    made[key] = Future(key, self, inform=False)  # type: ignore[arg-type]
+                    piece_keys.append(key)
+                elif plan is not None and plan.needed_later(key, i):
+                    holds.append(Future(key, self, inform=False))  # type: ignore[arg-type]
+                    piece_keys.append(key)
+                if plan is not None and plan.ends_piece(i) and i + 1 < len(ordered):
+                    self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
+                    specs, piece_keys = [], []
+            if specs:
+                self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
+        except BaseException:
+            for future in made.values():
+                future.release()  # what earlier pieces started stops: nobody wants it
+            raise
+        finally:
+            for future in holds:
+                future.release()  # after the last piece, in the same stream
+        return {k: made[k] for k in keys}
 
     # ------------------------------------------------------------------ get
 
