@@ -14,13 +14,12 @@ from typing import Any
 import dask
 import pytest
 from dask._task_spec import Task, TaskRef
+from test_collections import assert_cluster_empty, inc, total, wait_until
 
 from shoal import Client, LocalCluster
 from shoal.client.collections import _plan_pieces
 from shoal.errors import SerializeError
 from shoal.protocol.messages import UpdateGraph
-
-from test_collections import assert_cluster_empty, inc, total, wait_until
 
 
 def add(x: int, y: int) -> int:
