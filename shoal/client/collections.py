@@ -4,7 +4,9 @@ A dask graph (legacy tuples or task-spec nodes, or an expression that produces o
 converted with ``dask._task_spec.convert_legacy_graph``; every node becomes a task whose
 run spec is the node itself, cloudpickled once here. The worker calls the node with its
 dependencies' values. Futures inside a graph are ``TaskRef`` s, so they become plain
-dependencies on keys the scheduler already holds. Priorities come from ``dask.order``.
+dependencies on keys the scheduler already holds. Priorities come from ``dask.order``; a
+large graph goes in pieces, most urgent first (``client.graph-piece-tasks``), so that
+workers start while the rest is being pickled.
 
 ``compute`` and ``persist`` reuse dask's own ``dask.compute``/``dask.persist`` with a
 scheduler function that submits the graph and returns futures instead of values.
