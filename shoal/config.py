@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     # straight out of the worker's memory (comm/cross_memory.py), not through a socket.
     "comm.cross-memory": True,
     "comm.cross-memory-threshold": "8 MiB",
+    # A worker (with a memory limit) writes a large body it receives into a mapping it
+    # received into before and no longer uses, of the same size (protocol/recycle.py):
+    # at most this much (and a tenth of the limit) kept idle, 5 s at most (0: off).
+    "comm.recycle-bytes": "1 GiB",
     "scheduler.allowed-failures": 3,
     # Events and transitions kept for story() (each log; older entries are dropped);
     # the scheduler's event log also keeps the graphs of at most that many tasks.

@@ -41,6 +41,7 @@ import psutil
 from shoal import config
 from shoal._libc import trim_memory
 from shoal.comm import shared_memory
+from shoal.protocol.recycle import recycler
 from shoal.worker.store import SpillStore
 
 logger = logging.getLogger("shoal.worker.memory")
@@ -235,10 +236,15 @@ class MemoryMonitor:
         self._gc_seconds = 0.0
         self._stuck = False
         _running.add(self)
+        # large receive buffers kept for reuse: at most a tenth of the limit idle
+        idle = parse_bytes(config.get("comm.recycle-bytes") or 0)
+        recycler.enable(min(idle, self.process_limit // 10))
 
     def stop(self) -> None:
         """Take this worker's limit out of the process's total."""
         _running.discard(self)
+        if not _running:
+            recycler.enable(0)
 
     @property
     def process_limit(self) -> int:
@@ -256,6 +262,7 @@ class MemoryMonitor:
         interval = float(config.get("worker.memory.monitor-interval") or 0.1)
         while running():
             try:
+                recycler.trim(time.monotonic())
                 await self.check()
             except Exception:  # never let a bad reading end the monitor
                 logger.exception("Worker %s: the memory monitor failed", self.name)
@@ -279,6 +286,8 @@ class MemoryMonitor:
         At most one run every :attr:`gc_interval` seconds, and no more than about 5% of
         the time (a collection takes long in a process with many objects).
         """
+        if recycler.drop_idle():
+            memory = self.measure()
         now = time.monotonic()
         if now - self._last_gc < max(self.gc_interval, 20 * self._gc_seconds):
             return memory
