@@ -156,9 +156,10 @@ def _options(
 class _Pieces:
     """How a graph, in priority order, is cut into pieces of ``size`` tasks.
 
-    ``last_use`` is the position of the last task that depends on each key. A key that
-    a later piece still depends on is held by the client until the last piece is sent:
-    otherwise the scheduler, seeing no dependent yet, would forget it or drop its value.
+    ``last_use`` is the position of the last task that depends on each key, among the
+    tasks the wanted keys need. A key that a later piece still depends on is held by
+    the client until the piece of its last use is sent: otherwise the scheduler, seeing
+    no dependent yet, would forget it or drop its value.
     """
 
     __slots__ = ("last_use", "size")
@@ -167,31 +168,50 @@ class _Pieces:
         self.size = size
         self.last_use = last_use
 
+    def piece(self, position: int) -> int:
+        """The index of the piece that holds ``position``."""
+        return position // self.size
+
     def ends_piece(self, position: int) -> bool:
         """Whether the task at ``position`` is the last of its piece."""
         return position % self.size == self.size - 1
 
-    def needed_later(self, key: Key, position: int) -> bool:
-        """Whether a task of a later piece depends on ``key`` (at ``position``)."""
-        return self.last_use.get(key, -1) > position - position % self.size + self.size - 1
+    def needed_later(self, key: Key, position: int) -> int | None:
+        """The piece of the last task that needs ``key`` (at ``position``), when it is
+        a later piece than ``key``'s own; else ``None``."""
+        last = self.last_use.get(key)
+        if last is None or last // self.size == position // self.size:
+            return None
+        return last // self.size
 
 
-def _plan_pieces(graph: Mapping[Key, GraphNode], ordered: list[Key], size: int) -> _Pieces | None:
+def _plan_pieces(
+    graph: Mapping[Key, GraphNode], ordered: list[Key], wanted: Iterable[Key], size: int
+) -> _Pieces | None:
     """The pieces to send ``graph`` in, or ``None`` for a single message: when it fits in
     one piece, or when ``ordered`` (dask.order's) is not a topological order, which a
-    piece relies on (every dependency in it or in an earlier one)."""
+    piece relies on (every dependency in it or in an earlier one).
+
+    Only what the ``wanted`` keys need counts as a use: a task no wanted key needs runs
+    no more than it would with the graph sent whole (never), however it is cut.
+    """
     if size <= 0 or len(ordered) <= size:
         return None
     position = {key: i for i, key in enumerate(ordered)}
+    needed = {key for key in wanted if key in position}
     last_use: dict[Key, int] = {}
-    for i, key in enumerate(ordered):
+    for i in range(len(ordered) - 1, -1, -1):  # dependents before their dependencies
+        key = ordered[i]
+        use = key in needed
         for dep in graph[key].dependencies:
             j = position.get(dep)
             if j is None:
                 continue  # on the cluster already, held by a future
             if j >= i:
                 return None
-            last_use[dep] = i  # positions rise: the last write is the last use
+            if use:
+                needed.add(dep)
+                last_use.setdefault(dep, i)  # the first seen, going down, is the last
     return _Pieces(size, last_use)
 
 
@@ -279,8 +299,9 @@ class CollectionsMixin:
         made = {k: Future(k, self, inform=True) for k in keys if k not in graph}  # type: ignore[arg-type]
         wanted = set(keys)
         ordered = sorted(graph, key=priorities.__getitem__)
-        plan = _plan_pieces(graph, ordered, int(config.get("client.graph-piece-tasks")))
-        holds: list[Future] = []  # keys later pieces depend on, held until the last is sent
+        plan = _plan_pieces(graph, ordered, keys, int(config.get("client.graph-piece-tasks")))
+        # keys later pieces depend on, held until the piece of their last use is sent
+        holds: dict[int, list[Future]] = {}
         specs: list[Any] = []
         piece_keys: list[Key] = []  # the keys of this piece the client wants (or holds)
         try:
@@ -289,12 +310,14 @@ class CollectionsMixin:
                 if key in wanted:
                     made[key] = Future(key, self, inform=False)  # type: ignore[arg-type]
                     piece_keys.append(key)
-                elif plan is not None and plan.needed_later(key, i):
-                    holds.append(Future(key, self, inform=False))  # type: ignore[arg-type]
+                elif plan is not None and (last := plan.needed_later(key, i)) is not None:
+                    holds.setdefault(last, []).append(Future(key, self, inform=False))  # type: ignore[arg-type]
                     piece_keys.append(key)
                 if plan is not None and plan.ends_piece(i) and i + 1 < len(ordered):
                     self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
                     specs, piece_keys = [], []
+                    for future in holds.pop(plan.piece(i), ()):
+                        future.release()  # after the piece that uses it last, in order
             if specs:
                 self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
         except BaseException:
@@ -302,8 +325,9 @@ class CollectionsMixin:
                 future.release()  # what earlier pieces started stops: nobody wants it
             raise
         finally:
-            for future in holds:
-                future.release()  # after the last piece, in the same stream
+            for futures in holds.values():
+                for future in futures:
+                    future.release()
         return {k: made[k] for k in keys}
 
     # ------------------------------------------------------------------ get

@@ -39,10 +39,17 @@ class _Kept:
         self.buf = buf
         self.idle_since: float | None = None
 
+    def refs(self) -> int:
+        return sys.getrefcount(self.buf)
+
     def idle(self) -> bool:
-        """Whether only this record refers to the mapping (the count is this record's
-        reference and ``getrefcount``'s argument)."""
-        return sys.getrefcount(self.buf) == 2 and not self.buf.closed
+        """Whether only this record refers to the mapping."""
+        return self.refs() == _UNREFERENCED and not self.buf.closed
+
+
+#: What :meth:`_Kept.refs` says of a mapping only its record refers to (this record's
+#: reference, and the call's own where the interpreter counts it), measured here.
+_UNREFERENCED = _Kept(mmap.mmap(-1, mmap.PAGESIZE)).refs()
 
 
 class Recycler:
@@ -92,6 +99,8 @@ class Recycler:
             for size, kept in list(self._kept.items()):
                 keep = []
                 for k in kept:
+                    if k.buf.closed:
+                        continue  # closed by whoever used it: nothing to keep
                     if not k.idle():
                         k.idle_since = None
                         keep.append(k)

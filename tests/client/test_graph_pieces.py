@@ -132,25 +132,50 @@ def test_a_task_that_cannot_be_pickled_in_a_later_piece_stops_the_earlier_ones(
 
 
 def test_pieces_hold_exactly_the_keys_a_later_piece_depends_on() -> None:
-    # a -> b -> c -> d in pieces of two: b is needed by c (next piece); a only by b
+    # a -> b -> c -> d in pieces of two: b is needed by c (next piece), a by d; the dead
+    # branch x -> y crosses pieces too, but no wanted key needs it: nothing holds x
     graph = {
         "a": Task("a", inc, 1),
+        "x": Task("x", inc, 1),
         "b": Task("b", inc, TaskRef("a")),
+        "y": Task("y", inc, TaskRef("x")),
         "c": Task("c", inc, TaskRef("b")),
         "d": Task("d", add, TaskRef("c"), TaskRef("a")),
     }
-    plan = _plan_pieces(graph, ["a", "b", "c", "d"], 2)
+    order = ["a", "x", "b", "y", "c", "d"]
+    plan = _plan_pieces(graph, order, ["d"], 2)
     assert plan is not None
-    assert [plan.ends_piece(i) for i in range(4)] == [False, True, False, True]
-    assert [plan.needed_later(k, i) for i, k in enumerate("abcd")] == [True, True, False, False]
+    assert [plan.ends_piece(i) for i in range(6)] == [False, True] * 3
+    # the piece of each key's last use, when later than its own
+    assert [plan.needed_later(k, i) for i, k in enumerate(order)] == [2, None, 2, None, None, None]
     # one piece, or no pieces asked for: one message
-    assert _plan_pieces(graph, ["a", "b", "c", "d"], 4) is None
-    assert _plan_pieces(graph, ["a", "b", "c", "d"], 0) is None
+    assert _plan_pieces(graph, order, ["d"], 6) is None
+    assert _plan_pieces(graph, order, ["d"], 0) is None
+
+
+def touch(path: str) -> str:
+    with open(path, "w"):
+        pass
+    return path
+
+
+def test_a_dead_branch_runs_no_more_than_with_the_graph_whole(
+    c: Client, cluster: LocalCluster, tmp_path: Any
+) -> None:
+    # ``client.get`` does not cull: tasks no wanted key needs are submitted, and must
+    # not run because their dependents come in a later piece
+    dsk: dict[Any, Any] = {("side", i): (touch, str(tmp_path / str(i))) for i in range(10)}
+    dsk["dead"] = (total, *[("side", i) for i in range(10)])
+    dsk["w"] = (inc, 1)
+    assert c.get(dsk, "w") == 2
+    assert len(c.sent) > 1  # type: ignore[attr-defined]
+    assert [k for p in c.sent for k in p.keys] == ["w"]  # type: ignore[attr-defined]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_order_that_puts_a_dependency_after_its_dependent_goes_whole() -> None:
     graph = {"a": Task("a", inc, 1), "b": Task("b", inc, TaskRef("a")), "c": Task("c", inc, 2)}
-    assert _plan_pieces(graph, ["b", "a", "c"], 1) is None
+    assert _plan_pieces(graph, ["b", "a", "c"], ["b", "c"], 1) is None
     # a dependency outside the graph (a future's key) is no obstacle
     graph["d"] = Task("d", inc, TaskRef("elsewhere"))
-    assert _plan_pieces(graph, ["a", "b", "c", "d"], 1) is not None
+    assert _plan_pieces(graph, ["a", "b", "c", "d"], ["b", "d"], 1) is not None
