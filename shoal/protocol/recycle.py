@@ -130,8 +130,8 @@ class Recycler:
         with self._lock:
             freed = 0
             for size, kept in list(self._kept.items()):
-                busy = [k for k in kept if not k.idle()]
-                freed += size * (len(kept) - len(busy))
+                busy = [k for k in kept if not k.buf.closed and not k.idle()]
+                freed += size * sum(1 for k in kept if k.idle())
                 if busy:
                     self._kept[size] = busy
                 else:
