@@ -1,8 +1,9 @@
 """A large graph goes to the scheduler in pieces, in priority order, so that workers
 start on the first piece while the client builds the rest (``client.graph-piece-tasks``).
 
-A key that a later piece depends on is held by the client until the last piece is sent;
-then the scheduler holds only what the client's futures want.
+A key that a later piece depends on (for a wanted key) is held by the client until the
+piece that uses it last is sent; then the scheduler holds only what the client's futures
+want, and a task no wanted key needs runs no more than with the graph sent whole.
 """
 
 from __future__ import annotations
