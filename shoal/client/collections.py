@@ -296,15 +296,16 @@ class CollectionsMixin:
         # Futures for keys on the cluster already say so at once; the others are made
         # just before the piece that holds their task goes (the scheduler's answer to
         # that piece needs them).
-        made = {k: Future(k, self, inform=True) for k in keys if k not in graph}  # type: ignore[arg-type]
+        made: dict[Key, Future] = {}
         wanted = set(keys)
-        ordered = sorted(graph, key=priorities.__getitem__)
-        plan = _plan_pieces(graph, ordered, keys, int(config.get("client.graph-piece-tasks")))
         # keys later pieces depend on, held until the piece of their last use is sent
         holds: dict[int, list[Future]] = {}
         specs: list[Any] = []
         piece_keys: list[Key] = []  # the keys of this piece the client wants (or holds)
         try:
+            made.update((k, Future(k, self, inform=True)) for k in keys if k not in graph)  # type: ignore[arg-type]
+            ordered = sorted(graph, key=priorities.__getitem__)
+            plan = _plan_pieces(graph, ordered, keys, int(config.get("client.graph-piece-tasks")))
             for i, key in enumerate(ordered):
                 specs.append(spec(key))
                 if key in wanted:

@@ -203,20 +203,23 @@ def allocate(nbytes: int) -> bytearray | mmap.mmap:
     """
     if nbytes < _MMAP_THRESHOLD:
         return bytearray(nbytes)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
     if nbytes < _HUGE_THRESHOLD:
+        return _mapping(nbytes, huge=False)
+    buf = recycler.take(nbytes) if recycler.enabled else None
+    if buf is None:
+        buf = _mapping(nbytes, huge=_HUGE_PAGES)
+        recycler.keep(buf)
+    return buf
+
+
+def _mapping(nbytes: int, huge: bool) -> mmap.mmap:
+    """A new anonymous mapping: asking for huge pages, or else populated at once."""
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    if not huge:
         return mmap.mmap(-1, nbytes, flags=flags | getattr(mmap, "MAP_POPULATE", 0))
-    if recycler.enabled:
-        buf = recycler.take(nbytes)
-        if buf is not None:
-            return buf
-    if _HUGE_PAGES:
-        buf = mmap.mmap(-1, nbytes, flags=flags)
-        with contextlib.suppress(OSError):
-            buf.madvise(mmap.MADV_HUGEPAGE)
-    else:
-        buf = mmap.mmap(-1, nbytes, flags=flags | getattr(mmap, "MAP_POPULATE", 0))
-    recycler.keep(buf)
+    buf = mmap.mmap(-1, nbytes, flags=flags)
+    with contextlib.suppress(OSError):
+        buf.madvise(mmap.MADV_HUGEPAGE)
     return buf
 
 

@@ -97,22 +97,22 @@ class Recycler:
             idle: list[tuple[float, int, _Kept]] = []
             freed = 0
             for size, kept in list(self._kept.items()):
-                keep = []
+                staying = []
                 for k in kept:
                     if k.buf.closed:
                         continue  # closed by whoever used it: nothing to keep
                     if not k.idle():
                         k.idle_since = None
-                        keep.append(k)
+                        staying.append(k)
                         continue
                     if k.idle_since is None:
                         k.idle_since = now
                     if now - k.idle_since < self.keep_seconds:
-                        keep.append(k)
+                        staying.append(k)
                         idle.append((k.idle_since, size, k))
                     else:
                         freed += size
-                self._kept[size] = keep
+                self._kept[size] = staying
             budget = self.max_idle_bytes
             held = sum(size for _, size, _ in idle)
             for _, size, k in sorted(idle, key=lambda e: e[0]):
@@ -130,8 +130,12 @@ class Recycler:
         with self._lock:
             freed = 0
             for size, kept in list(self._kept.items()):
-                busy = [k for k in kept if not k.buf.closed and not k.idle()]
-                freed += size * sum(1 for k in kept if k.idle())
+                busy = []
+                for k in kept:
+                    if k.idle():
+                        freed += size
+                    elif not k.buf.closed:
+                        busy.append(k)
                 if busy:
                     self._kept[size] = busy
                 else:

@@ -15,7 +15,13 @@ from typing import Any
 import dask
 import pytest
 from dask._task_spec import Task, TaskRef
-from test_collections import assert_cluster_empty, inc, total, wait_until
+from test_collections import (  # noqa: F401 (tcp_cluster: a fixture)
+    assert_cluster_empty,
+    inc,
+    tcp_cluster,
+    total,
+    wait_until,
+)
 
 from shoal import Client, LocalCluster
 from shoal.client.collections import _plan_pieces
@@ -27,12 +33,11 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
-    ) as lc:
-        yield lc
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest) -> LocalCluster:
+    """test_collections' cluster: two 2-thread workers in this process, over TCP."""
+    lc: LocalCluster = request.getfixturevalue("tcp_cluster")
+    return lc
 
 
 @pytest.fixture
