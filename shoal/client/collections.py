@@ -4,8 +4,9 @@ A dask graph (legacy tuples or task-spec nodes, or an expression that produces o
 converted with ``dask._task_spec.convert_legacy_graph``; every node becomes a task whose
 run spec is the node itself, cloudpickled once here. The worker calls the node with its
 dependencies' values. Futures inside a graph are ``TaskRef`` s, so they become plain
-dependencies on keys the scheduler already holds. Priorities come from ``dask.order``; a
-large graph goes in pieces, most urgent first (``client.graph-piece-tasks``), so that
+dependencies on keys the scheduler already holds. Priorities come from
+:mod:`shoal.client.ordering` (``dask.order``, or a linear-time pass for forests); a large
+graph goes in pieces, most urgent first (``client.graph-piece-tasks``), so that
 workers start while the rest is being pickled.
 
 ``compute`` and ``persist`` reuse dask's own ``dask.compute``/``dask.persist`` with a
@@ -14,12 +15,9 @@ scheduler function that submits the graph and returns futures instead of values.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dask import config as dask_config
@@ -28,13 +26,13 @@ from dask.base import compute as dask_compute
 from dask.base import is_dask_collection
 from dask.base import persist as dask_persist
 from dask.core import flatten as _flatten
-from dask.order import order
 from dask.utils import format_bytes
 
 from shoal import config
 from shoal._types import Key
 from shoal.client.futures import Future, futures_in
 from shoal.client.keys import SCALARS
+from shoal.client.ordering import order
 from shoal.protocol.messages import TaskSpec, UpdateGraph
 from shoal.protocol.opaque import Opaque
 from shoal.protocol.runspec import KeyRef, dumps_call
@@ -42,53 +40,6 @@ from shoal.protocol.serialize import dumps_run_spec, function_bytes
 
 #: dask settings that make collections use methods any scheduler can run (not p2p).
 TASK_BASED_METHODS = {"dataframe.shuffle.method": "tasks", "array.rechunk.method": "tasks"}
-
-
-#: From this many tasks on, the collector pauses while ``dask.order`` runs.
-_LARGE_GRAPH = 10_000
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0  # how many threads are ordering a large graph now
-_gc_resume = False  # whether the collector was on when the first of them paused it
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the garbage collector (process-wide), then one young collection. Threads
-    pausing it at once share one pause: the last to finish turns it back on, if it was
-    on when the first began."""
-    global _gc_pauses, _gc_resume
-    with _gc_lock:
-        if not _gc_pauses:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if not _gc_pauses and _gc_resume:
-                gc.enable()
-                gc.collect(0)
-
-
-def _order(graph: dict[Any, GraphNode]) -> dict[Any, int]:
-    """``dask.order``'s priorities for ``graph``.
-
-    A large graph is ordered with the garbage collector paused, then one young
-    collection. ``order`` keeps its tables (about 2.5 sets per task) in reference cycles
-    through its closures: without this they stay allocated until a full collection,
-    and the collector meanwhile scans them over and over (100,000 tasks: 1.6 s instead
-    of 2.4 s, and the 150 MB of tables freed for the tasks' own state at once).
-    """
-    if len(graph) < 2:
-        return dict.fromkeys(graph, 0)
-    if len(graph) < _LARGE_GRAPH:
-        return order(graph)  # type: ignore[return-value]
-    with _collector_paused():
-        return order(graph)  # type: ignore[return-value]
 
 
 #: Callables a compact run spec may carry (pickled once each, cached: see function_bytes)
@@ -189,7 +140,7 @@ def _plan_pieces(
     graph: Mapping[Key, GraphNode], ordered: list[Key], wanted: Iterable[Key], size: int
 ) -> _Pieces | None:
     """The pieces to send ``graph`` in, or ``None`` for a single message: when it fits in
-    one piece, or when ``ordered`` (dask.order's) is not a topological order, which a
+    one piece, or when ``ordered`` (the priority order) is not a topological order, which a
     piece relies on (every dependency in it or in an earlier one).
 
     Only what the ``wanted`` keys need counts as a use: a task no wanted key needs runs
@@ -247,7 +198,7 @@ class CollectionsMixin:
             dsk = dsk.__dask_graph__()
         keys = list(dict.fromkeys(keys))
         graph: dict[Any, GraphNode] = convert_legacy_graph(dict(dsk))
-        priorities = _order(graph)
+        priorities = order(graph)
         generation = next(self._generation)
         if isinstance(workers, str):
             workers = (workers,)

@@ -739,24 +739,3 @@ def test_each_graph_pickles_its_functions_afresh(c: Client) -> None:
     assert c.get(graph, "v") == 1
     table["k"] = 99
     assert c.get(graph, "v") == 99
-
-
-def test_ordering_large_graphs_pauses_the_collector_once_for_all_threads() -> None:
-    from shoal.client.collections import _collector_paused
-
-    assert gc.isenabled()
-    first, second = _collector_paused(), _collector_paused()
-    first.__enter__()
-    second.__enter__()  # another thread ordering at the same time
-    assert not gc.isenabled()
-    first.__exit__(None, None, None)
-    assert not gc.isenabled()  # the other one still orders
-    second.__exit__(None, None, None)
-    assert gc.isenabled()
-    gc.disable()  # the application's choice stays
-    try:
-        with _collector_paused():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
