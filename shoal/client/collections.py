@@ -15,6 +15,7 @@ scheduler function that submits the graph and returns futures instead of values.
 
 from __future__ import annotations
 
+import sys
 import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +33,7 @@ from shoal import config
 from shoal._types import Key
 from shoal.client.futures import Future, futures_in
 from shoal.client.keys import SCALARS
-from shoal.client.ordering import order
+from shoal.client.ordering import LARGE_GRAPH, collector_paused, order
 from shoal.protocol.messages import TaskSpec, UpdateGraph
 from shoal.protocol.opaque import Opaque
 from shoal.protocol.runspec import KeyRef, dumps_call
@@ -77,6 +78,21 @@ def _dumps_node(node: GraphNode, functions: dict[int, tuple[Any, bytes]]) -> Opa
                 known = functions[id(func)] = (func, function_bytes(func, remember=False))
             return dumps_call(func, tuple(args), {}, known[1])
     return dumps_run_spec(node)
+
+
+def _outside_libraries() -> int:
+    """The ``stacklevel`` of the innermost caller outside shoal and dask: the user's
+    line that computes the graph, for a warning about it."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and _library(frame):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _library(frame: types.FrameType) -> bool:
+    return str(frame.f_globals.get("__name__", "")).partition(".")[0] in ("shoal", "dask")
 
 
 #: A task's priority, retries, workers, allow_other_workers and resources
@@ -198,8 +214,6 @@ class CollectionsMixin:
             dsk = dsk.__dask_graph__()
         keys = list(dict.fromkeys(keys))
         graph: dict[Any, GraphNode] = convert_legacy_graph(dict(dsk))
-        priorities = order(graph)
-        generation = next(self._generation)
         if isinstance(workers, str):
             workers = (workers,)
         defaults: _Options = (
@@ -209,6 +223,20 @@ class CollectionsMixin:
             bool(allow_other_workers),
             resources,
         )
+        if len(graph) < LARGE_GRAPH:
+            return self._submit_graph(graph, keys, annotations, defaults)
+        with collector_paused(then="promote"):
+            return self._submit_graph(graph, keys, annotations, defaults)
+
+    def _submit_graph(
+        self,
+        graph: dict[Any, GraphNode],
+        keys: list[Key],
+        annotations: Mapping[str, Mapping[Key, Any]],
+        defaults: _Options,
+    ) -> dict[Key, Future]:
+        priorities = order(graph)
+        generation = next(self._generation)
         threshold = int(config.get("client.large-object-warning-bytes"))
         functions: dict[int, tuple[Any, bytes]] = {}
 
@@ -228,7 +256,7 @@ class CollectionsMixin:
                     "(client.scatter) and passing the future instead, or loading the data "
                     "inside a task.",
                     UserWarning,
-                    stacklevel=5,
+                    stacklevel=_outside_libraries(),
                 )
             user_priority, task_retries, task_workers, loose, task_resources = (
                 _options(annotations, key, defaults) if annotations else defaults

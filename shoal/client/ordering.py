@@ -19,6 +19,7 @@ import contextlib
 import gc
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Literal
 
 from dask._task_spec import GraphNode
 from dask.order import order as dask_order
@@ -26,7 +27,7 @@ from dask.order import order as dask_order
 from shoal._types import Key
 
 #: From this many tasks on, the collector pauses while ``dask.order`` runs.
-_LARGE_GRAPH = 10_000
+LARGE_GRAPH = 10_000
 
 _gc_lock = threading.Lock()
 _gc_pauses = 0  # how many threads are ordering a large graph now
@@ -34,10 +35,17 @@ _gc_resume = False  # whether the collector was on when the first of them paused
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the garbage collector (process-wide), then one young collection. Threads
-    pausing it at once share one pause: the last to finish turns it back on, if it was
-    on when the first began."""
+def collector_paused(then: Literal["collect", "promote"] = "collect") -> Iterator[None]:
+    """Pause the garbage collector (process-wide) for the block. Threads pausing it at
+    once share one pause: the last to finish turns it back on, if it was on when the
+    first began.
+
+    ``then="collect"``: one young collection at the end, for a block that leaves
+    garbage in cycles. ``then="promote"``: for a block whose new objects live on (a
+    graph's tasks and futures), move every object into the oldest generation instead
+    of scanning them (``gc.freeze`` then ``gc.unfreeze``); skipped when the application
+    keeps objects frozen itself, which unfreezing would release.
+    """
     global _gc_pauses, _gc_resume
     with _gc_lock:
         if not _gc_pauses:
@@ -49,9 +57,14 @@ def collector_paused() -> Iterator[None]:
     finally:
         with _gc_lock:
             _gc_pauses -= 1
-            if not _gc_pauses and _gc_resume:
-                gc.enable()
+            last = not _gc_pauses
+            if then == "collect":
                 gc.collect(0)
+            elif last and not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
+            if last and _gc_resume:
+                gc.enable()
 
 
 def order(graph: Mapping[Key, GraphNode]) -> dict[Key, int]:
@@ -69,7 +82,7 @@ def order(graph: Mapping[Key, GraphNode]) -> dict[Key, int]:
     forest = forest_order(graph)
     if forest is not None:
         return forest
-    if len(graph) < _LARGE_GRAPH:
+    if len(graph) < LARGE_GRAPH:
         return dask_order(graph)  # type: ignore[arg-type, return-value]
     with collector_paused():
         return dask_order(graph)  # type: ignore[arg-type, return-value]

@@ -657,6 +657,10 @@ class Scheduler:
             msgs = list(rest)
             while self._from_client(client, msgs):
                 msgs = []  # a large graph must not stay alive while we wait
+                # A read returns at once while messages are queued (an in-process
+                # client's pieces of a large graph): let the workers' senders and
+                # streams run between them, or no task starts until the last piece.
+                await asyncio.sleep(0)
                 msgs = await conn.read()
             goodbye = True
         except ProtocolError as e:

@@ -683,6 +683,7 @@ def test_warns_on_large_object_in_a_task(c: Client) -> None:
     with pytest.warns(UserWarning, match="Large object of size") as record:
         assert d.compute() == 2_000_000
     (w,) = [r for r in record if "Large object" in str(r.message)]
+    assert w.filename == __file__  # the line that computes the graph
     text = str(w.message)
     assert repr(d.key) in text
     assert "15.26 MiB" in text

@@ -174,3 +174,29 @@ def test_ordering_large_graphs_pauses_the_collector_once_for_all_threads() -> No
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_promoting_pause_moves_what_it_made_to_the_oldest_generation() -> None:
+    # a large graph's tasks and futures live on: young collections would scan them all
+    assert gc.isenabled()
+    with collector_paused(then="promote"):
+        kept = [[i] for i in range(1_000)]
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(kept) in oldest and all(id(x) in oldest for x in kept)
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_promoting_pause_leaves_the_applications_frozen_objects_frozen() -> None:
+    frozen = [object()]
+    gc.freeze()
+    try:
+        count = gc.get_freeze_count()
+        with collector_paused(then="promote"):
+            made = [[1]]
+        assert gc.get_freeze_count() == count  # nothing was unfrozen
+        assert id(made) not in {id(o) for o in gc.get_objects(generation=2)}
+    finally:
+        gc.unfreeze()
+    assert frozen
