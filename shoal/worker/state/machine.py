@@ -325,7 +325,7 @@ class WorkerState:
                 and worker not in ts.failed_peers
             ):
                 # The scheduler thinks we hold it, but we do not: say so if we give up.
-                ts.failed_peers.append(worker)
+                ts.failed_peers += (worker,)
 
     # ------------------------------------------------------------------ handlers
 
@@ -560,13 +560,13 @@ class WorkerState:
             elif ts is not None and ours:
                 # The peer lacked it (or could not be reached).
                 self.fetcher.remove_holder(ts, worker)
-                ts.failed_peers.append(worker)
+                ts.failed_peers += (worker,)
                 recs[ts] = self._next_after_failed_fetch(ts)
         if network_failure:
             # Ask the peer for nothing else: drop it from every who_has.
             for ts in self.fetcher.forget_peer(worker):
                 if ts.state in ("fetch", "flight") and worker not in ts.failed_peers:
-                    ts.failed_peers.append(worker)
+                    ts.failed_peers += (worker,)
                 if ts.state == "fetch" and not ts.who_has:
                     recs[ts] = "missing"
         if have:

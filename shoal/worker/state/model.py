@@ -106,7 +106,7 @@ class TaskState:
     #: Peers believed to hold the value (never this worker).
     who_has: set[Address] = field(default_factory=set)
     #: Peers that failed to deliver it, in order; reported with MissingData on giving up.
-    failed_peers: list[Address] = field(default_factory=list)
+    failed_peers: tuple[Address, ...] = ()
     #: The transfer bringing it, while in flight.
     transfer_id: int | None = None
     #: Size of the value in bytes (known, or told by the scheduler).

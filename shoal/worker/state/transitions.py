@@ -104,7 +104,7 @@ def _runnable(ts: TaskState) -> TaskStateName:
 def _enter_memory(ws: WorkerState, ts: TaskState, recs: Recs) -> None:
     assert ts.nbytes is not None, ts
     ws.nbytes_in_memory += ts.nbytes
-    ts.failed_peers.clear()
+    ts.failed_peers = ()
     for dependent in sorted(ts.dependents, key=lambda d: d.id):
         dependent.waiting_for_data.discard(ts)
         if not dependent.waiting_for_data and dependent.state == "waiting":
@@ -131,7 +131,7 @@ def _enter_missing(ts: TaskState) -> Result:
     instructions: list[Instruction] = [
         SendToScheduler(MissingData(key=ts.key, errant_worker=w)) for w in ts.failed_peers
     ]
-    ts.failed_peers.clear()
+    ts.failed_peers = ()
     if ts.assigned:
         give_back(ts, recs, instructions)  # and whatever waits on it
     else:
@@ -255,6 +255,7 @@ def _transition_executing_memory(ws: WorkerState, ts: TaskState) -> Result:
     if ts.assigned:
         instructions.append(ws.make_task_finished(ts))
     ts.wire_value = None
+    ts.run_spec = None  # a new ComputeTask brings it, should the task run again
     return recs, instructions
 
 
