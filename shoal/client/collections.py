@@ -235,6 +235,7 @@ class CollectionsMixin:
         annotations: Mapping[str, Mapping[Key, Any]],
         defaults: _Options,
     ) -> dict[Key, Future]:
+        """Order ``graph``, send it (in pieces when large), return futures for ``keys``."""
         priorities = order(graph)
         generation = next(self._generation)
         threshold = int(config.get("client.large-object-warning-bytes"))

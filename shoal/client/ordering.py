@@ -11,6 +11,9 @@ In a forest the best order is known (Sethi and Ullman's, for trees): finish a su
 before starting its sibling, and of a task's dependencies start with the subtree that
 needs the most results held at once. Run in that order, no schedule holds fewer results
 at its peak.
+
+Also here: :func:`collector_paused`, the garbage collector's pause while a large graph
+is ordered and submitted.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from dask.order import order as dask_order
 
 from shoal._types import Key
 
-#: From this many tasks on, the collector pauses while ``dask.order`` runs.
+#: From this many tasks on, the collector pauses while ``dask.order`` runs, and while
+#: the client submits the graph (``CollectionsMixin._graph_to_futures``).
 LARGE_GRAPH = 10_000
 
 _gc_lock = threading.Lock()
-_gc_pauses = 0  # how many threads are ordering a large graph now
+_gc_pauses = 0  # how many pauses are open now (threads ordering or submitting graphs)
 _gc_resume = False  # whether the collector was on when the first of them paused it
 
 

@@ -11,6 +11,7 @@ from ws_builders import (
     execute,
     failed,
     finished,
+    free,
     make_ws,
     ok,
     reschedule,
@@ -36,6 +37,16 @@ def test_no_dependencies_runs_and_reports() -> None:
     assert ws.memory_keys() == {"x"}
     assert ws.nbytes_in_memory == 10
     assert ws.executing_count == 0
+
+
+def test_a_result_in_memory_lets_go_of_its_run_spec_and_a_new_compute_brings_it() -> None:
+    ws = make_ws()
+    ws.handle(compute("x"))
+    ws.handle(ok("x"))
+    assert ws.tasks["x"].run_spec is None  # the collector has less to scan per result
+    assert ws.handle(compute("x")) == [finished("x")]  # asked again: no need to run
+    ws.handle(free("x"))
+    assert ws.handle(compute("x")) == [execute("x")]  # computed again: the spec is back
 
 
 def test_nthreads_limit_and_priority_order() -> None:
