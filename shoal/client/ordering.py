@@ -7,10 +7,10 @@ chains of blockwise tasks, a list of independent delayed calls) is ordered here 
 linear time instead: ``dask.order`` spends 15-20 µs a task on its general analysis,
 which for a 100,000-task tree is 1.5-1.8 s before the first task can go.
 
-In a forest the best order is known (Sethi and Ullman's, for trees): finish a subtree
+In a forest a good order is known (Sethi and Ullman's, for trees): finish a subtree
 before starting its sibling, and of a task's dependencies start with the subtree that
-needs the most results held at once. Run in that order, no schedule holds fewer results
-at its peak.
+needs the most results held at once. Run in that order, no other depth-first order holds
+fewer results at its peak.
 
 Also here: :func:`collector_paused`, the garbage collector's pause while a large graph
 is ordered and submitted.
@@ -116,7 +116,7 @@ def forest_order(graph: Mapping[Key, GraphNode]) -> dict[Key, int] | None:
                 children[key] = inside
     outputs = _key_order(key for key in graph if key not in has_dependent)
 
-    # needs: how many results a subtree holds at its peak, run in the best order (a
+    # needs: how many results a subtree holds at its peak, run in this order (a
     # task's result counted beside its inputs as it finishes). Reversed, a preorder
     # from the outputs has every task after its dependencies.
     preorder = _preorder(outputs, children)
