@@ -75,15 +75,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def tcp_cluster() -> Iterator[LocalCluster]:
-    """Two 2-thread workers in this process, everything over TCP."""
-    with LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=False, protocol="tcp", dashboard_address=None
-    ) as lc:
-        yield lc
-
-
 def assert_cluster_empty(lc: LocalCluster) -> None:
     """Once every client is gone, the scheduler and the workers hold nothing."""
     assert lc.scheduler is not None

@@ -34,15 +34,6 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def tcp_cluster() -> Iterator[LocalCluster]:
-    """Two 2-thread workers in this process, everything over TCP."""
-    with LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=False, protocol="tcp", dashboard_address=None
-    ) as lc:
-        yield lc
-
-
 @pytest.fixture
 def c(tcp_cluster: LocalCluster) -> Iterator[Client]:
     """A synchronous client: dask's default scheduler while it runs."""

@@ -15,13 +15,7 @@ from typing import Any
 import dask
 import pytest
 from dask._task_spec import Task, TaskRef
-from test_collections import (  # noqa: F401 (tcp_cluster: a fixture)
-    assert_cluster_empty,
-    inc,
-    tcp_cluster,
-    total,
-    wait_until,
-)
+from test_collections import assert_cluster_empty, inc, total, wait_until
 
 from shoal import Client, LocalCluster
 from shoal.client.collections import _plan_pieces
@@ -34,10 +28,9 @@ def add(x: int, y: int) -> int:
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> LocalCluster:
-    """test_collections' cluster: two 2-thread workers in this process, over TCP."""
-    lc: LocalCluster = request.getfixturevalue("tcp_cluster")
-    return lc
+def cluster(tcp_cluster: LocalCluster) -> LocalCluster:
+    """conftest's cluster: two 2-thread workers in this process, over TCP."""
+    return tcp_cluster
 
 
 @pytest.fixture
