@@ -144,9 +144,7 @@ def forest_order(graph: Mapping[Key, GraphNode]) -> dict[Key, int] | None:
 
     # Reversed, a preorder that pushes each task's dependencies in the order they
     # should run is the postorder that runs them in that order.
-    preorder = _preorder(outputs, children)
-    last = len(preorder) - 1
-    return {key: last - i for i, key in enumerate(preorder)}
+    return {key: i for i, key in enumerate(reversed(_preorder(outputs, children)))}
 
 
 def _preorder(outputs: list[Key], children: Mapping[Key, list[Key]]) -> list[Key]:

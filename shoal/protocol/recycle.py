@@ -24,6 +24,7 @@ it, and drops the buffer otherwise.
 
 from __future__ import annotations
 
+import math
 import mmap
 import sys
 import threading
@@ -94,53 +95,45 @@ class Recycler:
         ones over ``max_idle_bytes``; return the bytes unmapped (call it every so often:
         the memory monitor does)."""
         with self._lock:
-            idle: list[tuple[float, int, _Kept]] = []
-            freed = 0
-            for size, kept in list(self._kept.items()):
-                staying = []
-                for k in kept:
-                    if k.buf.closed:
-                        continue  # closed by whoever used it: nothing to keep
-                    if not k.idle():
-                        k.idle_since = None
-                        staying.append(k)
-                        continue
-                    if k.idle_since is None:
-                        k.idle_since = now
-                    if now - k.idle_since < self.keep_seconds:
-                        staying.append(k)
-                        idle.append((k.idle_since, size, k))
-                    else:
-                        freed += size
-                self._kept[size] = staying
-            budget = self.max_idle_bytes
-            held = sum(size for _, size, _ in idle)
-            for _, size, k in sorted(idle, key=lambda e: e[0]):
-                if held <= budget:
-                    break
-                self._kept[size].remove(k)
-                held -= size
-                freed += size
-            for size in [s for s, kept in self._kept.items() if not kept]:
-                del self._kept[size]
-            return freed
+            return self._sweep(now, self.keep_seconds, self.max_idle_bytes)
 
     def drop_idle(self) -> int:
         """Unmap every idle mapping now (memory is short); return the bytes unmapped."""
         with self._lock:
-            freed = 0
-            for size, kept in list(self._kept.items()):
-                busy = []
-                for k in kept:
-                    if k.idle():
-                        freed += size
-                    elif not k.buf.closed:
-                        busy.append(k)
-                if busy:
-                    self._kept[size] = busy
+            return self._sweep(0.0, -math.inf, 0)
+
+    def _sweep(self, now: float, keep_seconds: float, budget: int) -> int:
+        """Forget closed mappings; unmap those idle for ``keep_seconds`` or more, then the
+        oldest idle ones over ``budget`` bytes; return the bytes unmapped."""
+        idle: list[tuple[float, int, _Kept]] = []
+        freed = 0
+        for size, kept in list(self._kept.items()):
+            staying = []
+            for k in kept:
+                if k.buf.closed:
+                    continue  # closed by whoever used it: nothing to keep
+                if not k.idle():
+                    k.idle_since = None
+                    staying.append(k)
+                    continue
+                if k.idle_since is None:
+                    k.idle_since = now
+                if now - k.idle_since < keep_seconds:
+                    staying.append(k)
+                    idle.append((k.idle_since, size, k))
                 else:
-                    del self._kept[size]
-            return freed
+                    freed += size
+            self._kept[size] = staying
+        held = sum(size for _, size, _ in idle)
+        for _, size, k in sorted(idle, key=lambda e: e[0]):
+            if held <= budget:
+                break
+            self._kept[size].remove(k)
+            held -= size
+            freed += size
+        for size in [s for s, kept in self._kept.items() if not kept]:
+            del self._kept[size]
+        return freed
 
     def stats(self) -> dict[str, int]:
         """How many mappings are followed, and how many bytes of them are idle."""
