@@ -158,6 +158,8 @@ class SchedulerState:
         self.queued = TaskQueue()
         #: accepting workers with a free slot for a root task
         self.open_workers: dict[WorkerInfo, None] = {}
+        #: the worker the last root task was placed on (see :func:`.transitions.place_root`)
+        self.root_worker: WorkerInfo | None = None
         #: sum of the threads of live workers
         self.total_nthreads = 0
         #: task groups by name, prefixes (with learned run times) by name
@@ -289,6 +291,8 @@ class SchedulerState:
         self.total_nthreads -= ws.nthreads
         self.pool.remove(ws)
         self.open_workers.pop(ws, None)
+        if self.root_worker is ws:
+            self.root_worker = None
 
     def next_worker_serial(self) -> int:
         """A number ordering workers by when they joined."""

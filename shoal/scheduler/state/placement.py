@@ -14,8 +14,10 @@ depends on the number of tasks:
    less than ``pipeline`` seconds of expected work per thread, so that tiny tasks don't
    wait for a round trip each); when none has, it waits in
    ``SchedulerState.queued`` (state ``queued``) until a slot frees up, so a huge graph
-   never floods the workers' memory with root tasks. ``worker_saturation=inf`` turns
-   queuing off.
+   never floods the workers' memory with root tasks. Tiny root tasks go out in runs:
+   the next one goes where the previous one went while that worker is less than half
+   a ``pipeline`` ahead, so that neighbours, which share dependents, share a worker.
+   ``worker_saturation=inf`` turns queuing off.
 3. *Locality*: among valid workers, the one holding the most bytes of the task's
    dependencies. Cost: the number of replicas of its dependencies.
 4. *Least busy*: ties, and tasks whose dependencies no valid worker holds, go to the

@@ -187,18 +187,36 @@ def place(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
 
 
 def place_root(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
-    """Send the root task ``ts`` to a worker with a free slot, else queue it."""
+    """Send the root task ``ts`` to a worker with a free slot, else queue it.
+
+    Root tasks placed one after the other are neighbours in priority order, and
+    neighbours share dependents (the two halves of a sum, the chunks of one output
+    partition): dealt out in turn to the least loaded worker, every such dependent would
+    need a transfer. So a root task goes where the previous one went while that worker
+    has a free slot and is less than half of ``pipeline`` seconds of work per thread
+    ahead of the least loaded worker: tiny tasks go in runs, long ones are still spread.
+    """
     ws = s.pool.least_loaded()
     if ws is None:
         ts.state = "no-worker"
         s.unrunnable[ts] = ctx.now
-    elif ws in s.open_workers:
-        assign(s, ts, ws, ctx)
-    elif s.open_workers:
-        assign(s, ts, min(s.open_workers, key=WorkerInfo.load), ctx)
-    else:
-        ts.state = "queued"
-        s.queued.push(ts)
+        return
+    last = s.root_worker
+    if (
+        last is not None
+        and last is not ws
+        and last in s.open_workers
+        and last.load()[0] - ws.load()[0] < s.pipeline / 2
+    ):
+        ws = last
+    elif ws not in s.open_workers:
+        if not s.open_workers:
+            ts.state = "queued"
+            s.queued.push(ts)
+            return
+        ws = min(s.open_workers, key=WorkerInfo.load)
+    s.root_worker = ws
+    assign(s, ts, ws, ctx)
 
 
 def assign(s: SchedulerState, ts: TaskState, ws: WorkerInfo, ctx: Context) -> None:

@@ -6,6 +6,8 @@ Retirement, replicate and rebalance are in test_sched_moves.py.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sched_builders import (
     A,
@@ -129,9 +131,10 @@ def test_a_retiring_worker_is_never_chosen_even_if_it_holds_the_data() -> None:
     assert not s.workers[A].accepting
     out = s.handle(submit("c", spec("f", "x")))
     assert out == [compute(B, "f", {"x": (A,)}, {"x": 1000})]
-    # Nor do root tasks: B (running f) and C fill their slots, the rest wait.
+    # Nor do root tasks: B (running f) and C fill their slots, the rest wait. C, as
+    # loaded as B once it runs x-0, keeps its neighbour x-1 too (see place_root).
     s.handle(submit_all("c", roots(10)))
-    assert queries.processing(s) == {A: [], B: ["f", "x-1"], C: ["x-0", "x-2"]}
+    assert queries.processing(s) == {A: [], B: ["f", "x-2"], C: ["x-0", "x-1"]}
     assert len(s.queued) == 7
 
 
@@ -219,7 +222,7 @@ def test_root_tasks_fill_the_slots_and_the_rest_are_queued() -> None:
     s.handle(worker(A, nthreads=1), worker(B, nthreads=3))  # 2 + 4 slots
     out = s.handle(submit_all("c", roots(20)))
     assert sorted(assigned(out)) == sorted(
-        [(A, "x-0"), (B, "x-1"), (B, "x-2"), (B, "x-3"), (A, "x-4"), (B, "x-5")]
+        [(A, "x-0"), (B, "x-1"), (B, "x-2"), (B, "x-3"), (B, "x-4"), (A, "x-5")]
     )
     assert queued_keys(s) == [f"x-{i}" for i in range(6, 20)]
     assert s.counts["queued"] == 14
@@ -242,6 +245,20 @@ def test_root_tasks_fill_the_slots_and_the_rest_are_queued() -> None:
         in_memory("c", "x-1", B),
         compute(B, "x-99", priority=(-1,), duration=1.0),
     ]
+
+
+def test_tiny_root_tasks_go_out_in_runs_of_neighbours() -> None:
+    # Neighbours in priority order share dependents (the two halves of a sum): dealt
+    # out in turn, each of those would need a transfer. A worker keeps taking them
+    # while it is less than half a pipeline (10 ms) ahead of the least loaded one.
+    s = make_state()
+    s.handle(worker(A), worker(B))
+    run_once(s, "x-1000", 0.0001)  # 100 µs a task
+    out = s.handle(submit_all("c", roots(500)))
+    runs = [(w, len(list(keys))) for w, keys in itertools.groupby(w for w, _ in assigned(out))]
+    assert runs == [(B, 100), (A, 199), (B, 99)]
+    # Each holds its pipeline's worth (20 ms); the rest wait in the queue.
+    assert len(s.queued) == 500 - 398
 
 
 @pytest.mark.parametrize(
@@ -382,29 +399,29 @@ def test_losing_a_worker_puts_its_root_tasks_back_in_the_queue() -> None:
     s = make_state()
     s.handle(worker(A), worker(B))  # 2 slots each
     s.handle(submit_all("c", roots(10)))
-    assert queries.processing(s) == {A: ["x-0", "x-2"], B: ["x-1", "x-3"]}
+    assert queries.processing(s) == {A: ["x-0", "x-3"], B: ["x-1", "x-2"]}
     assert s.handle(WorkerRemoved(A)) == []  # B is full: A's tasks wait in the queue
-    assert states(s)["x-0"] == states(s)["x-2"] == "queued"
-    assert queued_keys(s) == ["x-0", "x-2", *(f"x-{i}" for i in range(4, 10))]
+    assert states(s)["x-0"] == states(s)["x-3"] == "queued"
+    assert queued_keys(s) == ["x-0", *(f"x-{i}" for i in range(3, 10))]
     # ... at the head of the queue, by priority.
     assert s.handle(finished(B, "x-1")) == [
         in_memory("c", "x-1", B),
         compute(B, "x-0", duration=1.0),
     ]
-    assert s.handle(finished(B, "x-3")) == [
-        in_memory("c", "x-3", B),
-        compute(B, "x-2", priority=(2,), duration=1.0),
+    assert s.handle(finished(B, "x-2")) == [
+        in_memory("c", "x-2", B),
+        compute(B, "x-3", priority=(3,), duration=1.0),
     ]
 
 
 def _b_with_free_slots(free_slots: int) -> SchedulerState:
-    """A runs x-0 and x-2; the queue is empty and B (1 thread, 2 slots) has
+    """A runs x-0 and x-3; the queue is empty and B (1 thread, 2 slots) has
     ``free_slots`` free slots."""
     s = make_state()
     s.handle(worker(A), worker(B))
     s.handle(submit_all("c", roots(5)))
-    assert queries.processing(s) == {A: ["x-0", "x-2"], B: ["x-1", "x-3"]}
-    s.handle(finished(B, "x-1"), finished(B, "x-3"))  # x-4 went to B
+    assert queries.processing(s) == {A: ["x-0", "x-3"], B: ["x-1", "x-2"]}
+    s.handle(finished(B, "x-1"), finished(B, "x-2"))  # x-4 went to B
     if free_slots == 2:
         s.handle(finished(B, "x-4"))
     assert len(s.queued) == 0
@@ -415,15 +432,15 @@ def _b_with_free_slots(free_slots: int) -> SchedulerState:
 def test_losing_a_worker_moves_its_root_tasks_to_free_slots() -> None:
     s = _b_with_free_slots(2)
     out = s.handle(WorkerRemoved(A))
-    assert sorted(assigned(out)) == [(B, "x-0"), (B, "x-2")]
-    assert sorted(queries.processing(s)[B]) == ["x-0", "x-2"]
+    assert sorted(assigned(out)) == [(B, "x-0"), (B, "x-3")]
+    assert sorted(queries.processing(s)[B]) == ["x-0", "x-3"]
 
 
 def test_losing_a_worker_gives_the_last_free_slot_to_its_most_urgent_task() -> None:
     s = _b_with_free_slots(1)
     out = s.handle(WorkerRemoved(A))
     assert out == [compute(B, "x-0", duration=1.0)]
-    assert queued_keys(s) == ["x-2"]
+    assert queued_keys(s) == ["x-3"]
 
 
 # ------------------------------------------------------------------ 4. stealing
