@@ -330,6 +330,10 @@ class WorkerInfo:
         #: root tasks it may run or hold at once (set by the state when it joins)
         self.slot_limit = nthreads
 
+    def work_per_thread(self) -> float:
+        """Seconds of expected work per thread: the first part of :meth:`load`."""
+        return self.occupancy / max(self.nthreads, 1)
+
     def load(self) -> tuple[float, int, int, int]:
         """Placement order: expected work per thread, bytes held, least recently
         assigned, join order (lowest first)."""

@@ -260,6 +260,8 @@ def decide_worker(s: SchedulerState, ts: TaskState) -> WorkerInfo | None:
             for ws in dts.who_has:
                 if ws.accepting and (valid is None or ws in valid):
                     held[ws] = held.get(ws, 0) + dts.nbytes
+        if len(held) == 1:
+            return next(iter(held))
         if held:
             most = max(held.values())
             return min((ws for ws, n in held.items() if n == most), key=WorkerInfo.load)

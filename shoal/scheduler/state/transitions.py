@@ -206,7 +206,7 @@ def place_root(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
         last is not None
         and last is not ws
         and last in s.open_workers
-        and last.load()[0] - ws.load()[0] < s.pipeline / 2
+        and last.work_per_thread() - ws.work_per_thread() < s.pipeline / 2
     ):
         ws = last
     elif ws not in s.open_workers:
