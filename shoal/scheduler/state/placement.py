@@ -15,8 +15,9 @@ depends on the number of tasks:
    wait for a round trip each); when none has, it waits in
    ``SchedulerState.queued`` (state ``queued``) until a slot frees up, so a huge graph
    never floods the workers' memory with root tasks. Tiny root tasks go out in runs:
-   the next one goes where the previous one went while that worker is less than half
-   a ``pipeline`` ahead, so that neighbours, which share dependents, share a worker.
+   the next one goes where the previous one went while that worker is less than
+   ``ROOT_RUN_AHEAD`` (2 ms) ahead, so that neighbours, which share dependents, share a
+   worker.
    ``worker_saturation=inf`` turns queuing off.
 3. *Locality*: among valid workers, the one holding the most bytes of the task's
    dependencies. Cost: the number of replicas of its dependencies.
@@ -46,6 +47,10 @@ ROOTISH_GROUP_FACTOR = 2
 ROOTISH_MAX_DEPENDENCIES = 5
 #: Root tasks per thread a worker may hold at most, however tiny they are.
 MAX_PIPELINED = 1000
+#: Seconds of expected work per thread a worker taking a run of neighbouring root tasks
+#: may get ahead of the least loaded worker (see ``transitions.place_root``): runs of
+#: 100 tasks of 20 µs, of 2 tasks of 1 ms, none for longer tasks.
+ROOT_RUN_AHEAD = 0.002
 
 
 class WorkerPool:

@@ -50,6 +50,7 @@ from shoal.scheduler.state.model import (
     WorkerInfo,
 )
 from shoal.scheduler.state.placement import (
+    ROOT_RUN_AHEAD,
     decide_worker,
     is_rootish,
     task_slots,
@@ -193,8 +194,8 @@ def place_root(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
     neighbours share dependents (the two halves of a sum, the chunks of one output
     partition): dealt out in turn to the least loaded worker, every such dependent would
     need a transfer. So a root task goes where the previous one went while that worker
-    has a free slot and is less than half of ``pipeline`` seconds of work per thread
-    ahead of the least loaded worker: tiny tasks go in runs, long ones are still spread.
+    has a free slot and is less than ``ROOT_RUN_AHEAD`` seconds of work per thread ahead
+    of the least loaded worker: tiny tasks go in runs, longer ones are still spread.
     """
     ws = s.pool.least_loaded()
     if ws is None:
@@ -206,7 +207,7 @@ def place_root(s: SchedulerState, ts: TaskState, ctx: Context) -> None:
         last is not None
         and last is not ws
         and last in s.open_workers
-        and last.work_per_thread() - ws.work_per_thread() < s.pipeline / 2
+        and last.work_per_thread() - ws.work_per_thread() < ROOT_RUN_AHEAD
     ):
         ws = last
     elif ws not in s.open_workers:

@@ -250,15 +250,25 @@ def test_root_tasks_fill_the_slots_and_the_rest_are_queued() -> None:
 def test_tiny_root_tasks_go_out_in_runs_of_neighbours() -> None:
     # Neighbours in priority order share dependents (the two halves of a sum): dealt
     # out in turn, each of those would need a transfer. A worker keeps taking them
-    # while it is less than half a pipeline (10 ms) ahead of the least loaded one.
+    # while it is less than ROOT_RUN_AHEAD (2 ms) ahead of the least loaded one.
     s = make_state()
     s.handle(worker(A), worker(B))
-    run_once(s, "x-1000", 0.0001)  # 100 µs a task
+    run_once(s, "x-1000", 0.0001)  # 100 µs a task: 20 of them make 2 ms
     out = s.handle(submit_all("c", roots(500)))
     runs = [(w, len(list(keys))) for w, keys in itertools.groupby(w for w, _ in assigned(out))]
-    assert runs == [(B, 100), (A, 199), (B, 99)]
-    # Each holds its pipeline's worth (20 ms); the rest wait in the queue.
+    assert runs[0] == (B, 20)  # 2 ms ahead of A
+    assert {n for _, n in runs[1:-2]} == {40}  # each catches up, then goes 2 ms ahead
+    # Each holds its pipeline's worth (20 ms, 199 tasks); the rest wait in the queue.
+    assert sum(n for _, n in runs) == 398
     assert len(s.queued) == 500 - 398
+
+
+def test_longer_root_tasks_are_still_dealt_out_by_load() -> None:
+    s = make_state()
+    s.handle(worker(A), worker(B))
+    run_once(s, "x-1000", 0.004)  # 4 ms a task: one puts a worker past 2 ms ahead
+    out = s.handle(submit_all("c", roots(8)))
+    assert [w for w, _ in assigned(out)] == [B, A, A, B, B, A, A, B]  # ties stay put
 
 
 @pytest.mark.parametrize(
