@@ -338,7 +338,7 @@ class WorkerInfo:
         """Placement order: expected work per thread, bytes held, least recently
         assigned, join order (lowest first)."""
         return (
-            self.occupancy / max(self.nthreads, 1),
+            self.work_per_thread(),
             self.nbytes,
             self.last_assigned,
             self.serial,

@@ -17,8 +17,7 @@ depends on the number of tasks:
    never floods the workers' memory with root tasks. Tiny root tasks go out in runs:
    the next one goes where the previous one went while that worker is less than
    ``ROOT_RUN_AHEAD`` (2 ms) ahead, so that neighbours, which share dependents, share a
-   worker.
-   ``worker_saturation=inf`` turns queuing off.
+   worker. ``worker_saturation=inf`` turns queuing off.
 3. *Locality*: among valid workers, the one holding the most bytes of the task's
    dependencies. Cost: the number of replicas of its dependencies.
 4. *Least busy*: ties, and tasks whose dependencies no valid worker holds, go to the
