@@ -34,13 +34,14 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 check: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check shoal tests examples
-	$(VENV)/bin/ruff format --check shoal tests examples
+	$(VENV)/bin/ruff check shoal tests examples buildtools setup.py
+	$(VENV)/bin/ruff format --check shoal tests examples buildtools setup.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy buildtools/shoal_build.py
 
 format: $(VENV)/.installed-test
-	$(VENV)/bin/ruff format shoal tests examples
-	$(VENV)/bin/ruff check --fix shoal tests examples
+	$(VENV)/bin/ruff format shoal tests examples buildtools setup.py
+	$(VENV)/bin/ruff check --fix shoal tests examples buildtools setup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

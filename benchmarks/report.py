@@ -18,14 +18,22 @@ def stats(values: list[float]) -> dict[str, float] | None:
     }
 
 
+def baseline(flavors: list[str]) -> str | None:
+    """The flavor the others are compared with: distributed, else the last one named."""
+    if len(flavors) < 2:
+        return None
+    return "distributed" if "distributed" in flavors else flavors[-1]
+
+
 def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per workload and metric: each flavor's stats, and how they compare.
 
-    ``ratio`` is the first flavor's median over the second's (shoal/distributed by
-    default); ``better`` names the flavor whose median is better, given the metric's
-    direction, and ``factor`` says by how much (always >= 1).
+    ``vs`` holds, for each flavor but the :func:`baseline`, ``ratio`` (its median over
+    the baseline's: shoal/distributed), ``better`` (the flavor whose median is better,
+    given the metric's direction) and ``factor`` (by how much, always >= 1).
     """
     flavors = report["flavors"]
+    base = baseline(flavors)
     by_key = {(r["workload"], r["flavor"]): r for r in report["results"]}
     rows = []
     for name, wl in report["workloads"].items():
@@ -35,18 +43,25 @@ def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "metric": metric["key"],
                 "unit": metric["unit"],
                 "higher_is_better": metric["higher_is_better"],
+                "baseline": base,
+                "vs": {},
             }
             for flavor in flavors:
                 r = by_key.get((name, flavor))
                 values = [s[metric["key"]] for s in r["samples"] if metric["key"] in s] if r else []
                 row[flavor] = stats(values)
-            a, b = (row.get(f) for f in flavors[:2]) if len(flavors) >= 2 else (None, None)
-            if a and b and a["median"] > 0 and b["median"] > 0:
+            b = row.get(base) if base else None
+            for flavor in flavors:
+                a = row[flavor]
+                if flavor == base or not (a and b and a["median"] > 0 and b["median"] > 0):
+                    continue
                 ratio = a["median"] / b["median"]
                 first_better = (ratio >= 1) == metric["higher_is_better"]
-                row["ratio"] = ratio
-                row["better"] = flavors[0] if first_better else flavors[1]
-                row["factor"] = ratio if ratio >= 1 else 1 / ratio
+                row["vs"][flavor] = {
+                    "ratio": ratio,
+                    "better": flavor if first_better else base,
+                    "factor": ratio if ratio >= 1 else 1 / ratio,
+                }
             rows.append(row)
     return rows
 
@@ -79,33 +94,35 @@ def cell(s: dict[str, float] | None, status: str) -> str:
 def table(report: dict[str, Any]) -> str:
     """The comparison as an aligned text table, with a legend."""
     flavors = report["flavors"]
+    base = baseline(flavors)
+    compared = [f for f in flavors if base and f != base]
     status = {(r["workload"], r["flavor"]): r["status"] for r in report["results"]}
     counts = {(r["workload"], r["flavor"]): len(r["samples"]) for r in report["results"]}
-    two = len(flavors) >= 2
     header = ["workload", "metric", "unit", "better"]
     header += [f"{f} median [min..max]" for f in flavors]
     header += ["n"]
-    if two:
-        header += [f"{flavors[0]}/{flavors[1]}", "verdict"]
+    for f in compared:
+        header += [f"{f}/{base}", "verdict"]
     lines = [header]
-    for row in report["comparison"]:
+    for row in summarize(report):
         name = row["workload"]
         line = [name, row["metric"], row["unit"], "higher" if row["higher_is_better"] else "lower"]
         line += [cell(row[f], status.get((name, f), "ok")) for f in flavors]
         ns = [str(row[f]["n"]) if row[f] else str(counts.get((name, f), 0)) for f in flavors]
         line.append(ns[0] if len(set(ns)) == 1 else "/".join(ns))
-        if two:
-            if "ratio" in row:
-                line += [f"{row['ratio']:.3g}", f"{row['better']} {row['factor']:.2f}x better"]
-            else:
-                line += ["", ""]
+        for f in compared:
+            vs = row["vs"].get(f)
+            line += (
+                [f"{vs['ratio']:.3g}", f"{vs['better']} {vs['factor']:.2f}x"] if vs else ["", ""]
+            )
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    numeric = set(range(4, len(header) - (1 if two else 0)))
+    verdicts = {i for i, h in enumerate(header) if h == "verdict"}
     out = []
     for i, line in enumerate(lines):
         cells = [
-            c.rjust(w) if j in numeric else c.ljust(w) for j, (c, w) in enumerate(zip(line, widths))
+            c.rjust(w) if j >= 4 and j not in verdicts else c.ljust(w)
+            for j, (c, w) in enumerate(zip(line, widths))
         ]
         out.append("  ".join(cells).rstrip())
         if i == 0:
@@ -115,11 +132,16 @@ def table(report: dict[str, Any]) -> str:
         "median over the timed repetitions ([min..max] when more than one); the warm-up is not "
         "counted; n = repetitions.",
     ]
-    if two:
+    if compared:
         legend.append(
-            f"{flavors[0]}/{flavors[1]} = ratio of the medians; with 'better' = higher it favors "
-            f"{flavors[0]} above 1, with 'better' = lower below 1; the verdict says which "
-            "flavor is better and by how much."
+            f"X/{base} = ratio of the medians; with 'better' = higher it favors X above 1, "
+            "with 'better' = lower below 1; the verdict names the better flavor and by how "
+            "many times."
+        )
+    if "shoal-compiled" in flavors:
+        legend.append(
+            "shoal-compiled = shoal with its scheduler state machine compiled by mypyc "
+            "(SHOAL_COMPILE=1 pip install .)."
         )
     if any(s != "ok" for s in status.values()):
         legend.append(

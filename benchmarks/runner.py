@@ -2,7 +2,10 @@
 
 The runner first copies ``shoal/`` and ``benchmarks/`` into a temporary folder and runs
 every session from there, so that all of them measure the same code even while the work
-tree changes under the run (the JSON records the commit and a hash of that copy).
+tree changes under the run (the JSON records the commit and a hash of that copy). The
+``shoal-compiled`` flavor is shoal with its scheduler state machine compiled by mypyc
+(what ``SHOAL_COMPILE=1 pip install .`` installs): the runner compiles a second copy
+with ``buildtools/shoal_build.py`` and runs that flavor's sessions from it.
 
 For each workload and each flavor the runner starts ``python -m benchmarks.session`` in a
 new session (process group), waits up to the workload's time limit, and reads back the
@@ -33,6 +36,10 @@ from benchmarks.report import summarize, table
 from benchmarks.workloads import CLUSTER_KWARGS, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The module each flavor imports, where it is not the flavor's own name.
+MODULE_OF = {"shoal-compiled": "shoal"}
+#: Flavors run when none is named; shoal-compiled only where it compiles.
+DEFAULT_FLAVORS = ["shoal", "shoal-compiled", "distributed"]
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the session's stacks go to its log this long before the runner kills it
 STACKS_BEFORE_KILL = 10.0
@@ -46,8 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--flavor",
         action="append",
-        help="a module exporting Client, LocalCluster, wait: shoal or distributed "
-        "(repeatable; default: both)",
+        help="shoal, shoal-compiled (its state machine compiled with mypyc) or distributed; "
+        "or any module exporting Client, LocalCluster, wait (repeatable; default: all three, "
+        "shoal-compiled where a C compiler is found)",
     )
     parser.add_argument(
         "--workload",
@@ -77,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    args.flavor = list(dict.fromkeys(args.flavor or ["shoal", "distributed"]))
+    args.flavor_named = bool(args.flavor)
+    args.flavor = list(dict.fromkeys(args.flavor or DEFAULT_FLAVORS))
     args.workload = list(dict.fromkeys(args.workload or WORKLOADS))
     return args
 
@@ -104,23 +113,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cluster: LocalCluster({', '.join(f'{k}={v!r}' for k, v in CLUSTER_KWARGS.items())})")
     source = source_state()
     results = []
+    problems = []
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-        snapshot = Path(tmp)
-        for package in ("shoal", "benchmarks"):
-            shutil.copytree(
-                ROOT / package,
-                snapshot / package,
-                ignore=shutil.ignore_patterns("__pycache__", "results"),
-            )
+        snapshot = Path(tmp) / "plain"
+        copy_sources(snapshot)
         source["snapshot_sha256"] = tree_hash(snapshot / "shoal")
         print(
             f"shoal from commit {source['commit'][:10]}"
             + (" + uncommitted changes" if source["shoal_dirty"] else "")
             + f", copied to {snapshot}"
         )
+        folders = {flavor: snapshot for flavor in args.flavor}
+        if "shoal-compiled" in args.flavor:
+            compiled = Path(tmp) / "compiled"
+            copy_sources(compiled)
+            error, source["compile_s"] = compile_copy(compiled, logs / "compile.log")
+            if error is None:
+                folders["shoal-compiled"] = compiled
+                print(f"shoal-compiled: state machine compiled in {source['compile_s']:.0f} s")
+            else:
+                args.flavor.remove("shoal-compiled")
+                print(f"shoal-compiled left out: {error}")
+                if args.flavor_named:
+                    problems.append(f"shoal-compiled: {error}")
         for name in args.workload:
             for flavor in args.flavor:
-                result = run_session(name, flavor, args, logs, snapshot)
+                result = run_session(name, flavor, args, logs, folders[flavor])
                 results.append(result)
                 print(progress_line(result), flush=True)
     duration = time.perf_counter() - t0
@@ -156,10 +174,46 @@ def main(argv: list[str] | None = None) -> int:
             print(r["error"].rstrip())
         elif r.get("stderr_tail"):
             print(r["stderr_tail"].rstrip())
+    for problem in problems:
+        print(f"\n{problem}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"\nwhole run: {duration:.0f} s; results in {args.json}")
-    return 1 if failures else 0
+    return 1 if failures or problems else 0
+
+
+def copy_sources(folder: Path) -> None:
+    """Copy ``shoal/`` and ``benchmarks/`` into ``folder``: sources only, no build outputs."""
+    for package in ("shoal", "benchmarks"):
+        shutil.copytree(
+            ROOT / package,
+            folder / package,
+            ignore=shutil.ignore_patterns("__pycache__", "results", "*.so"),
+        )
+
+
+def compile_copy(folder: Path, log_path: Path) -> tuple[str | None, float]:
+    """Compile the state machine in ``folder`` (a copy); why it failed, if it did, and seconds.
+
+    mypyc's output goes to ``log_path``.
+    """
+    cmd = [sys.executable, str(ROOT / "buildtools" / "shoal_build.py"), str(folder)]
+    print("shoal-compiled: compiling the scheduler state machine with mypyc ...", flush=True)
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        try:
+            done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"mypyc ran over 900 s (log: {log_path})", time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        last = tail(log_path, 1).strip()
+        return (
+            f"mypyc failed ({last}; log: {log_path}); it needs mypy (the bench extra has it), "
+            "a C compiler and Python's headers (apt install gcc python3-dev)",
+            seconds,
+        )
+    return None, seconds
 
 
 def run_session(
@@ -174,7 +228,8 @@ def run_session(
     events_path = logs / f"{name}-{flavor}.jsonl"
     log_path = logs / f"{name}-{flavor}.log"
     events_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "benchmarks.session", "--workload", name, "--flavor", flavor]
+    cmd = [sys.executable, "-m", "benchmarks.session", "--workload", name]
+    cmd += ["--flavor", MODULE_OF.get(flavor, flavor)]
     cmd += ["--out", str(events_path), "--dump-stacks-after", str(limit - STACKS_BEFORE_KILL)]
     if args.repeat is not None:
         cmd += ["--repeat", str(args.repeat)]
@@ -208,6 +263,10 @@ def run_session(
         cpu_s=round(own, 1),
         others_cores=round(max(0.0, busy - own) / elapsed, 2),
     )
+    runs_shoal = MODULE_OF.get(flavor, flavor) == "shoal" and "compiled" in result
+    if runs_shoal and (flavor == "shoal-compiled") != bool(result["compiled"]):
+        have = "with" if result["compiled"] else "without"
+        result["error"] = f"the {flavor} session ran {have} compiled modules"
     if timed_out:
         result["status"] = f"timed out after {limit:.0f} s"
     elif result.get("error") or returncode != 0:
@@ -247,6 +306,7 @@ def collect(events_path: Path) -> dict[str, Any]:
         elif kind == "end":
             result["info"] = event["info"]
             result["distributed_imported"] = event["distributed_imported"]
+            result["compiled"] = event.get("compiled", [])
     result["error"] = "\n".join(errors) or None
     return result
 
@@ -317,7 +377,7 @@ def progress_line(r: dict[str, Any]) -> str:
     first = next(iter(r["samples"][0].items())) if n else None
     shown = f"{first[0]} {first[1]:,.3g}" if first else "no samples"
     return (
-        f"  {r['workload']:<20} {r['flavor']:<12} {r['status']:<22} "
+        f"  {r['workload']:<20} {r['flavor']:<14} {r['status']:<22} "
         f"{n} rep(s), {r['elapsed_s']:.1f} s; {shown}; other programs kept "
         f"{r['others_cores']:.2f} cores busy"
     )

@@ -9,7 +9,8 @@ keeps the repetitions done before a hang or a crash:
 - ``cluster``: seconds to start the cluster and connect;
 - ``sample``: one run's metrics (the first is the warm-up);
 - ``error``: the traceback of an exception out of the workload;
-- ``end``: what the workload recorded (``info``), and whether ``distributed`` got imported.
+- ``end``: what the workload recorded (``info``), whether ``distributed`` got imported,
+  and which of the flavor's modules were compiled extensions (``shoal-compiled``'s).
 
 With ``--dump-stacks-after S``, every thread's stack goes to stderr after S seconds
 (faulthandler), so a run the runner has to kill says where it hung.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib
+import importlib.machinery
 import json
 import sys
 import traceback
@@ -45,6 +47,16 @@ def versions(flavor: str) -> dict[str, str]:
 def module_file(name: str) -> str:
     """Where a worker imported the flavor from (the runner's snapshot, for shoal)."""
     return str(importlib.import_module(name).__file__)
+
+
+def compiled_modules(package: str) -> list[str]:
+    """The modules of ``package`` this process imported as C extensions."""
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if (name == package or name.startswith(package + "."))
+        and isinstance(getattr(module, "__loader__", None), importlib.machinery.ExtensionFileLoader)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             except BaseException:
                 emit("error", traceback="closing the cluster:\n" + traceback.format_exc())
                 status = 1
-            emit("end", info=bench.info, distributed_imported="distributed" in sys.modules)
+            emit(
+                "end",
+                info=bench.info,
+                distributed_imported="distributed" in sys.modules,
+                compiled=compiled_modules(args.flavor),
+            )
         faulthandler.cancel_dump_traceback_later()
     return status
 

@@ -132,7 +132,10 @@ class _NoEntries(dict):  # type: ignore[type-arg]
     def _refuse(self, *args: object, **kwargs: object) -> None:
         raise TypeError("NO_ENTRIES is shared by every task: give the task its own dict first")
 
-    __setitem__ = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+    __setitem__ = _refuse  # type: ignore[assignment]
+    setdefault = _refuse  # type: ignore[assignment]
+    update = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
 
 
 #: The one empty table a task's ``dependencies``, ``dependents``, ``waiting_on`` and

@@ -31,7 +31,7 @@ To the server itself:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from shoal._types import Address, ClientId, Key
 from shoal.protocol.messages import FreeKeys, KeysCancelled, Message
@@ -58,7 +58,9 @@ class RequestDone:
     """The request named ``request`` is complete; answer it with ``value``."""
 
     request: str
-    value: object
+    #: ``Any``, not ``object``: compiled with mypyc (``SHOAL_COMPILE=1``), a dataclass
+    #: looks its field types up among the module's names, where ``object`` is not.
+    value: Any
 
 
 @dataclass(slots=True, unsafe_hash=True)
