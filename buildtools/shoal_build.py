@@ -4,8 +4,8 @@ With ``SHOAL_COMPILE=1`` in the environment, ``pip install .`` (or ``pip wheel .
 compiles the scheduler's state machine (the modules in :data:`COMPILED`) to C
 extensions with mypyc, next to their ``.py`` sources; Python imports the extension
 first. Without it the build is plain setuptools and shoal is pure Python. The compiled
-modules behave the same and pass the same tests; they run the scheduler's per-task
-work 1.4-1.7 times faster (see the README's benchmark section).
+modules behave the same and pass the same tests, and do the per-task work of the
+scheduler and the workers faster (the README's benchmark section says by how much).
 
 This module is three things:
 
@@ -36,9 +36,10 @@ from setuptools.build_meta import (  # noqa: F401  (re-exported PEP 517 hooks)
     prepare_metadata_for_build_wheel,
 )
 
-#: The modules compiled with ``SHOAL_COMPILE=1``: the scheduler's pure state machine,
-#: less ``events.py`` (its dataclasses are built by interpreted code, and an interpreted
-#: class can't derive from a compiled one) and the modules off the per-task path.
+#: The modules compiled with ``SHOAL_COMPILE=1``: the scheduler's and the workers' pure
+#: state machines, less their ``events.py`` (compiled, decoding a journal's event with
+#: ``cls(**fields)`` fails: "interpreted classes cannot inherit from compiled") and the
+#: modules off the per-task path.
 COMPILED = tuple(
     f"shoal/scheduler/state/{name}.py"
     for name in (
@@ -54,6 +55,9 @@ COMPILED = tuple(
         "transitions",
         "workers",
     )
+) + tuple(
+    f"shoal/worker/state/{name}.py"
+    for name in ("fetch", "instructions", "machine", "model", "resources", "transitions")
 )
 
 #: The mypy that compiles them (mypyc ships with mypy); the same range as the test extra.

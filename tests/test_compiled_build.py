@@ -20,9 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Run against the compiled copy: every state machine test, and clients driving a real
-#: cluster (threads and processes) through it.
+#: cluster (threads and processes) through both machines.
 COMPILED_SUITE = [
     "tests/scheduler/state",
+    "tests/worker/state",
     "tests/client/test_sync_api.py",
     "tests/client/test_collections_processes.py",
 ]
@@ -64,6 +65,7 @@ def test_every_compiled_module_exists_and_events_stay_interpreted() -> None:
     for path in backend.COMPILED:
         assert (ROOT / path).is_file(), path
     assert "shoal/scheduler/state/events.py" not in backend.COMPILED
+    assert "shoal/worker/state/events.py" not in backend.COMPILED
 
 
 def c_compiler() -> str | None:
@@ -93,13 +95,18 @@ def test_the_compiled_state_machine_passes_the_tests(tmp_path: Path) -> None:
     # too); the test files come from the repository.
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     where = subprocess.run(
-        [sys.executable, "-c", "import shoal.scheduler.state.machine as m; print(m.__loader__)"],
+        [
+            sys.executable,
+            "-c",
+            "import shoal.scheduler.state.machine as s, shoal.worker.state.machine as w;"
+            "print(s.__loader__, w.__loader__)",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
     )
-    assert "ExtensionFileLoader" in where.stdout, where.stdout + where.stderr
+    assert where.stdout.count("ExtensionFileLoader") == 2, where.stdout + where.stderr
 
     suite = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
