@@ -13,8 +13,10 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # shoal with its extras (dask collections: arrays, dataframes, bags), installed from
-# this checkout; the sources are not kept in the image.
-COPY pyproject.toml README.md /tmp/shoal-src/
+# this checkout, pure Python (SHOAL_COMPILE=1 would need a C compiler, which the slim
+# image lacks); the sources are not kept in the image.
+COPY pyproject.toml README.md setup.py /tmp/shoal-src/
+COPY buildtools /tmp/shoal-src/buildtools
 COPY shoal /tmp/shoal-src/shoal
 RUN pip install "/tmp/shoal-src[dask]" \
     && rm -rf /tmp/shoal-src

@@ -140,8 +140,8 @@ def table(report: dict[str, Any]) -> str:
         )
     if "shoal-compiled" in flavors:
         legend.append(
-            "shoal-compiled = shoal with its scheduler state machine compiled by mypyc "
-            "(SHOAL_COMPILE=1 pip install .)."
+            "shoal-compiled = shoal with its scheduler's and workers' state machines compiled "
+            "by mypyc (SHOAL_COMPILE=1 pip install .)."
         )
     if any(s != "ok" for s in status.values()):
         legend.append(

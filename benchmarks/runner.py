@@ -3,9 +3,9 @@
 The runner first copies ``shoal/`` and ``benchmarks/`` into a temporary folder and runs
 every session from there, so that all of them measure the same code even while the work
 tree changes under the run (the JSON records the commit and a hash of that copy). The
-``shoal-compiled`` flavor is shoal with its scheduler state machine compiled by mypyc
-(what ``SHOAL_COMPILE=1 pip install .`` installs): the runner compiles a second copy
-with ``buildtools/shoal_build.py`` and runs that flavor's sessions from it.
+``shoal-compiled`` flavor is shoal with its state machines compiled by mypyc (what
+``SHOAL_COMPILE=1 pip install .`` installs): the runner compiles a second copy with
+``buildtools/shoal_build.py`` and runs that flavor's sessions from it.
 
 For each workload and each flavor the runner starts ``python -m benchmarks.session`` in a
 new session (process group), waits up to the workload's time limit, and reads back the
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--flavor",
         action="append",
-        help="shoal, shoal-compiled (its state machine compiled with mypyc) or distributed; "
+        help="shoal, shoal-compiled (its state machines compiled with mypyc) or distributed; "
         "or any module exporting Client, LocalCluster, wait (repeatable; default: all three, "
         "shoal-compiled where a C compiler is found)",
     )
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             error, source["compile_s"] = compile_copy(compiled, logs / "compile.log")
             if error is None:
                 folders["shoal-compiled"] = compiled
-                print(f"shoal-compiled: state machine compiled in {source['compile_s']:.0f} s")
+                print(f"shoal-compiled: state machines compiled in {source['compile_s']:.0f} s")
             else:
                 args.flavor.remove("shoal-compiled")
                 print(f"shoal-compiled left out: {error}")
@@ -193,12 +193,12 @@ def copy_sources(folder: Path) -> None:
 
 
 def compile_copy(folder: Path, log_path: Path) -> tuple[str | None, float]:
-    """Compile the state machine in ``folder`` (a copy); why it failed, if it did, and seconds.
+    """Compile the state machines in ``folder`` (a copy); why it failed, if so, and seconds.
 
     mypyc's output goes to ``log_path``.
     """
     cmd = [sys.executable, str(ROOT / "buildtools" / "shoal_build.py"), str(folder)]
-    print("shoal-compiled: compiling the scheduler state machine with mypyc ...", flush=True)
+    print("shoal-compiled: compiling the state machines with mypyc ...", flush=True)
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         try:
@@ -263,10 +263,14 @@ def run_session(
         cpu_s=round(own, 1),
         others_cores=round(max(0.0, busy - own) / elapsed, 2),
     )
-    runs_shoal = MODULE_OF.get(flavor, flavor) == "shoal" and "compiled" in result
-    if runs_shoal and (flavor == "shoal-compiled") != bool(result["compiled"]):
-        have = "with" if result["compiled"] else "without"
-        result["error"] = f"the {flavor} session ran {have} compiled modules"
+    if MODULE_OF.get(flavor, flavor) == "shoal":
+        wanted = flavor == "shoal-compiled"
+        for side in ("compiled", "workers_compiled"):
+            if side in result and bool(result[side]) != wanted:
+                who = "session" if side == "compiled" else "session's workers"
+                have = "with" if result[side] else "without"
+                wrong = f"the {flavor} {who} ran {have} compiled modules"
+                result["error"] = "\n".join(filter(None, [result["error"], wrong]))
     if timed_out:
         result["status"] = f"timed out after {limit:.0f} s"
     elif result.get("error") or returncode != 0:
@@ -296,6 +300,7 @@ def collect(events_path: Path) -> dict[str, Any]:
             result["cluster_start_s"] = event["seconds"]
         elif kind == "workers":
             result["worker_module_files"] = event["module_files"]
+            result["workers_compiled"] = event.get("compiled", [])
         elif kind == "sample":
             if event["warmup"]:
                 result["warmup"] = event["metrics"]

@@ -9,6 +9,8 @@ keeps the repetitions done before a hang or a crash:
 - ``cluster``: seconds to start the cluster and connect;
 - ``sample``: one run's metrics (the first is the warm-up);
 - ``error``: the traceback of an exception out of the workload;
+- ``workers``: where the workers imported the flavor from, and which of its modules they
+  imported compiled;
 - ``end``: what the workload recorded (``info``), whether ``distributed`` got imported,
   and which of the flavor's modules were compiled extensions (``shoal-compiled``'s).
 
@@ -91,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                 client = bench.client = mod.Client(cluster)
                 emit("cluster", seconds=perf_counter() - t0)
                 where = client.run(module_file, args.flavor)
-                emit("workers", module_files=sorted(set(where.values())))
+                compiled = client.run(compiled_modules, args.flavor)
+                emit(
+                    "workers",
+                    module_files=sorted(set(where.values())),
+                    compiled=sorted({m for names in compiled.values() for m in names}),
+                )
             for i, sample in enumerate(wl.fn(mod, bench)):
                 emit("sample", warmup=i == 0, metrics=sample)
         except BaseException:

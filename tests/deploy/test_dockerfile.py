@@ -78,6 +78,39 @@ def test_the_image_installs_shoal_with_its_extras_from_this_checkout() -> None:
             assert _included(src, ignore), f"COPY {src}: excluded by .dockerignore"
 
 
+def test_what_the_image_copies_is_enough_to_build_shoal(tmp_path: Path) -> None:
+    # The COPY steps replayed into a folder (less what .dockerignore leaves out inside the
+    # folders copied), then the wheel built from that folder alone, as the image does.
+    src = tmp_path / "src"
+    for kw, arg in instructions():
+        if kw != "COPY":
+            continue
+        *sources, dest = arg.split()
+        assert dest.startswith("/tmp/shoal-src"), dest
+        target = src / dest.removeprefix("/tmp/shoal-src").strip("/")
+        for name in sources:
+            path = ROOT / name
+            if path.is_dir():
+                shutil.copytree(
+                    path, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
+                )
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target / name)
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_COMPILE"}
+    wheels = tmp_path / "wheels"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip_wheel, "-q", "-w", str(wheels), str(src)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = wheels.glob("shoal-*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")  # pure Python
+
+
 def _included(path: str, patterns: list[str]) -> bool:
     """Docker's rule: the last matching .dockerignore pattern decides."""
     keep = True
