@@ -63,7 +63,7 @@ from shoal.protocol.messages import (
     RunFunction,
     Terminate,
 )
-from shoal.worker.memory import parse_memory_limit
+from shoal.worker.memory import descendants, parse_memory_limit
 from shoal.worker.run_function import run_function
 
 __all__ = [
@@ -248,7 +248,7 @@ class _Child:
         self._fd: int | None = ready_fd
         self._buffer = b""
         self._ps: psutil.Process | None = None
-        self._children: list[psutil.Process] = []
+        self._children: dict[int, psutil.Process] = {}
         self._ticks = 0
         os.set_blocking(ready_fd, False)
         asyncio.get_running_loop().add_reader(ready_fd, self._on_readable)
@@ -286,19 +286,23 @@ class _Child:
     def memory(self) -> int:
         """Resident memory of the child and of the processes it started (0 once gone).
 
-        The children are looked for every :data:`_CHILDREN_EVERY` calls only: finding
-        them scans every process of the machine.
+        The children are looked for every :data:`_CHILDREN_EVERY` calls only (see
+        :func:`~shoal.worker.memory.descendants`).
         """
         try:
             if self._ps is None:
                 self._ps = psutil.Process(self.pid)
             total = int(self._ps.memory_info().rss)
-            if self._ticks % _CHILDREN_EVERY == 0:
-                self._children = self._ps.children(recursive=True)
-            self._ticks += 1
         except psutil.Error:
             return 0
-        for p in self._children:
+        if self._ticks % _CHILDREN_EVERY == 0:
+            known = self._children
+            self._children = {}
+            for pid in descendants(self.pid):
+                with contextlib.suppress(psutil.Error):
+                    self._children[pid] = known.get(pid) or psutil.Process(pid)
+        self._ticks += 1
+        for p in self._children.values():
             with contextlib.suppress(psutil.Error):
                 total += int(p.memory_info().rss)
         return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,3 +202,39 @@ async def test_no_limit_no_monitoring(store: SpillStore, monkeypatch: pytest.Mon
 
 def test_process_memory_is_this_processs_rss() -> None:
     assert memory.process_memory() > 10 * MB
+
+
+@pytest.mark.parametrize("from_proc", [True, False], ids=["proc-children", "psutil"])
+def test_descendants_finds_children_and_grandchildren(
+    monkeypatch: pytest.MonkeyPatch, from_proc: bool
+) -> None:
+    import subprocess
+    import sys
+
+    if from_proc and not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
+        pytest.skip("this kernel does not list children in /proc")
+    monkeypatch.setattr(memory, "_proc_children", from_proc)
+    # a child that starts a grandchild, prints its pid, then waits for stdin to close
+    script = (
+        "import subprocess, sys\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],"
+        " stdin=subprocess.PIPE)\n"
+        "print(g.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+        "g.stdin.close(); g.wait()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        # (other tests may have left processes of their own under this one)
+        assert {child.pid, grandchild} <= set(memory.descendants(os.getpid()))
+        assert memory.descendants(child.pid) == [grandchild]
+        assert memory.descendants(grandchild) == []
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert memory.descendants(child.pid) == []  # ended
