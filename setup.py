@@ -1,6 +1,6 @@
 """setuptools' entry point; the metadata is in pyproject.toml.
 
-It exists for the opt-in compiled state machine only: ``SHOAL_COMPILE=1 pip install .``
+It exists for the opt-in compiled state machines only: ``SHOAL_COMPILE=1 pip install .``
 (see ``buildtools/shoal_build.py``).
 """
 

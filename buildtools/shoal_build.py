@@ -1,8 +1,8 @@
-"""shoal's build backend: setuptools, plus an opt-in compiled scheduler state machine.
+"""shoal's build backend: setuptools, plus opt-in compiled state machines.
 
 With ``SHOAL_COMPILE=1`` in the environment, ``pip install .`` (or ``pip wheel .``)
-compiles the scheduler's state machine (the modules in :data:`COMPILED`) to C
-extensions with mypyc, next to their ``.py`` sources; Python imports the extension
+compiles the scheduler's and the workers' state machines (the modules in
+:data:`COMPILED`) to C extensions with mypyc, next to their ``.py`` sources; Python imports the extension
 first. Without it the build is plain setuptools and shoal is pure Python. The compiled
 modules behave the same and pass the same tests, and do the per-task work of the
 scheduler and the workers faster (the README's benchmark section says by how much).
@@ -65,7 +65,7 @@ MYPY = "mypy>=2.4,<3"
 
 
 def compiling() -> bool:
-    """Whether ``SHOAL_COMPILE`` asks for the compiled state machine."""
+    """Whether ``SHOAL_COMPILE`` asks for the compiled state machines."""
     return os.environ.get("SHOAL_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -80,7 +80,7 @@ def ext_modules() -> list[Any]:
     options = ["--ignore-missing-imports", "--follow-imports=silent"]
     # group_name puts mypyc's shared runtime inside the package, not at the top of
     # site-packages under a hash.
-    return mypycify([*options, *COMPILED], opt_level="3", group_name="shoal.scheduler.state._mypyc")
+    return mypycify([*options, *COMPILED], opt_level="3", group_name="shoal._mypyc")
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:

@@ -1,7 +1,7 @@
-"""The opt-in compiled state machine (``SHOAL_COMPILE=1``, ``buildtools/shoal_build.py``).
+"""The opt-in compiled state machines (``SHOAL_COMPILE=1``, ``buildtools/shoal_build.py``).
 
-One test compiles a copy of ``shoal/`` with mypyc and runs the scheduler's state tests
-and a few end-to-end test files against it, in a subprocess that imports the copy.
+One test compiles a copy of ``shoal/`` with mypyc and runs the state machines' tests and
+a few end-to-end test files against it, in a subprocess that imports the copy.
 """
 
 from __future__ import annotations
