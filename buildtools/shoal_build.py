@@ -2,10 +2,11 @@
 
 With ``SHOAL_COMPILE=1`` in the environment, ``pip install .`` (or ``pip wheel .``)
 compiles the scheduler's and the workers' state machines (the modules in
-:data:`COMPILED`) to C extensions with mypyc, next to their ``.py`` sources; Python imports the extension
-first. Without it the build is plain setuptools and shoal is pure Python. The compiled
-modules behave the same and pass the same tests, and do the per-task work of the
-scheduler and the workers faster (the README's benchmark section says by how much).
+:data:`COMPILED`) to C extensions with mypyc, next to their ``.py`` sources; Python
+imports the extension first. Without it the build is plain setuptools and shoal is pure
+Python. The compiled modules behave the same and pass the same tests, and do the
+per-task work of the scheduler and the workers faster (the README's benchmark section
+says by how much).
 
 This module is three things:
 
