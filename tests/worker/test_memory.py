@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,9 +210,6 @@ def test_process_memory_is_this_processs_rss() -> None:
 def test_descendants_finds_children_and_grandchildren(
     monkeypatch: pytest.MonkeyPatch, from_proc: bool
 ) -> None:
-    import subprocess
-    import sys
-
     if from_proc and not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
         pytest.skip("this kernel does not list children in /proc")
     monkeypatch.setattr(memory, "_proc_children", from_proc)
