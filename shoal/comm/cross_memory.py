@@ -16,8 +16,11 @@ over a few threads, which release the GIL), then tells the worker it is done
   (close to a memcpy into new memory) where the socket did 3.9 GB/s.
 * **Pinned while lent**: the worker keeps the buffers alive until the asker says it is
   done, or for :data:`LEASE_SECONDS` at most (an asker that died never will). The
-  worker answers ``release-data`` with whether the lease still held: an asker that
-  took longer than that discards its copy and asks for the bytes.
+  lease says how long it lasts: it began after the asker sent its request, so an asker
+  whose copy was over well within that (by its own clock, from the request) knows the
+  buffers were alive throughout, and uses the copy at once while the release goes out.
+  Otherwise it waits for the worker's answer to ``release-data`` (whether the lease
+  still held) and, when it did not, discards its copy and asks for the bytes.
 * **The right process**: the asker puts a fresh random *nonce* in its request; the
   worker keeps it with the lease and replies with its own pid and the nonce's address
   in its memory. Each copying thread first reads the nonce from that pid and address,
@@ -59,6 +62,7 @@ __all__ = [
     "Lender",
     "available",
     "enabled",
+    "lease_seconds",
     "new_nonce",
     "read",
     "unsupported",
@@ -182,10 +186,10 @@ class Lender:
 
     def lend(
         self, buffers: Sequence[Frame], nonce: bytes, now: float
-    ) -> tuple[tuple[int, ...], tuple[int, int]] | None:
+    ) -> tuple[tuple[int, ...], tuple[int, int, float]] | None:
         """Keep ``buffers`` alive under the asker's ``nonce``; return their ``(address,
-        length, …)`` spans and the lease ``(pid, nonce address)`` the asker checks, or
-        None for a malformed nonce or one already lent under."""
+        length, …)`` spans and the lease ``(pid, nonce address, seconds)`` the asker
+        checks, or None for a malformed nonce or one already lent under."""
         self.expire(now)
         if type(nonce) is not bytes or len(nonce) != NONCE_BYTES or nonce in self._leases:
             return None
@@ -197,7 +201,7 @@ class Lender:
             spans += (_address(view), view.nbytes)
         self.lent_bytes_total += sum(spans[1::2])
         self._leases[nonce] = (now + self.lease_seconds, [nonce, *views])
-        return tuple(spans), (os.getpid(), _address(nonce))
+        return tuple(spans), (os.getpid(), _address(nonce), float(self.lease_seconds))
 
     def release(self, nonce: bytes, now: float) -> bool:
         """End a lease; whether it still held (else the asker's copy can't be trusted)."""
@@ -309,6 +313,17 @@ def _split(pieces: _Run, parts: int) -> list[_Run]:
     return [r for r in runs if r]
 
 
+def lease_seconds(lease: Any) -> float | None:
+    """How long a well-formed lease ``(pid, nonce address, seconds)`` lasts; None for
+    anything else."""
+    try:
+        pid, nonce_address, seconds = lease
+    except (TypeError, ValueError):
+        return None
+    valid = type(pid) is int and pid > 0 and type(nonce_address) is int
+    return float(seconds) if valid and type(seconds) in (int, float) else None
+
+
 async def read(
     lease: Sequence[Any],
     lent: dict[Any, Any],
@@ -323,13 +338,9 @@ async def read(
     isn't at the address the lease says (not the lender's pid), or the kernel refuses
     the copy (with its errno: ``PermissionError`` for ptrace rules).
     """
-    try:
-        pid, nonce_address = lease
-        valid = type(pid) is int and pid > 0 and type(nonce_address) is int
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
+    if lease_seconds(lease) is None:
         raise OSError("malformed lease")
+    pid, nonce_address, _ = lease
     total = 0
     for key, entry in lent.items():
         try:

@@ -70,6 +70,7 @@ async def request_data(
         map_files=same_host is not None and _allowed(address, "map"),
         cross_memory=nonce,
     )
+    asked = time.monotonic()
     reply = await _request(pool, address, msg)
     wanted = set(msg.keys)  # a reply has no say over which keys this process gets
     opaques = {k: v for k, v in reply.data.items() if k in wanted}
@@ -87,7 +88,7 @@ async def request_data(
                 _refuse(address, "map")
     if reply.lent:
         lent = {k: v for k, v in reply.lent.items() if k in wanted}
-        copied = await _borrow(pool, address, reply.lease, lent, nonce) if nonce else None
+        copied = await _borrow(pool, address, reply.lease, lent, nonce, asked) if nonce else None
         if copied is None:
             again += lent
         else:
@@ -100,13 +101,21 @@ async def request_data(
 
 
 async def _borrow(
-    pool: ConnectionPool, address: str, lease: Any, lent: dict[Key, Any], nonce: bytes
+    pool: ConnectionPool,
+    address: str,
+    lease: Any,
+    lent: dict[Key, Any],
+    nonce: bytes,
+    asked: float,
 ) -> dict[Key, Opaque] | None:
-    """Copy what a worker lent, then release the lease; None if the copy failed or the
-    lease had ended before the release (the copy can't be trusted then).
+    """Copy what a worker lent (asked for at ``asked``, ``time.monotonic()``), then
+    release the lease; None if the copy failed or the lease had ended before the
+    release (the copy can't be trusted then).
 
     The release goes out whatever happens, this coroutine cancelled included (a
-    ``gather`` timing out): the worker then stops pinning the buffers at once.
+    ``gather`` timing out): the worker then stops pinning the buffers at once. A copy
+    over within half the lease's time since the request was sent is used without
+    waiting for the worker's answer: the lease began after that and held throughout.
     """
     copied = None
     try:
@@ -122,6 +131,9 @@ async def _borrow(
         release = asyncio.ensure_future(_release(pool, address, nonce))
         _releasing.add(release)  # held until done, even if this coroutine is cancelled
         release.add_done_callback(_releasing.discard)
+    seconds = cross_memory.lease_seconds(lease)
+    if copied is not None and seconds is not None and time.monotonic() - asked < seconds / 2:
+        return copied
     held = await asyncio.shield(release)
     return copied if held else None
 

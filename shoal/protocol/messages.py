@@ -568,7 +568,8 @@ class DataReply(Message):
     references to the memory files of values the asker maps itself (``shared``, see
     :mod:`shoal.comm.shared_memory`), and values it lends the asker to copy out of its
     memory (``lent``: header and spans by key, all under one ``lease``: the worker's
-    pid and the address of the asker's nonce there, see :mod:`shoal.comm.cross_memory`)."""
+    pid, the address of the asker's nonce there and how many seconds the lease lasts,
+    see :mod:`shoal.comm.cross_memory`)."""
 
     op: ClassVar[str] = "data"
     data: dict[Key, Opaque]

@@ -38,8 +38,9 @@ def test_a_lease_holds_until_released_or_expired() -> None:
     nonce = new_nonce()
     loan = lender.lend([b"x" * 100, bytearray(50)], nonce, now=0.0)
     assert loan is not None
-    spans, (pid, address) = loan
-    assert pid == os.getpid() and address
+    spans, (pid, address, seconds) = loan
+    assert pid == os.getpid() and address and seconds == 10.0
+    assert cross_memory.lease_seconds(loan[1]) == 10.0
     assert spans[1::2] == (100, 50) and lender.lent_bytes_total == 150 and len(lender) == 1
     assert lender.lend([b"again"], nonce, now=0.0) is None, "one lease per nonce"
     assert lender.lend([b"x"], b"short", now=0.0) is None
@@ -125,13 +126,13 @@ async def test_a_lease_that_does_not_hold_the_askers_nonce_is_refused() -> None:
     lender = Lender()
     nonce = new_nonce()
     lease, lent = lent_reply({"a": np.ones(MiB // 8)}, lender, nonce)
-    pid, address = lease
+    pid, address, seconds = lease
     with pytest.raises(OSError, match="not the process that lent"):
         await cross_memory.read(lease, lent, new_nonce())  # not what this asker sent
     # a peer that names bytes it knows to be somewhere (here: a token of its choosing,
     # in this very process) still can't produce a nonce it never received
     known = b"sixteen bytes!!!"
-    forged = (os.getpid(), cross_memory._address(known))
+    forged = (os.getpid(), cross_memory._address(known), seconds)
     with pytest.raises(OSError, match="not the process that lent"):
         await cross_memory.read(forged, lent, nonce)
     # another process of this user, pointed at by a peer: refused (no such nonce there,
@@ -139,7 +140,7 @@ async def test_a_lease_that_does_not_hold_the_askers_nonce_is_refused() -> None:
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: ASYNC220
     try:
         with pytest.raises(OSError):
-            await cross_memory.read((other.pid, address), lent, nonce)
+            await cross_memory.read((other.pid, address, seconds), lent, nonce)
     finally:
         other.kill()
         other.wait()
@@ -152,7 +153,9 @@ async def test_a_lease_that_does_not_hold_the_askers_nonce_is_refused() -> None:
         ((0, 1), {}),
         (("pid", 1), {}),
         ((os.getpid(),), {}),
-        ((os.getpid(), 1, 2), {}),
+        ((os.getpid(), 1), {}),
+        ((os.getpid(), 1, 60.0, 2), {}),
+        ((os.getpid(), 1, "a minute"), {}),
         (None, {}),
         ("ok", {"a": (Opaque([b"h"]), (1, 2))}),
         ("ok", {"a": (Opaque([b"h"]), (1,))}),
