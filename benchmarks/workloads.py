@@ -193,8 +193,7 @@ def delayed_tree(n_leaves: int) -> tuple[Any, int]:
     "delayed-tree",
     Metric("throughput", "tasks/s", True),
     Metric("memory per task", "bytes", False),
-    repeat=1,
-    timeout=480,
+    timeout=900,
 )
 def delayed_tree_run(mod: ModuleType, bench: Bench) -> Iterator[Sample]:
     """A 100,000-task dask.delayed tree end to end, and the scheduler's memory per task.
