@@ -41,6 +41,7 @@ from shoal.client.observe import ObserveMixin
 from shoal.client.plugins import PluginsMixin
 from shoal.client.state import ClientRefs
 from shoal.client.sync import LoopThread, acquire_loop, in_loop_thread, release_loop
+from shoal.comm import get_data
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect
 from shoal.comm.rpc import ConnectionPool
@@ -744,6 +745,7 @@ class Client(
             with contextlib.suppress(Exception):
                 await self._conn.close()
         if self._pool is not None:
+            await get_data.releases_sent()
             await self._pool.close()
         for st in self._states.values():
             if not st.done():

@@ -27,7 +27,7 @@ from shoal.protocol.frames import DEFAULT_LIMITS
 from shoal.protocol.messages import OK, DataReply, GetData, ReleaseData
 from shoal.protocol.opaque import Opaque
 
-__all__ = ["REFUSED_FOR", "request_data"]
+__all__ = ["REFUSED_FOR", "releases_sent", "request_data"]
 
 logger = logging.getLogger("shoal.comm.get_data")
 
@@ -140,6 +140,16 @@ async def _borrow(
 
 #: releases in progress (asyncio keeps only weak references to tasks)
 _releasing: set[asyncio.Future[bool]] = set()
+
+
+async def releases_sent(timeout: float = 1.0) -> None:
+    """Wait (``timeout`` seconds at most) for the releases still in flight on this event
+    loop: a client or worker closing its connections waits for them first, or the workers
+    would keep the lent buffers pinned until the leases end."""
+    loop = asyncio.get_running_loop()
+    pending = [f for f in _releasing if f.get_loop() is loop]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
 
 
 async def _release(pool: ConnectionPool, address: str, nonce: bytes) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from shoal import config
 from shoal.actor import NewActor
-from shoal.comm import cross_memory, shared_memory
+from shoal.comm import cross_memory, get_data, shared_memory
 from shoal.comm.addressing import check_contact_address, resolve_bind
 from shoal.comm.batched import BatchedSender
 from shoal.comm.connection import Connection, connect, listen
@@ -300,6 +300,7 @@ class Worker:
                 await self._stream.conn.close()
         await self._background.cancel_all()
         self.actors.close()
+        await get_data.releases_sent()
         await self.pool.close()
         if self._client is not None:
             # a synchronous client made by get_client() in a task: it runs on its own

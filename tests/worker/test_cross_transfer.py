@@ -175,6 +175,21 @@ async def test_a_quick_copy_is_used_before_the_release_is_answered(
         await released(w)
 
 
+async def test_a_closing_client_sends_its_releases_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with holding(16 * MiB) as (client, w, x):
+        real = get_data._release
+
+        async def slow(*args: Any) -> bool:
+            await asyncio.sleep(0.2)
+            return await real(*args)
+
+        monkeypatch.setattr(get_data, "_release", slow)
+        np.testing.assert_array_equal(await x, make(16 * MiB))
+        assert len(w.lender) == 1, "the release is still on its way"
+        await client.close()
+        assert len(w.lender) == 0, "released before the client's connections closed"
+
+
 async def test_a_worker_gone_before_the_release_loses_nothing_else(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
