@@ -262,16 +262,16 @@ class CollectionsMixin:
             user_priority, task_retries, task_workers, loose, task_resources = (
                 _options(annotations, key, defaults) if annotations else defaults
             )
-            return TaskSpec(
-                key=key,
-                dependencies=tuple(node.dependencies),
-                run_spec=run_spec,
-                priority=(-user_priority, generation, priorities[key]),
-                retries=task_retries,
-                workers=task_workers,
-                allow_other_workers=loose,
-                resources=task_resources,
-            ).to_wire()
+            return TaskSpec.wire(
+                key,
+                tuple(node.dependencies),
+                run_spec,
+                (-user_priority, generation, priorities[key]),
+                task_retries,
+                task_workers,
+                loose,
+                task_resources,
+            )
 
         # Futures for keys on the cluster already say so at once; the others are made
         # just before the piece that holds their task goes (the scheduler's answer to

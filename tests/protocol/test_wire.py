@@ -157,6 +157,12 @@ def test_task_specs_travel_as_tuples() -> None:
     assert TaskSpec.from_wire(back.tasks[0]) == spec
 
 
+def test_a_task_spec_made_straight_in_its_wire_form_is_the_same() -> None:
+    fields = (KEY, ("y",), opaque(), (0, 1, 2), 3, ("tcp://w:1",), True, {"GPU": 1.0}, True)
+    assert TaskSpec.wire(*fields) == TaskSpec(*fields).to_wire()
+    assert TaskSpec.from_wire(TaskSpec.wire(*fields[:-1])) == TaskSpec(*fields[:-1])
+
+
 def test_numpy_integers_are_encoded_as_ints() -> None:
     (back,) = loads_messages(dumps_messages([OK(value={"n": np.int64(7)})]))
     assert back == OK(value={"n": 7})
