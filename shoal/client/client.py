@@ -541,7 +541,9 @@ class Client(
         kwargs: dict[str, Any],
         key: Key,
         options: _TaskOptions,
-    ) -> TaskSpec:
+    ) -> tuple[Any, ...]:
+        """The task of ``func(*args, **kwargs)`` under ``key``, in its wire form."""
+
         def to_ref(x: Any) -> Any:
             if isinstance(x, Future):
                 if x.client is not self:
@@ -554,16 +556,16 @@ class Client(
             args = replace_objects(args, to_ref)
             kwargs = replace_objects(kwargs, to_ref)
             deps = find_refs((args, kwargs))
-        return TaskSpec(
-            key=key,
-            dependencies=tuple(deps),
-            run_spec=dumps_call(ActorConstructor(func) if options.actor else func, args, kwargs),
-            priority=(-options.priority, next(self._generation)),
-            retries=options.retries,
-            workers=options.workers,
-            allow_other_workers=options.allow_other_workers,
-            resources=options.resources,
-            actor=options.actor,
+        return TaskSpec.wire(
+            key,
+            tuple(deps),
+            dumps_call(ActorConstructor(func) if options.actor else func, args, kwargs),
+            (-options.priority, next(self._generation)),
+            options.retries,
+            options.workers,
+            options.allow_other_workers,
+            options.resources,
+            options.actor,
         )
 
     def _check_running(self) -> None:
@@ -605,7 +607,7 @@ class Client(
             return fut
         options = _TaskOptions.of(priority, retries, workers, allow_other_workers, resources, actor)
         spec = self._build_task(func, args, kwargs, key, options)
-        self._send(UpdateGraph(tasks=(spec.to_wire(),), keys=(key,)))
+        self._send(UpdateGraph(tasks=(spec,), keys=(key,)))
         return fut
 
     def map(
@@ -653,7 +655,7 @@ class Client(
                 if existing or k in seen:
                     continue
                 seen.add(k)
-                specs.append(self._build_task(func, row, kwargs, k, options).to_wire())
+                specs.append(self._build_task(func, row, kwargs, k, options))
                 if len(specs) >= step:
                     self._send_graph(specs)
                     sent.extend(t[0] for t in specs)

@@ -158,7 +158,7 @@ class TaskSpec:
         actor: bool = False,
     ) -> tuple[Any, ...]:
         """The compact positional form of a task spec, without making the spec first
-        (a client submitting 100,000 tasks saves about 0.1 s)."""
+        (0.1 µs instead of 0.6 here: the client's per-task path)."""
         return (
             key,
             dependencies,
