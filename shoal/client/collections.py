@@ -243,12 +243,14 @@ class CollectionsMixin:
 
         def spec(key: Key) -> Any:
             node = graph[key]
+            dependencies = node.dependencies
             if isinstance(node, Task):
-                external = [k for k in node.dependencies if k not in graph]
+                external = [k for k in dependencies if k not in graph]
                 if external:
                     # a Future inside a task (``dask.delayed(f)(future)``) is a TaskRef to
                     # a key already on the cluster: ship a plain TaskRef, not the Future
                     node = node.substitute({k: TaskRef(k) for k in external})  # type: ignore[misc]
+                    dependencies = node.dependencies
             run_spec = _dumps_node(node, functions)
             if run_spec.nbytes >= threshold:
                 warnings.warn(
@@ -264,7 +266,7 @@ class CollectionsMixin:
             )
             return TaskSpec.wire(
                 key,
-                tuple(node.dependencies),
+                tuple(dependencies),
                 run_spec,
                 (-user_priority, generation, priorities[key]),
                 task_retries,
@@ -282,6 +284,17 @@ class CollectionsMixin:
         holds: dict[int, list[Future]] = {}
         specs: list[Any] = []
         piece_keys: list[Key] = []  # the keys of this piece the client wants (or holds)
+        held_until: list[int | None] = []  # for each: the piece it is held until, if held
+
+        def send_piece() -> None:
+            futures = Future._each(piece_keys, self)  # type: ignore[arg-type]
+            for key, last, future in zip(piece_keys, held_until, futures, strict=True):
+                if last is None:
+                    made[key] = future
+                else:
+                    holds.setdefault(last, []).append(future)
+            self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
+
         try:
             made.update((k, Future(k, self, inform=True)) for k in keys if k not in graph)  # type: ignore[arg-type]
             ordered = sorted(graph, key=priorities.__getitem__)
@@ -289,18 +302,18 @@ class CollectionsMixin:
             for i, key in enumerate(ordered):
                 specs.append(spec(key))
                 if key in wanted:
-                    made[key] = Future(key, self, inform=False)  # type: ignore[arg-type]
                     piece_keys.append(key)
+                    held_until.append(None)
                 elif plan is not None and (last := plan.needed_later(key, i)) is not None:
-                    holds.setdefault(last, []).append(Future(key, self, inform=False))  # type: ignore[arg-type]
                     piece_keys.append(key)
+                    held_until.append(last)
                 if plan is not None and plan.ends_piece(i) and i + 1 < len(ordered):
-                    self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
-                    specs, piece_keys = [], []
+                    send_piece()
+                    specs, piece_keys, held_until = [], [], []
                     for future in holds.pop(plan.piece(i), ()):
                         future.release()  # after the piece that uses it last, in order
             if specs:
-                self._send(UpdateGraph(tasks=tuple(specs), keys=tuple(piece_keys)))
+                send_piece()
         except BaseException:
             for future in made.values():
                 future.release()  # what earlier pieces started stops: nobody wants it

@@ -227,6 +227,20 @@ class Future(TaskRef):  # type: ignore[misc]
         self._released = False
         self._state = client._acquire(key, inform=inform)
 
+    @classmethod
+    def _each(cls, keys: list[Key], client: Client) -> list[Future]:
+        """Futures for ``keys``, made together (``Future(key, client, inform=False)`` for
+        each, under one lock): the keys of a graph piece the client is sending."""
+        futures = []
+        for key, state in zip(keys, client._acquire_each(keys), strict=True):
+            future = cls.__new__(cls)
+            TaskRef.__init__(future, key)  # type: ignore[arg-type]
+            future.client = client
+            future._released = False
+            future._state = state
+            futures.append(future)
+        return futures
+
     # -------------------------------------------------------------- status
 
     @property
