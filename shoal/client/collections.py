@@ -466,7 +466,7 @@ def flatten(keys: Any) -> list[Key]:
 def _pack(keys: Any, futures: Mapping[Key, Future]) -> Any:
     """Arrange futures in the (nested list) structure of ``keys``."""
     if isinstance(keys, list):
-        return [_pack(k, futures) for k in keys]
+        return [_pack(k, futures) if isinstance(k, list) else futures[k] for k in keys]
     return futures[keys]
 
 
