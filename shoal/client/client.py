@@ -493,20 +493,6 @@ class Client(
                 self._send(ClientDesiresKeys(keys=(key,)))
         return st
 
-    def _acquire_each(self, keys: list[Key]) -> list[FutureState]:
-        """:meth:`_acquire` for each of ``keys`` under one lock, informing nobody: keys of
-        a graph piece this client is sending, whose message says it wants them."""
-        acquire, states = self._refs.acquire, self._states
-        out = []
-        with self._lock:
-            for key in keys:
-                acquire(key)
-                st = states.get(key)
-                if st is None:
-                    st = states[key] = FutureState()
-                out.append(st)
-        return out
-
     def _release(self, key: Key) -> None:
         with self._lock:
             last = self._refs.release(key)

@@ -232,13 +232,15 @@ class Future(TaskRef):  # type: ignore[misc]
         """Futures for ``keys``, made together (``Future(key, client, inform=False)`` for
         each, under one lock): the keys of a graph piece the client is sending."""
         futures = []
-        for key, state in zip(keys, client._acquire_each(keys), strict=True):
-            future = cls.__new__(cls)
-            TaskRef.__init__(future, key)  # type: ignore[arg-type]
-            future.client = client
-            future._released = False
-            future._state = state
-            futures.append(future)
+        acquire = client._acquire
+        with client._lock:  # taken once: each _acquire's own is then a re-entry
+            for key in keys:
+                future = cls.__new__(cls)
+                TaskRef.__init__(future, key)  # type: ignore[arg-type]
+                future.client = client
+                future._released = False
+                future._state = acquire(key, False)
+                futures.append(future)
         return futures
 
     # -------------------------------------------------------------- status

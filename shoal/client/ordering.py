@@ -130,7 +130,7 @@ def forest_order(graph: Mapping[Key, GraphNode]) -> dict[Key, int] | None:
         if len(kids) == 2:  # most trees are binary: the same as below, faster
             a, b = kids
             need_a, need_b = need.get(a, 1), need.get(b, 1)
-            if need_a < need_b or (need_a == need_b and _key_order(kids)[0] is b):
+            if need_a < need_b or (need_a == need_b and _before(b, a)):
                 kids.reverse()
             peak = need_a + 1 if need_a == need_b else max(need_a, need_b)
             need[key] = max(peak, 3)
@@ -160,6 +160,14 @@ def _preorder(outputs: list[Key], children: Mapping[Key, list[Key]]) -> list[Key
         if kids:
             push(kids)
     return result
+
+
+def _before(a: Key, b: Key) -> bool:
+    """Whether :func:`_key_order` puts ``a`` before ``b`` (without making a list)."""
+    try:
+        return bool(a < b)  # type: ignore[operator]
+    except TypeError:
+        return str(a) < str(b)
 
 
 def _key_order(keys: Iterable[Key]) -> list[Key]:

@@ -15,6 +15,7 @@ from dask._task_spec import DataNode, GraphNode, Task, TaskRef, convert_legacy_g
 from dask.order import order as dask_order
 
 from shoal._types import Key
+from shoal.client import ordering
 from shoal.client.ordering import collector_paused, forest_order, order
 
 
@@ -200,3 +201,19 @@ def test_a_promoting_pause_leaves_the_applications_frozen_objects_frozen() -> No
     finally:
         gc.unfreeze()
     assert frozen
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("x", "y"),
+        ("y", "x"),
+        (("x", 2), ("x", 10)),
+        (("x", 10), ("x", 2)),
+        (("x", 1), "y"),
+        ("y", ("x", 1)),
+        (3, "a"),
+    ],
+)
+def test_the_pairwise_key_order_is_the_sorted_one(a: Any, b: Any) -> None:
+    assert ordering._before(a, b) == (ordering._key_order([a, b])[0] is a)
