@@ -36,7 +36,7 @@ from shoal.client.keys import SCALARS
 from shoal.client.ordering import LARGE_GRAPH, collector_paused, order
 from shoal.protocol.messages import TaskSpec, UpdateGraph
 from shoal.protocol.opaque import Opaque
-from shoal.protocol.runspec import KeyRef, dumps_call
+from shoal.protocol.runspec import dumps_packed_call, packed_ref
 from shoal.protocol.serialize import dumps_run_spec, function_bytes
 
 #: dask settings that make collections use methods any scheduler can run (not p2p).
@@ -66,9 +66,10 @@ def _dumps_node(node: GraphNode, functions: dict[int, tuple[Any, bytes]]) -> Opa
     ):
         args = []
         for a in node.args:
-            if type(a) is TaskRef:
-                args.append(KeyRef(a.key))
-            elif type(a) in SCALARS:
+            kind = type(a)
+            if kind is TaskRef:
+                args.append(packed_ref(a.key))
+            elif kind in SCALARS:
                 args.append(a)
             else:
                 break
@@ -76,7 +77,9 @@ def _dumps_node(node: GraphNode, functions: dict[int, tuple[Any, bytes]]) -> Opa
             known = functions.get(id(func))
             if known is None:
                 known = functions[id(func)] = (func, function_bytes(func, remember=False))
-            return dumps_call(func, tuple(args), {}, known[1])
+            compact = dumps_packed_call(tuple(args), known[1])
+            if compact is not None:
+                return compact
     return dumps_run_spec(node)
 
 

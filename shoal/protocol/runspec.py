@@ -118,13 +118,31 @@ def _packer() -> msgpack.Packer:
 
 def _pack_ref(obj: Any) -> Any:
     # (as msgpack's ``default`` this would cost a Python call per argument, references
-    # or not; an ExtType is a namedtuple whose checking constructor costs 0.3 us)
-    if type(obj) is KeyRef:
-        key = obj.key
-        if type(key) is str:
-            return _new_tuple(msgpack.ExtType, (_STR_REF_EXT, key.encode()))
-        return _new_tuple(msgpack.ExtType, (_REF_EXT, _packer().pack(key)))
-    return obj
+    # or not)
+    return packed_ref(obj.key) if type(obj) is KeyRef else obj
+
+
+def packed_ref(key: Key) -> Any:
+    """A reference to the result of the task ``key`` as it goes into a compact run
+    spec's arguments (:func:`dumps_packed_call`)."""
+    # an ExtType is a namedtuple whose checking constructor costs 0.3 us
+    if type(key) is str:
+        return _new_tuple(msgpack.ExtType, (_STR_REF_EXT, key.encode()))
+    return _new_tuple(msgpack.ExtType, (_REF_EXT, _packer().pack(key)))
+
+
+def dumps_packed_call(args: tuple[Any, ...], function_frame: bytes) -> Opaque | None:
+    """The compact run spec of the function cloudpickled in ``function_frame`` called on
+    ``args``: plain values (:data:`PLAIN_TYPES`) and :func:`packed_ref` references. None
+    when msgpack can't carry them (an int beyond 64 bits, a str with lone surrogates).
+
+    What :func:`dumps_call` makes, for a caller that has the references already (a dask
+    graph's task: its arguments' ``TaskRef`` s, without a :class:`KeyRef` each)."""
+    try:
+        packed: bytes = _packer().pack(args)
+    except (OverflowError, ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        return None
+    return Opaque([_COMPACT + packed, function_frame])
 
 
 def _unpack_ref(code: int, data: bytes) -> KeyRef:

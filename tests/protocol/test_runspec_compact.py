@@ -8,7 +8,15 @@ import pytest
 
 from shoal.errors import SerializeError
 from shoal.protocol.opaque import Opaque
-from shoal.protocol.runspec import KeyRef, RunSpec, dumps_call, loads_run_spec
+from shoal.protocol.runspec import (
+    KeyRef,
+    RunSpec,
+    dumps_call,
+    dumps_packed_call,
+    loads_run_spec,
+    packed_ref,
+)
+from shoal.protocol.serialize import function_bytes
 
 
 def describe(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -116,3 +124,15 @@ def test_an_unpicklable_function_is_named_in_the_error() -> None:
 
     with pytest.raises(SerializeError, match=r"function .*holds_a_lock: TypeError"):
         dumps_call(holds_a_lock, (1,), {})
+
+
+def test_a_call_packed_with_its_references_made_already_is_what_dumps_call_makes() -> None:
+    frame = function_bytes(describe)
+    args = (1, KeyRef("x"), KeyRef(("y", 2)), "s", None)
+    made = dumps_call(describe, args, {}, frame)
+    packed = tuple(packed_ref(a.key) if type(a) is KeyRef else a for a in args)
+    same = dumps_packed_call(packed, frame)
+    assert same is not None and compact(same)
+    assert [bytes(f) for f in same.frames] == [bytes(f) for f in made.frames]
+    assert loads_run_spec(same)({"x": 10, ("y", 2): 20}) == describe(1, 10, 20, "s", None)
+    assert dumps_packed_call((2**64,), frame) is None, "msgpack can't carry it: the caller pickles"
