@@ -36,7 +36,7 @@ from shoal.client.futures import (
     _wait,
     futures_in,
 )
-from shoal.client.keys import SCALARS, map_keys, submit_key
+from shoal.client.keys import SCALARS, check_options, map_keys, submit_key
 from shoal.client.observe import ObserveMixin
 from shoal.client.plugins import PluginsMixin
 from shoal.client.state import ClientRefs
@@ -126,6 +126,7 @@ class _TaskOptions(NamedTuple):
         """Normalize the keyword arguments of ``submit``/``map``."""
         if isinstance(workers, str):
             workers = (workers,)
+        check_options([priority], [retries], [workers], [resources])
         return cls(
             priority,
             retries or 0,

@@ -32,7 +32,7 @@ from dask.utils import format_bytes
 from shoal import config
 from shoal._types import Key
 from shoal.client.futures import Future, futures_in
-from shoal.client.keys import SCALARS
+from shoal.client.keys import SCALARS, check_keys, check_options
 from shoal.client.ordering import LARGE_GRAPH, collector_paused, order
 from shoal.protocol.messages import TaskSpec, UpdateGraph
 from shoal.protocol.opaque import Opaque
@@ -219,6 +219,12 @@ class CollectionsMixin:
         graph: dict[Any, GraphNode] = convert_legacy_graph(dict(dsk))
         if isinstance(workers, str):
             workers = (workers,)
+        check_options(
+            [priority, *annotations.get("priority", {}).values()],
+            [retries, *annotations.get("retries", {}).values()],
+            [workers, *annotations.get("workers", {}).values()],
+            [resources, *annotations.get("resources", {}).values()],
+        )
         defaults: _Options = (
             priority,
             retries or 0,
@@ -239,6 +245,7 @@ class CollectionsMixin:
         defaults: _Options,
     ) -> dict[Key, Future]:
         """Order ``graph``, send it (in pieces when large), return futures for ``keys``."""
+        check_keys(list(graph))
         priorities = order(graph)
         generation = next(self._generation)
         threshold = int(config.get("client.large-object-warning-bytes"))

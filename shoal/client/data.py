@@ -14,6 +14,7 @@ from dask.base import tokenize
 
 from shoal._types import Key
 from shoal.client.futures import Future, FutureState, _wait_all, futures_in
+from shoal.client.keys import check_keys
 from shoal.comm import get_data
 from shoal.comm.rpc import ConnectionPool
 from shoal.errors import CommError, FutureCancelledError
@@ -168,6 +169,7 @@ class DataMixin:
     ) -> Any:
         if isinstance(data, dict):
             items = list(data.items())
+            check_keys(list(data))
         else:
             seq = [data] if not isinstance(data, (list, tuple, set, frozenset)) else list(data)
             items = [

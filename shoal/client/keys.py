@@ -3,7 +3,8 @@
 A pure call's key is ``<function name>-<token>``, the token hashing the function and
 its arguments, so the same call gives the same key (and runs once); an impure call
 gets a random token. A key the user gives must be a dask key (a string, a number, or
-a tuple of those): anything else is refused here, before it reaches the scheduler.
+a tuple of those) that a message can carry (:func:`check_keys`): anything else is
+refused here, before it reaches the scheduler.
 """
 
 from __future__ import annotations
@@ -20,8 +21,46 @@ from dask.utils import funcname
 
 from shoal._types import Key
 from shoal.protocol.runspec import PLAIN_TYPES
+from shoal.protocol.wire import first_unencodable
 
-__all__ = ["SCALARS", "map_keys", "submit_key"]
+__all__ = ["SCALARS", "check_keys", "check_options", "map_keys", "submit_key"]
+
+
+def check_keys(keys: Sequence[Any]) -> None:
+    """Raise ``TypeError`` for the first of ``keys`` that no message can carry (an int
+    over 64 bits, a str with a lone surrogate, an object of another type).
+
+    The scheduler could not tell a worker to compute it, nor a client that it finished:
+    sent anyway, its task would never end.
+    """
+    bad = first_unencodable(keys)
+    if bad is not None:
+        key, why = bad
+        raise TypeError(
+            f"task key {key!r} can't be sent to the scheduler ({why}): a key is a str, "
+            "an int of at most 64 bits, a float, or a tuple of those"
+        )
+
+
+def check_options(
+    priorities: Sequence[Any],
+    retries: Sequence[Any],
+    workers: Sequence[Any],
+    resources: Sequence[Any],
+) -> None:
+    """Raise ``TypeError`` for the first task option given (each argument lists the
+    values given for it) that no message can carry: its task would never start."""
+    for name, values in (
+        ("priority", priorities),
+        ("retries", retries),
+        ("workers", workers),
+        ("resources", resources),
+    ):
+        sent = [-p for p in values] if name == "priority" else values  # the scheduler's order
+        bad = first_unencodable(sent)
+        if bad is not None:
+            value = -bad[0] if name == "priority" else bad[0]
+            raise TypeError(f"{name}={value!r} can't be sent to the scheduler ({bad[1]})")
 
 
 def _checked(key: Key) -> Key:
@@ -32,6 +71,7 @@ def _checked(key: Key) -> Key:
             f"invalid task key {key!r} ({type(key).__name__}): a key is a str, an int, "
             "a float or a tuple of those"
         ) from None
+    check_keys((key,))
     return key
 
 

@@ -31,7 +31,13 @@ from shoal.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shoal.protocol.messages import Message, TaskSpec
 from shoal.protocol.opaque import Frame, Opaque
 
-__all__ = ["BATCH_OP", "OPAQUE_EXT_CODE", "dumps_messages", "loads_messages"]
+__all__ = [
+    "BATCH_OP",
+    "OPAQUE_EXT_CODE",
+    "dumps_messages",
+    "first_unencodable",
+    "loads_messages",
+]
 
 #: msgpack extension code of an Opaque reference: its frames are consecutive.
 OPAQUE_EXT_CODE = 1
@@ -57,6 +63,35 @@ def frame_identity(frame: Frame) -> int:
         if isinstance(base, bytes) and frame.nbytes == len(base):
             return id(base)
     return id(frame)
+
+
+def _plain(obj: Any) -> Any:
+    """msgpack's fallback for plain values: numpy integers and the like become ints."""
+    if hasattr(type(obj), "__index__"):
+        return operator.index(obj)
+    raise TypeError(f"cannot encode an object of type {type(obj).__qualname__!r}")
+
+
+def first_unencodable(values: Sequence[Any]) -> tuple[Any, str] | None:
+    """The first of ``values`` (plain data: keys, names) that a message can't carry,
+    with msgpack's reason; None when it can carry them all. An int needs 64 bits at
+    most, a str must be valid Unicode (no lone surrogate).
+
+    All of them are tried in one msgpack call first (a 100,000-key graph: a few ms),
+    then one by one only when that call fails.
+    """
+    errors = (TypeError, ValueError, OverflowError)
+    try:
+        msgpack.packb(values, use_bin_type=True, default=_plain)
+        return None
+    except errors:
+        pass
+    for value in values:
+        try:
+            msgpack.packb(value, use_bin_type=True, default=_plain)
+        except errors as e:
+            return value, str(e)
+    return None
 
 
 def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
@@ -88,9 +123,7 @@ def dumps_messages(msgs: Sequence[Message]) -> list[Frame]:
             return obj.to_wire()
         if isinstance(obj, Message):
             return obj.to_wire()
-        if hasattr(type(obj), "__index__"):  # numpy integers and the like
-            return operator.index(obj)
-        raise TypeError(f"cannot encode an object of type {type(obj).__qualname__!r}")
+        return _plain(obj)
 
     payload: Any
     if len(msgs) == 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import dask
 import pytest
 
 from shoal import Client, LocalCluster
@@ -81,6 +82,54 @@ def test_invalid_keys_are_refused_before_anything_is_sent(process_client: Client
         c.map(lambda x: x, [1, 2], key=["fine", bad])
     assert c.submit(lambda: 2, key=("ok", 1)).result() == 2
     assert c.gather(c.map(lambda x: x, [1, 2], key=["a-1", ("a", 2)])) == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [("a", 2**70), -(2**64), "x\ud800", ("t", ("u", 2**64))])
+@pytest.mark.parametrize("over_tcp", [False, True], ids=["in-process", "tcp"])
+def test_keys_no_message_can_carry_are_refused_and_the_cluster_goes_on(
+    process_cluster: LocalCluster, bad: Any, over_tcp: bool
+) -> None:
+    """Such a key used to reach the scheduler (or break the client's stream), and the
+    batched sender to the worker then failed: the task, and every later one, hung."""
+    address = process_cluster.scheduler_address if over_tcp else process_cluster
+    with Client(address) as c:
+        match = "can't be sent to the scheduler"
+        with pytest.raises(TypeError, match=match):
+            c.submit(inc, 1, key=bad)
+        with pytest.raises(TypeError, match=match):
+            c.map(inc, [1, 2], key=["fine", bad])
+        with pytest.raises(TypeError, match=match):
+            c.get({bad: (inc, 1), "b": (inc, bad)}, "b")
+        with pytest.raises(TypeError, match=match):
+            c.scatter({bad: 1})
+        assert c.get({("a", 2**63): (inc, 1), "b": (inc, ("a", 2**63))}, "b") == 3
+        assert c.submit(inc, 1).result(timeout=10) == 2
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"priority": 2**63 + 1},
+        {"retries": 2**64},
+        {"workers": ["w\ud800"]},
+        {"resources": {"GPU": 2**70}},
+    ],
+)
+def test_task_options_no_message_can_carry_are_refused(
+    process_client: Client, option: dict[str, Any]
+) -> None:
+    c = process_client
+    (name,) = option
+    match = f"{name}=.* can't be sent to the scheduler"
+    with pytest.raises(TypeError, match=match):
+        c.submit(inc, 1, **option)
+    with pytest.raises(TypeError, match=match):
+        c.map(inc, [1, 2], **option)
+    with pytest.raises(TypeError, match=match):
+        c.compute(dask.delayed(inc)(1), **option)
+    with dask.annotate(**option), pytest.raises(TypeError, match=match):
+        c.compute(dask.delayed(inc)(2))
+    assert c.submit(inc, 1, priority=-(2**63) + 1, retries=2**63).result(timeout=10) == 2
 
 
 class GraphSizes(SchedulerPlugin):
