@@ -40,6 +40,7 @@ from shoal.protocol.messages import (
     RegisterClient,
     RegisterWorker,
     Terminate,
+    UpdateGraph,
 )
 from shoal.protocol.versions import collect_versions
 from shoal.scheduler import handlers, observe, worker_setup
@@ -655,14 +656,17 @@ class Scheduler:
         goodbye = False
         try:
             msgs = list(rest)
-            while self._from_client(client, msgs):
-                msgs = []  # a large graph must not stay alive while we wait
-                # A read returns at once while messages are queued (an in-process
-                # client's pieces of a large graph): let the workers' senders and
-                # streams run between them, or no task starts until the last piece.
-                await asyncio.sleep(0)
-                msgs = await conn.read()
-            goodbye = True
+            while not goodbye:
+                # One graph piece at a time (a batch may hold several: the client
+                # makes them faster than we take them in), and the event loop turns
+                # after each, since a read returns at once while messages are queued:
+                # the workers' senders and streams run between pieces, or the
+                # workers idle until the last piece of a large graph is in.
+                while msgs and not goodbye:
+                    goodbye = not self._from_client(client, _up_to_a_graph(msgs))
+                    await asyncio.sleep(0)
+                if not goodbye:
+                    msgs = await conn.read()
         except ProtocolError as e:
             logger.warning("client %s sent an invalid message and was disconnected: %s", client, e)
         except CommError:
@@ -714,3 +718,16 @@ class Scheduler:
         """Wait until at least ``n`` workers are connected."""
         async with self._worker_joined:
             await self._worker_joined.wait_for(lambda: len(self.worker_streams) >= n)
+
+
+def _up_to_a_graph(msgs: list[Message]) -> list[Message]:
+    """Take from ``msgs`` (in place) its messages up to the first ``UpdateGraph``
+    included, or all of them when it has none."""
+    for i, msg in enumerate(msgs):
+        if type(msg) is UpdateGraph:
+            part = msgs[: i + 1]
+            del msgs[: i + 1]
+            return part
+    part = msgs[:]
+    msgs.clear()
+    return part

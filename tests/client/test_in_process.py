@@ -155,6 +155,41 @@ async def test_map_sends_growing_batches_as_it_builds_them() -> None:
             assert sizes.sizes[6:] == [100, 100, 50]
 
 
+async def test_the_scheduler_takes_one_graph_piece_per_turn_of_its_loop() -> None:
+    """Pieces that reach the scheduler in one batch (the client made them faster than
+    it took them in) are handled one per turn, so workers get tasks meanwhile."""
+    turns = 0
+
+    class Turns(SchedulerPlugin):
+        name = "turns"
+        seen: list[int] = []
+
+        def update_graph(self, scheduler: Any, **kwargs: Any) -> None:
+            self.seen.append(turns)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with cluster(n_workers=1, nthreads=1) as (s, _):
+        plugin = Turns()
+        await s.add_plugin(plugin)
+        async with Client(s.address, asynchronous=True) as c:
+            counter = asyncio.ensure_future(count_turns())
+            try:
+                c._send(*[UpdateGraph(tasks=(), keys=()) for _ in range(3)])  # one batch
+                for _ in range(200):
+                    if len(plugin.seen) == 3:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                counter.cancel()
+    first, second, third = plugin.seen
+    assert first < second < third
+
+
 def test_an_argument_changed_after_submit_does_not_change_the_task(
     process_client: Client,
 ) -> None:
