@@ -53,7 +53,7 @@ def check_options(
     for name, values in (
         ("priority", priorities),
         ("retries", retries),
-        ("workers", workers),
+        ("workers", [w if w is None or isinstance(w, str) else tuple(w) for w in workers]),
         ("resources", resources),
     ):
         sent = [-p for p in values] if name == "priority" else values  # the scheduler's order

@@ -130,6 +130,9 @@ def test_task_options_no_message_can_carry_are_refused(
     with dask.annotate(**option), pytest.raises(TypeError, match=match):
         c.compute(dask.delayed(inc)(2))
     assert c.submit(inc, 1, priority=-(2**63) + 1, retries=2**63).result(timeout=10) == 2
+    anywhere = set(c.nthreads())  # any iterable of addresses, as before
+    assert c.submit(inc, 2, workers=anywhere).result(timeout=10) == 3
+    assert c.compute(dask.delayed(inc)(3), workers=anywhere).result(timeout=10) == 4
 
 
 class GraphSizes(SchedulerPlugin):
