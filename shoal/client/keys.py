@@ -50,12 +50,13 @@ def check_options(
 ) -> None:
     """Raise ``TypeError`` for the first task option given (each argument lists the
     values given for it) that no message can carry: its task would never start."""
-    for name, values in (
+    options: tuple[tuple[str, Sequence[Any]], ...] = (
         ("priority", priorities),
         ("retries", retries),
         ("workers", [w if w is None or isinstance(w, str) else tuple(w) for w in workers]),
         ("resources", resources),
-    ):
+    )
+    for name, values in options:
         sent = [-p for p in values] if name == "priority" else values  # the scheduler's order
         bad = first_unencodable(sent)
         if bad is not None:
