@@ -130,7 +130,7 @@ def test_task_options_no_message_can_carry_are_refused(
     with dask.annotate(**option), pytest.raises(TypeError, match=match):
         c.compute(dask.delayed(inc)(2))
     assert c.submit(inc, 1, priority=-(2**63) + 1, retries=2**63).result(timeout=10) == 2
-    anywhere = set(c.nthreads())  # any iterable of addresses, as before
+    anywhere = set(c.nthreads())  # workers= takes any iterable of addresses
     assert c.submit(inc, 2, workers=anywhere).result(timeout=10) == 3
     assert c.compute(dask.delayed(inc)(3), workers=anywhere).result(timeout=10) == 4
 
@@ -165,7 +165,9 @@ async def test_the_scheduler_takes_one_graph_piece_per_turn_of_its_loop() -> Non
 
     class Turns(SchedulerPlugin):
         name = "turns"
-        seen: list[int] = []
+
+        def __init__(self) -> None:
+            self.seen: list[int] = []
 
         def update_graph(self, scheduler: Any, **kwargs: Any) -> None:
             self.seen.append(turns)
