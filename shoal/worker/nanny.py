@@ -63,7 +63,7 @@ from shoal.protocol.messages import (
     RunFunction,
     Terminate,
 )
-from shoal.worker.memory import descendants, parse_memory_limit
+from shoal.worker.memory import ResidentMemory, descendants, parse_memory_limit
 from shoal.worker.run_function import run_function
 
 __all__ = [
@@ -247,7 +247,7 @@ class _Child:
         self.stopping = False
         self._fd: int | None = ready_fd
         self._buffer = b""
-        self._ps: psutil.Process | None = None
+        self._rss: ResidentMemory | None = None
         self._children: dict[int, psutil.Process] = {}
         self._ticks = 0
         os.set_blocking(ready_fd, False)
@@ -290,11 +290,11 @@ class _Child:
         :func:`~shoal.worker.memory.descendants`).
         """
         try:
-            if self._ps is None:
-                self._ps = psutil.Process(self.pid)
-            total = int(self._ps.memory_info().rss)
+            if self._rss is None:
+                self._rss = ResidentMemory(self.pid)
         except psutil.Error:
             return 0
+        total = self._rss.rss()
         if self._ticks % _CHILDREN_EVERY == 0:
             known = self._children
             self._children = {}

@@ -9,7 +9,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from shoal import config
@@ -204,6 +206,41 @@ async def test_no_limit_no_monitoring(store: SpillStore, monkeypatch: pytest.Mon
 
 def test_process_memory_is_this_processs_rss() -> None:
     assert memory.process_memory() > 10 * MB
+
+
+@pytest.mark.parametrize("from_proc", [True, False], ids=["proc-statm", "psutil"])
+def test_resident_memory_follows_its_process_until_it_ends(
+    monkeypatch: pytest.MonkeyPatch, from_proc: bool
+) -> None:
+    if from_proc and not Path("/proc/self/statm").exists():
+        pytest.skip("no /proc here")
+    # a child that holds 64 MB, says so, then waits for stdin to close
+    script = "import sys\nb = bytearray(64 << 20)\nprint(1, flush=True)\nsys.stdin.read()\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if not from_proc:  # as on a system without /proc: psutil reads it
+            real_open = os.open
+
+            def no_statm(path: str, *args: Any, **kwargs: Any) -> int:
+                if str(path).endswith("/statm"):
+                    raise PermissionError(path)
+                return real_open(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "open", no_statm)
+        reader = memory.ResidentMemory(child.pid)
+        assert (reader._fd is not None) is from_proc
+        assert child.stdout is not None and child.stdout.readline()
+        assert reader.rss() >= 64 * MB
+        assert abs(reader.rss() - psutil.Process(child.pid).memory_info().rss) < 4 * MB
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert reader.rss() == 0  # ended (and reaped): not whatever process gets its pid
+    with pytest.raises(psutil.NoSuchProcess):
+        memory.ResidentMemory(child.pid)
 
 
 @pytest.mark.parametrize("from_proc", [True, False], ids=["proc-children", "psutil"])
