@@ -66,6 +66,12 @@ from shoal.security import Security
 
 logger = logging.getLogger("shoal.scheduler")
 
+#: The tasks of new graphs (pieces, ``submit``s, ``map`` batches) taken in from a
+#: client before the event loop turns: one piece of a large graph (4,096 tasks), or a
+#: thousand single submits (one turn each: a third fewer tasks a second in a loop of
+#: ``submit`` calls).
+TASKS_PER_TURN = 1_000
+
 #: Seconds between heap trims while tasks stay active (see ``_trim_when_drained``).
 TRIM_INTERVAL = 60.0
 
@@ -657,13 +663,14 @@ class Scheduler:
         try:
             msgs = list(rest)
             while not goodbye:
-                # One graph piece at a time (a batch may hold several: the client
-                # makes them faster than we take them in), and the event loop turns
-                # after each, since a read returns at once while messages are queued:
-                # the workers' senders and streams run between pieces, or the
-                # workers idle until the last piece of a large graph is in.
+                # About TASKS_PER_TURN new tasks at a time (a batch may hold several
+                # pieces of a graph: the client makes them faster than we take them
+                # in), and the event loop turns after each, since a read returns at
+                # once while messages are queued: the workers' senders and streams run
+                # between pieces, or the workers idle until the last piece of a large
+                # graph is in.
                 while msgs and not goodbye:
-                    goodbye = not self._from_client(client, _up_to_a_graph(msgs))
+                    goodbye = not self._from_client(client, _one_turn(msgs))
                     await asyncio.sleep(0)
                 if not goodbye:
                     msgs = await conn.read()
@@ -720,14 +727,17 @@ class Scheduler:
             await self._worker_joined.wait_for(lambda: len(self.worker_streams) >= n)
 
 
-def _up_to_a_graph(msgs: list[Message]) -> list[Message]:
-    """Take from ``msgs`` (in place) its messages up to the first ``UpdateGraph``
-    included, or all of them when it has none."""
+def _one_turn(msgs: list[Message]) -> list[Message]:
+    """Take from ``msgs`` (in place) what to handle in one turn of the event loop: up to
+    the ``UpdateGraph`` that brings the tasks taken to :data:`TASKS_PER_TURN`, or all."""
+    tasks = 0
     for i, msg in enumerate(msgs):
         if type(msg) is UpdateGraph:
-            part = msgs[: i + 1]
-            del msgs[: i + 1]
-            return part
+            tasks += len(msg.tasks)
+            if tasks >= TASKS_PER_TURN:
+                part = msgs[: i + 1]
+                del msgs[: i + 1]
+                return part
     part = msgs[:]
     msgs.clear()
     return part

@@ -158,9 +158,14 @@ async def test_map_sends_growing_batches_as_it_builds_them() -> None:
             assert sizes.sizes[6:] == [100, 100, 50]
 
 
-async def test_the_scheduler_takes_one_graph_piece_per_turn_of_its_loop() -> None:
+async def test_the_scheduler_takes_about_a_piece_of_a_graph_per_turn_of_its_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Pieces that reach the scheduler in one batch (the client made them faster than
-    it took them in) are handled one per turn, so workers get tasks meanwhile."""
+    it took them in) are handled one per turn, so workers get tasks meanwhile; small
+    graphs (single submits) go many to a turn."""
+    from shoal.scheduler import server
+
     turns = 0
 
     class Turns(SchedulerPlugin):
@@ -178,21 +183,28 @@ async def test_the_scheduler_takes_one_graph_piece_per_turn_of_its_loop() -> Non
             turns += 1
             await asyncio.sleep(0)
 
+    async def turns_seen(c: Client, plugin: Turns) -> list[int]:
+        plugin.seen.clear()
+        c._send(*[UpdateGraph(tasks=(), keys=()) for _ in range(3)])  # one batch
+        for _ in range(200):
+            if len(plugin.seen) == 3:
+                break
+            await asyncio.sleep(0.01)
+        return plugin.seen
+
     async with cluster(n_workers=1, nthreads=1) as (s, _):
         plugin = Turns()
         await s.add_plugin(plugin)
         async with Client(s.address, asynchronous=True) as c:
             counter = asyncio.ensure_future(count_turns())
             try:
-                c._send(*[UpdateGraph(tasks=(), keys=()) for _ in range(3)])  # one batch
-                for _ in range(200):
-                    if len(plugin.seen) == 3:
-                        break
-                    await asyncio.sleep(0.01)
+                first, second, third = await turns_seen(c, plugin)
+                assert first == second == third  # no tasks: one turn
+                monkeypatch.setattr(server, "TASKS_PER_TURN", 0)  # each a full piece
+                first, second, third = await turns_seen(c, plugin)
+                assert first < second < third
             finally:
                 counter.cancel()
-    first, second, third = plugin.seen
-    assert first < second < third
 
 
 def test_an_argument_changed_after_submit_does_not_change_the_task(
