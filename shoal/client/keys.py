@@ -35,9 +35,9 @@ def check_keys(keys: Sequence[Any]) -> None:
     """
     bad = first_unencodable(keys)
     if bad is not None:
-        key, why = bad
+        i, why = bad
         raise TypeError(
-            f"task key {key!r} can't be sent to the scheduler ({why}): a key is a str, "
+            f"task key {keys[i]!r} can't be sent to the scheduler ({why}): a key is a str, "
             "an int of at most 64 bits, a float, or a tuple of those"
         )
 
@@ -50,18 +50,18 @@ def check_options(
 ) -> None:
     """Raise ``TypeError`` for the first task option given (each argument lists the
     values given for it) that no message can carry: its task would never start."""
-    options: tuple[tuple[str, Sequence[Any]], ...] = (
-        ("priority", priorities),
-        ("retries", retries),
-        ("workers", [w if w is None or isinstance(w, str) else tuple(w) for w in workers]),
-        ("resources", resources),
+    checks: tuple[tuple[str, Sequence[Any], Sequence[Any]], ...] = (  # (name, given, sent)
+        ("priority", priorities, [-p for p in priorities]),  # the scheduler's order
+        ("retries", retries, retries),
+        ("workers", workers, [w if w is None or isinstance(w, str) else tuple(w) for w in workers]),
+        ("resources", resources, resources),
     )
-    for name, values in options:
-        sent = [-p for p in values] if name == "priority" else values  # the scheduler's order
+    if first_unencodable([sent for _, _, sent in checks]) is None:
+        return  # one msgpack call for them all: the common case, once per submit or graph
+    for name, given, sent in checks:
         bad = first_unencodable(sent)
         if bad is not None:
-            value = -bad[0] if name == "priority" else bad[0]
-            raise TypeError(f"{name}={value!r} can't be sent to the scheduler ({bad[1]})")
+            raise TypeError(f"{name}={given[bad[0]]!r} can't be sent to the scheduler ({bad[1]})")
 
 
 def _checked(key: Key) -> Key:

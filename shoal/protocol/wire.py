@@ -72,10 +72,10 @@ def _plain(obj: Any) -> Any:
     raise TypeError(f"cannot encode an object of type {type(obj).__qualname__!r}")
 
 
-def first_unencodable(values: Sequence[Any]) -> tuple[Any, str] | None:
-    """The first of ``values`` (plain data: keys, names) that a message can't carry,
-    with msgpack's reason; None when it can carry them all. An int needs 64 bits at
-    most, a str must be valid Unicode (no lone surrogate).
+def first_unencodable(values: Sequence[Any]) -> tuple[int, str] | None:
+    """The index of the first of ``values`` (plain data: keys, names) that a message
+    can't carry, with msgpack's reason; None when it can carry them all. An int needs
+    64 bits at most, a str must be valid Unicode (no lone surrogate).
 
     All of them are tried in one msgpack call first (a 100,000-key graph: a few ms),
     then one by one only when that call fails.
@@ -86,11 +86,11 @@ def first_unencodable(values: Sequence[Any]) -> tuple[Any, str] | None:
         return None
     except errors:
         pass
-    for value in values:
+    for i, value in enumerate(values):
         try:
             msgpack.packb(value, use_bin_type=True, default=_plain)
         except errors as e:
-            return value, str(e)
+            return i, str(e)
     return None
 
 
